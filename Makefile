@@ -1,0 +1,32 @@
+# lensops: the two commands of the README, and the heavier checks.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: test demo bench soak lint clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+## make test: the whole test suite (under 10 minutes on 2 cores)
+test: $(STAMP)
+	$(BIN)/python -m pytest -n 2 tests
+
+## make demo: the daemon on an embedded AWS emulator, on a Git repo made from desired-state/
+demo: $(STAMP)
+	$(BIN)/lensops demo
+
+## make bench: performance figures (prints a table, asserts nothing on time)
+bench: $(STAMP)
+	$(BIN)/python -m pytest -s tests/benchmarks -p no:randomly
+
+## make soak: fault injection at scale
+soak: $(STAMP)
+	$(BIN)/python -m pytest -s tests/soak
+
+clean:
+	rm -rf $(VENV) .pytest_cache .lensops

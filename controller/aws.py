@@ -1,0 +1,161 @@
+"""The AWS client factory: one place that makes boto3 clients.
+
+Clients are made per (service, account, region, role) and cached, with
+botocore's own retry modes (adaptive by default: backoff with jitter and a
+client-side rate limiter that slows down on throttling). Every HTTP attempt
+is counted into ``lensops_aws_api_calls_total``, and a process-wide
+semaphore bounds the requests in flight (``LENSOPS_CONCURRENCY``).
+Nothing here runs at import time.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import boto3
+import botocore.config
+import botocore.session
+
+from controller import metrics
+from controller.errors import PermanentError, classify, is_throttling
+
+# botocore's service ids (hyphenised) -> the boto3 service names we label with.
+_SERVICE_LABEL = {
+    "cloudwatch": "cloudwatch",
+    "sns": "sns",
+    "sts": "sts",
+    "cloudformation": "cloudformation",
+    "lambda": "lambda",
+    "budgets": "budgets",
+    "backup": "backup",
+    "wafv2": "wafv2",
+    "resource-groups-tagging-api": "tagging",
+    "ssm": "ssm",
+    "rds": "rds",
+    "dynamodb": "dynamodb",
+}
+
+
+class ClientFactory:
+    """Makes and caches boto3 clients for one process.
+
+    ``concurrency`` bounds the HTTP requests in flight across every client the
+    factory made; ``retry_mode`` and ``max_attempts`` go to botocore's retry
+    handler, which owns backoff, jitter and throttling.
+    """
+
+    def __init__(
+        self,
+        concurrency: int = 8,
+        retry_mode: str = "adaptive",
+        max_attempts: int = 5,
+        connect_timeout: float = 10.0,
+        read_timeout: float = 60.0,
+    ):
+        self._semaphore = threading.BoundedSemaphore(max(1, concurrency))
+        self._held = threading.local()
+        self._lock = threading.Lock()
+        self._clients: dict[tuple[str, str, str, str], Any] = {}
+        self._sessions: dict[tuple[str, str], boto3.Session] = {}
+        self._config = botocore.config.Config(
+            retries={"mode": retry_mode, "max_attempts": max_attempts},
+            connect_timeout=connect_timeout,
+            read_timeout=read_timeout,
+            max_pool_connections=max(10, concurrency * 2),
+        )
+
+    def client(self, service: str, region: str, role_arn: str = "", account: str = "") -> Any:
+        """A cached client for ``service`` in ``region``, through ``role_arn`` when given."""
+        key = (service, account, region, role_arn)
+        with self._lock:
+            found = self._clients.get(key)
+        if found is not None:
+            return found
+        session = self._session(region, role_arn)
+        made = session.client(service, region_name=region, config=self._config)
+        self._instrument(made)
+        with self._lock:
+            return self._clients.setdefault(key, made)
+
+    def _session(self, region: str, role_arn: str) -> boto3.Session:
+        with self._lock:
+            found = self._sessions.get((region, role_arn))
+        if found is not None:
+            return found
+        if not role_arn:
+            session = boto3.Session(region_name=region)
+        else:
+            session = self._assumed_session(region, role_arn)
+        with self._lock:
+            return self._sessions.setdefault((region, role_arn), session)
+
+    def _assumed_session(self, region: str, role_arn: str) -> boto3.Session:
+        """A session whose credentials come from sts:AssumeRole and refresh themselves."""
+        from botocore.credentials import AssumeRoleCredentialFetcher, DeferredRefreshableCredentials
+
+        base = boto3.Session(region_name=region)
+        fetcher = AssumeRoleCredentialFetcher(
+            client_creator=lambda *a, **kw: self._counted(base._session.create_client(*a, **kw)),
+            source_credentials=base.get_credentials(),
+            role_arn=role_arn,
+            extra_args={"RoleSessionName": "lensops"},
+        )
+        credentials = DeferredRefreshableCredentials(
+            method="assume-role", refresh_using=fetcher.fetch_credentials
+        )
+        botocore_session = botocore.session.Session()
+        botocore_session._credentials = credentials
+        return boto3.Session(botocore_session=botocore_session, region_name=region)
+
+    def _counted(self, client: Any) -> Any:
+        self._instrument(client)
+        return client
+
+    def _instrument(self, client: Any) -> None:
+        events = client.meta.events
+        events.register("before-send", self._before_send)
+        events.register("response-received", self._response_received)
+
+    def _before_send(self, **_: Any) -> None:
+        self._semaphore.acquire()
+        self._held.value = getattr(self._held, "value", 0) + 1
+
+    def _response_received(
+        self, event_name: str, parsed_response: Any = None, exception: Any = None, **_: Any
+    ) -> None:
+        if getattr(self._held, "value", 0) > 0:
+            self._held.value -= 1
+            self._semaphore.release()
+        _, service_id, operation = event_name.split(".", 2)
+        service = _SERVICE_LABEL.get(service_id, service_id)
+        outcome = "ok"
+        if exception is not None:
+            outcome = "error"
+        elif isinstance(parsed_response, dict):
+            error = parsed_response.get("Error") or {}
+            status = parsed_response.get("ResponseMetadata", {}).get("HTTPStatusCode", 200)
+            code = str(error.get("Code", ""))
+            if is_throttling(code) or status == 429:
+                outcome = "throttled"
+            elif error or status >= 400:
+                outcome = "error"
+        metrics.AWS_API_CALLS.labels(service, operation, outcome).inc()
+
+
+def caller_account(factory: ClientFactory, region: str, role_arn: str = "") -> str:
+    """The account id that the credentials act in (sts:GetCallerIdentity)."""
+    try:
+        return str(factory.client("sts", region, role_arn).get_caller_identity()["Account"])
+    except Exception as exc:  # noqa: BLE001 - mapped onto the taxonomy
+        raise classify(exc) from exc
+
+
+def check_account(factory: ClientFactory, region: str, role_arn: str, expected: str) -> str:
+    """Refuse to act when the credentials are not in the account the manifest names."""
+    actual = caller_account(factory, region, role_arn)
+    if expected and actual != expected:
+        raise PermanentError(
+            f"account guard: credentials act in account {actual}, the Environment says {expected}"
+        )
+    return actual

@@ -1,0 +1,282 @@
+"""The ``lensops`` command line (CONTRACT.md section 3): argument parsing only.
+
+Every command calls into the engine; errors are one line per problem,
+``path:line: Kind/name: message``, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Any, Callable
+
+from controller import __version__, logs
+from controller.errors import LensopsError, ManifestError, PermanentError, RetryableError, UsageError
+
+EXIT_OK, EXIT_ERROR, EXIT_CHANGES = 0, 1, 2
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--repo", default=None, help="folder, Git working copy or Git URL (default: LENSOPS_REPO_URL or .)")
+    parser.add_argument("--env", action="append", default=None, help="environment (repeatable; default all)")
+    parser.add_argument("--output", choices=("text", "json"), default="text")
+    parser.add_argument("--config", default=None, help="a YAML file of LENSOPS_* settings")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lensops", description="GitOps controller for AWS.")
+    parser.add_argument("--version", action="version", version=f"lensops {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    p = sub.add_parser("validate", help="load and check every manifest, no AWS call")
+    _common(p)
+    p.add_argument("path", nargs="?", default=None)
+
+    p = sub.add_parser("plan", help="diff desired vs live AWS; exit 0 in sync, 2 changes pending, 1 error")
+    _common(p)
+
+    p = sub.add_parser("apply", help="one reconcile pass; exit 0 applied and healthy, 1 failed")
+    _common(p)
+    p.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
+    p.add_argument("--allow-mass-prune", action="store_true", help="let this apply delete more than 10%% of the managed resources")
+    p.add_argument("--force-window", action="store_true", help="apply even inside a deny sync window")
+
+    p = sub.add_parser("run", help="the daemon")
+    _common(p)
+
+    p = sub.add_parser("status", help="what is applied, drifted, failed")
+    _common(p)
+
+    p = sub.add_parser("history", help="past revisions")
+    _common(p)
+    p.add_argument("--limit", type=int, default=50)
+
+    p = sub.add_parser("runbook", help="runbooks: list, show NAME")
+    _common(p)
+    rb = p.add_subparsers(dest="runbook_command", metavar="list|show")
+    rb.required = True
+    rb.add_parser("list")
+    show = rb.add_parser("show")
+    show.add_argument("name")
+
+    p = sub.add_parser("schema", help="JSON Schema of every kind")
+    _common(p)
+
+    p = sub.add_parser("iam-policy", help="least-privilege IAM policy for the manifests in scope")
+    _common(p)
+
+    p = sub.add_parser("demo", help="the daemon on an embedded AWS emulator")
+    _common(p)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``lensops`` console script."""
+    args = build_parser().parse_args(argv)
+    from controller.settings import load_settings
+
+    try:
+        settings = load_settings(args.config)
+        logs.configure(settings.log_format if args.command in ("run", "demo") else "console", "info" if args.command in ("run", "demo") else "warning")
+        handler = _COMMANDS[args.command]
+        return handler(args, settings)
+    except ManifestError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return EXIT_ERROR
+    except (UsageError, PermanentError, RetryableError, LensopsError) as exc:
+        print(f"lensops: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return EXIT_OK
+    except Exception as exc:  # noqa: BLE001 - the contract promises no traceback; LENSOPS_DEBUG shows it
+        if os.environ.get("LENSOPS_DEBUG"):
+            raise
+        print(f"lensops: internal error: {type(exc).__name__}: {exc} (set LENSOPS_DEBUG=1 for a traceback)", file=sys.stderr)
+        return EXIT_ERROR
+
+
+def _emit(args: argparse.Namespace, data: Any, text: str) -> None:
+    if args.output == "json":
+        json.dump(data, sys.stdout, indent=2, sort_keys=False, default=str)
+        sys.stdout.write("\n")
+    else:
+        print(text)
+
+
+def cmd_validate(args: argparse.Namespace, settings: Any) -> int:
+    from controller.manifests.loader import load_tree
+    from controller.source import Source
+
+    target = args.path or args.repo or settings.repo_url
+    source = Source(target, settings.branch, settings.path if not args.path else ".", settings.cache_dir)
+    checkout = source.checkout()
+    result = load_tree(checkout.root, args.env)
+    problems = result.all_problems
+    data = {
+        "valid": not problems,
+        "revision": checkout.revision,
+        "environments": {name: len(env.resources) for name, env in result.environments.items()},
+        "problems": [{"path": p.path, "line": p.line, "resource": p.ident, "message": p.message} for p in problems],
+    }
+    if args.output == "json":
+        _emit(args, data, "")
+    else:
+        for problem in problems:
+            print(problem, file=sys.stderr)
+        if not problems:
+            envs = ", ".join(f"{n} ({c} resources)" for n, c in data["environments"].items())
+            print(f"valid: {envs or 'no environments'}")
+    return EXIT_OK if not problems else EXIT_ERROR
+
+
+def cmd_plan(args: argparse.Namespace, settings: Any) -> int:
+    return _reconcile(args, settings, execute=False)
+
+
+def cmd_apply(args: argparse.Namespace, settings: Any) -> int:
+    return _reconcile(args, settings, execute=True)
+
+
+def _reconcile(args: argparse.Namespace, settings: Any, execute: bool) -> int:
+    from controller.runner import Runner
+    from controller.render import plan_text
+
+    runner = Runner.from_settings(settings, repo=args.repo)
+    try:
+        if execute and not args.yes and sys.stdin.isatty():
+            preview = runner.run(args.env, execute=False)
+            for outcome in preview.outcomes:
+                print(plan_text(outcome.plan))
+            if not preview.has_changes:
+                print("Nothing to apply.")
+                return EXIT_OK if preview.ok else EXIT_ERROR
+            if input("Apply these changes? [y/N] ").strip().lower() not in ("y", "yes"):
+                print("Cancelled.")
+                return EXIT_ERROR
+        report = runner.run(
+            args.env,
+            execute=execute,
+            allow_mass_prune=getattr(args, "allow_mass_prune", False),
+            force_window=getattr(args, "force_window", False),
+        )
+    finally:
+        runner.close()
+    for problem in report.problems:
+        print(problem, file=sys.stderr)
+    for error in report.errors:
+        print(f"lensops: {error}", file=sys.stderr)
+    data = report.as_dict()
+    text = "\n".join(plan_text(o.plan) for o in report.outcomes)
+    if execute:
+        text += "\n" + report.summary()
+    _emit(args, data, text)
+    if not report.ok:
+        return EXIT_ERROR
+    if not execute and report.has_changes:
+        return EXIT_CHANGES
+    return EXIT_OK
+
+
+def cmd_schema(args: argparse.Namespace, settings: Any) -> int:
+    from controller.schema import schema
+
+    json.dump(schema(), sys.stdout, indent=2)
+    sys.stdout.write("\n")
+    return EXIT_OK
+
+
+def cmd_status(args: argparse.Namespace, settings: Any) -> int:
+    from controller.state import open_store
+    from controller.status import status_document, status_text
+
+    store = open_store(settings.state_url)
+    try:
+        doc = status_document(store, args.env)
+    finally:
+        store.close()
+    _emit(args, doc, status_text(doc))
+    return EXIT_OK
+
+
+def cmd_history(args: argparse.Namespace, settings: Any) -> int:
+    from controller.state import open_store
+    from controller.status import history_document, history_text
+
+    store = open_store(settings.state_url)
+    try:
+        doc = history_document(store, args.env, args.limit)
+    finally:
+        store.close()
+    _emit(args, doc, history_text(doc))
+    return EXIT_OK
+
+
+def cmd_runbook(args: argparse.Namespace, settings: Any) -> int:
+    from runbooks import CATALOGUE
+
+    if args.runbook_command == "list":
+        data = [{"name": r.name, "summary": r.summary} for r in CATALOGUE.values()]
+        _emit(args, data, "\n".join(f"{r['name']:<12} {r['summary']}" for r in data))
+        return EXIT_OK
+    info = CATALOGUE.get(args.name)
+    if info is None:
+        raise UsageError(f"no runbook {args.name!r}; known: {', '.join(sorted(CATALOGUE))}")
+    data = {
+        "name": info.name,
+        "summary": info.summary,
+        "parameters": [{"name": p.name, "required": p.required, "description": p.description} for p in info.parameters],
+    }
+    lines = [f"{info.name}: {info.summary}", "parameters:"]
+    lines += [f"  {p['name']}{' (required)' if p['required'] else ''}: {p['description']}" for p in data["parameters"]]
+    _emit(args, data, "\n".join(lines))
+    return EXIT_OK
+
+
+def cmd_iam_policy(args: argparse.Namespace, settings: Any) -> int:
+    from controller.iam import policy_for
+    from controller.manifests.loader import load_tree
+    from controller.source import Source
+
+    checkout = Source(args.repo or settings.repo_url, settings.branch, settings.path, settings.cache_dir).checkout()
+    result = load_tree(checkout.root, args.env)
+    if result.all_problems:
+        raise ManifestError(result.all_problems)
+    json.dump(policy_for(result.environments.values()), sys.stdout, indent=2)
+    sys.stdout.write("\n")
+    return EXIT_OK
+
+
+def cmd_run(args: argparse.Namespace, settings: Any) -> int:
+    from controller.daemon import run_daemon
+
+    return run_daemon(settings, repo=args.repo, envs=args.env)
+
+
+def cmd_demo(args: argparse.Namespace, settings: Any) -> int:
+    from controller.demo import run_demo
+
+    return run_demo(settings)
+
+
+_COMMANDS: dict[str, Callable[[argparse.Namespace, Any], int]] = {
+    "validate": cmd_validate,
+    "plan": cmd_plan,
+    "apply": cmd_apply,
+    "schema": cmd_schema,
+    "status": cmd_status,
+    "history": cmd_history,
+    "runbook": cmd_runbook,
+    "iam-policy": cmd_iam_policy,
+    "run": cmd_run,
+    "demo": cmd_demo,
+}
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,487 @@
+"""Plan and apply one environment: observe -> diff -> apply along the graph -> prune -> record.
+
+One pass reads every kind once (batched, kinds in parallel), decides per
+resource with the one generic differ, applies independent resources
+concurrently (bounded by ``LENSOPS_CONCURRENCY``) in dependency order,
+prunes what Git no longer has (only what lensops owns, only with
+``sync.prune``), and records the outcome in the state store. The engine
+owns ordering, retries and time; reconcilers only read and write.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+import time
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from typing import Any
+
+from controller import logs, metrics
+from controller.aws import ClientFactory
+from controller.diff import Change, diff
+from controller.errors import LensopsError, PermanentError, classify
+from controller.manifests.graph import REF_RE
+from controller.manifests.model import (
+    ANNOTATION_ADOPT,
+    ANNOTATION_PRUNE,
+    ANNOTATION_SUSPEND,
+    EnvironmentDesired,
+    Resource,
+)
+from controller.plan import KNOWN_AFTER_APPLY, Plan, ResourcePlan
+from controller.state import EnvironmentRecord, ResourceRecord, StateStore
+from reconcilers.base import KINDS, OWNER_ENV_TAG, OWNER_ID_TAG, Context, Desired, Live, Reconciler
+
+log = logs.get("lensops.engine")
+
+MASS_PRUNE_FRACTION = 0.10
+
+
+@dataclass
+class Outcome:
+    """What a pass did: the plan as decided, what was written, and the result."""
+
+    plan: Plan
+    result: str = "success"
+    applied: list[dict[str, Any]] = field(default_factory=list)
+    duration: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.result == "success"
+
+
+def spec_hash(state: dict[str, Any]) -> str:
+    """A stable digest of a normalised state (to know when a failed spec changed)."""
+    return hashlib.sha256(json.dumps(state, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+class _Unresolved(Exception):
+    pass
+
+
+def resolve_refs(value: Any, outputs: dict[str, dict[str, Any]], strict: bool) -> Any:
+    """Replace every ``ref:Kind/name[.attr]`` by the target's ARN or attribute.
+
+    A target not known yet becomes ``(known after apply)`` when planning and is
+    an error when applying (``strict``).
+    """
+    if isinstance(value, str) and value.startswith("ref:"):
+        match = REF_RE.match(value)
+        if not match:
+            return value
+        ident = f"{match['kind']}/{match['name']}"
+        attr = match["attr"] or "arn"
+        found = outputs.get(ident, {}).get(attr)
+        if found in (None, ""):
+            if strict:
+                raise _Unresolved(f"{value}: {ident} has no {attr} yet")
+            return KNOWN_AFTER_APPLY
+        return found
+    if isinstance(value, dict):
+        return {k: resolve_refs(v, outputs, strict) for k, v in value.items()}
+    if isinstance(value, list):
+        return [resolve_refs(v, outputs, strict) for v in value]
+    return value
+
+
+class Engine:
+    """Plans and applies environments against AWS, recording into a state store."""
+
+    def __init__(self, factory: ClientFactory, store: StateStore, concurrency: int = 8):
+        self.factory = factory
+        self.store = store
+        self.concurrency = max(1, concurrency)
+
+    def context(self, env: EnvironmentDesired, account: str) -> Context:
+        return Context(
+            environment=env.name,
+            region=env.spec.region,
+            account=account,
+            role_arn=env.spec.assumeRoleArn or "",
+            factory=self.factory,
+        )
+
+    # --- the pass ----------------------------------------------------------
+
+    def reconcile(
+        self,
+        env: EnvironmentDesired,
+        account: str,
+        *,
+        execute: bool,
+        record: bool = True,
+        allow_mass_prune: bool = False,
+        trigger: str = "cli",
+    ) -> Outcome:
+        """One pass over an environment: plan only (``execute=False``) or apply."""
+        started = time.monotonic()
+        ctx = self.context(env, account)
+        inventory = self.store.resources(env.name)
+        plan = Plan(env.name, env.revision)
+        observed, failures = self._observe(ctx, env, inventory)
+        run = _Pass(self, ctx, env, inventory, observed, failures, plan, execute)
+        history_id = self.store.start_revision(env.name, env.revision, trigger) if (record and execute) else 0
+        try:
+            run.walk()
+            run.prune(allow_mass_prune or env.spec.sync.allowMassPrune)
+        finally:
+            outcome = Outcome(plan, applied=run.applied, duration=time.monotonic() - started)
+            outcome.result = "failed" if plan.failed else "success"
+            if record:
+                self._record(env, plan, outcome, execute, history_id)
+        return outcome
+
+    def _observe(
+        self, ctx: Context, env: EnvironmentDesired, inventory: dict[str, ResourceRecord]
+    ) -> tuple[dict[str, dict[str, Live]], dict[str, str]]:
+        """Read every kind once, kinds in parallel; a failing kind fails only its resources."""
+        wanted: dict[str, list[str]] = {}
+        for resource in env.resources:
+            wanted.setdefault(resource.kind, []).append(resource.physical)
+        for rec in inventory.values():
+            wanted.setdefault(rec.kind, []).append(rec.physical)
+        observed: dict[str, dict[str, Live]] = {}
+        failures: dict[str, str] = {}
+        kinds = [k for k in wanted if k in KINDS and KINDS[k].reconciler is not None]
+
+        def read(kind: str) -> tuple[str, dict[str, Live]]:
+            reconciler = KINDS[kind].reconciler(ctx)  # type: ignore[misc]
+            return kind, reconciler.observe(sorted(set(wanted[kind])))
+
+        with ThreadPoolExecutor(max_workers=min(self.concurrency, max(1, len(kinds)))) as pool:
+            futures = {pool.submit(read, kind): kind for kind in kinds}
+            for future, kind in futures.items():
+                try:
+                    observed[kind] = future.result()[1]
+                except Exception as exc:  # noqa: BLE001 - mapped onto the taxonomy and reported
+                    error = classify(exc)
+                    failures[kind] = str(error)
+                    log.warning("observe_failed", environment=env.name, kind=kind, error=str(error), retryable=not isinstance(error, PermanentError))
+        return observed, failures
+
+    def _record(self, env: EnvironmentDesired, plan: Plan, outcome: Outcome, execute: bool, history_id: int) -> None:
+        name = env.name
+        counts: dict[tuple[str, str, str], int] = {}
+        for rp in plan.resources:
+            if rp.action == "delete" and rp.status == "ok" and execute:
+                continue
+            sync = "unknown" if rp.status == "failed" else ("synced" if (rp.action == "noop" or (execute and rp.status == "ok")) else "out_of_sync")
+            health = {"failed": "degraded", "conflict": "degraded", "blocked": "unknown"}.get(rp.status, "healthy" if sync == "synced" else "unknown")
+            if rp.status == "failed":
+                health = "unknown" if rp.message.startswith("observe:") else "degraded"
+            key = (rp.kind, sync, health)
+            counts[key] = counts.get(key, 0) + 1
+            if rp.drift:
+                metrics.DRIFT_DETECTED.labels(name, rp.kind).inc()
+        metrics.set_resource_counts(name, counts)
+        metrics.RECONCILE_DURATION.labels(name).observe(outcome.duration)
+        previous = self.store.environment(name) or EnvironmentRecord(name)
+        drifted = [rp.ident for rp in plan.resources if rp.drift]
+        failed = [f"{rp.ident}: {rp.message}" for rp in plan.resources if rp.status in ("failed", "conflict", "blocked")]
+        previous.data = {
+            **previous.data,
+            "last_pass": {
+                "revision": env.revision,
+                "executed": execute,
+                "result": outcome.result,
+                "counts": plan.counts(),
+                "drifted": drifted[:100],
+                "errors": (plan.errors + failed)[:100],
+                "at": time.time(),
+            },
+        }
+        if execute:
+            metrics.RECONCILE_TOTAL.labels(name, outcome.result).inc()
+            previous.status = "synced" if outcome.ok else "failed"
+            previous.message = "; ".join((plan.errors + failed)[:5])
+            if outcome.ok:
+                previous.applied_revision = env.revision
+                previous.last_sync = time.time()
+                metrics.LAST_SYNC.labels(name).set(previous.last_sync)
+                if env.revision:
+                    metrics.set_applied_revision(name, env.revision)
+            if history_id:
+                self.store.finish_revision(history_id, outcome.result, previous.message, outcome.applied)
+        else:
+            previous.status = "failed" if plan.failed else ("out_of_sync" if plan.has_changes else "synced")
+        self.store.put_environment(previous)
+        log.info(
+            "reconcile_finished",
+            environment=name,
+            revision=env.revision,
+            executed=execute,
+            result=outcome.result,
+            duration_s=round(outcome.duration, 3),
+            **{k: v for k, v in plan.counts().items()},
+            drifted=len(drifted),
+        )
+
+
+class _Pass:
+    """The state of one pass: decisions, outputs for references, what was written."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        ctx: Context,
+        env: EnvironmentDesired,
+        inventory: dict[str, ResourceRecord],
+        observed: dict[str, dict[str, Live]],
+        failures: dict[str, str],
+        plan: Plan,
+        execute: bool,
+    ):
+        self.engine = engine
+        self.ctx = ctx
+        self.env = env
+        self.inventory = inventory
+        self.observed = observed
+        self.failures = failures
+        self.plan = plan
+        self.execute = execute
+        self.outputs: dict[str, dict[str, Any]] = {}
+        self.applied: list[dict[str, Any]] = []
+        self.lock = threading.Lock()
+        self.decisions: dict[str, ResourcePlan] = {}
+
+    def reconciler(self, kind: str) -> Reconciler | None:
+        info = KINDS.get(kind)
+        return info.reconciler(self.ctx) if info and info.reconciler else None
+
+    # --- ordering --------------------------------------------------------
+
+    def walk(self) -> None:
+        """Decide (and apply) every resource in dependency order, independent ones concurrently."""
+        resources = [r for r in self.env.resources if r.kind != "RunbookRun"]
+        for resource in resources:
+            self.decisions[resource.ident] = ResourcePlan(resource.kind, resource.name, resource.physical)
+        deps = {r.ident: self._deps(r) for r in resources}
+        if not self.execute:
+            for resource in resources:
+                self._one(resource, deps[resource.ident])
+        else:
+            self._concurrently(resources, deps)
+        self.plan.resources.extend(self.decisions[r.ident] for r in resources)
+
+    def _deps(self, resource: Resource) -> set[str]:
+        from controller.manifests.graph import find_refs
+
+        found = set(resource.depends_on)
+        found.update(target for _, target, _ in find_refs(resource.spec))
+        found.discard(resource.ident)
+        return found
+
+    def _concurrently(self, resources: list[Resource], deps: dict[str, set[str]]) -> None:
+        by_ident = {r.ident: r for r in resources}
+        waiting = {ident: set(d) & set(by_ident) for ident, d in deps.items()}
+        done: set[str] = set()
+        running: dict[Future[None], str] = {}
+        with ThreadPoolExecutor(max_workers=self.engine.concurrency) as pool:
+            while waiting or running:
+                ready = [i for i, d in waiting.items() if d <= done]
+                for ident in ready:
+                    del waiting[ident]
+                    running[pool.submit(self._one, by_ident[ident], deps[ident])] = ident
+                if not running:
+                    break
+                finished, _ = wait(list(running), return_when=FIRST_COMPLETED)
+                for future in finished:
+                    ident = running.pop(future)
+                    future.result()
+                    done.add(ident)
+
+    # --- one resource ----------------------------------------------------
+
+    def _one(self, resource: Resource, deps: set[str]) -> None:
+        rp = self.decisions[resource.ident]
+        try:
+            blocked = [d for d in sorted(deps) if d in self.decisions and self.decisions[d].status in ("failed", "conflict", "blocked")]
+            if self.execute and blocked:
+                rp.status, rp.message = "blocked", f"dependency not ready: {', '.join(blocked)}"
+                return
+            self._decide_and_apply(resource, rp)
+        except LensopsError as exc:
+            rp.status, rp.message = "failed", str(exc)
+        except Exception as exc:  # noqa: BLE001 - every AWS error is mapped and reported per resource
+            error = classify(exc)
+            rp.status, rp.message = "failed", str(error)
+        if rp.status in ("failed", "conflict", "blocked"):
+            log.error("resource_failed", environment=self.env.name, kind=resource.kind, name=resource.name, status=rp.status, error=rp.message)
+            if self.execute and rp.status == "failed":
+                self._remember_failure(resource, rp)
+
+    def _decide_and_apply(self, resource: Resource, rp: ResourcePlan) -> None:
+        reconciler = self.reconciler(resource.kind)
+        if reconciler is None:
+            rp.status, rp.message = "failed", f"kind {resource.kind} has no reconciler in this version"
+            return
+        if resource.kind in self.failures:
+            rp.status, rp.message = "failed", f"observe: {self.failures[resource.kind]}"
+            return
+        live = self.observed.get(resource.kind, {}).get(resource.physical)
+        record = self.inventory.get(resource.ident)
+        with self.lock:
+            outputs = dict(self.outputs)
+        try:
+            spec = resolve_refs(resource.spec, outputs, strict=self.execute)
+        except _Unresolved as exc:
+            rp.status, rp.message = "blocked", str(exc)
+            return
+        desired = Desired(resource.kind, resource.name, resource.physical, spec, self._tags(resource, reconciler, spec), resource.annotations)
+        state = reconciler.desired_state(desired)
+        ignore = resource.ignored_fields
+        if live is None:
+            rp.action = "create"
+            rp.changes = [Change(k, None, v) for k, v in state.items() if k not in ignore and v not in (None, "", [], {})]
+        else:
+            owned = (record is not None and record.physical == resource.physical) or (
+                live.owner == resource.ident and live.owner_env == self.env.name
+            )
+            if not owned:
+                if resource.annotation_true(ANNOTATION_ADOPT):
+                    rp.adopt = True
+                else:
+                    rp.status = "conflict"
+                    rp.message = (
+                        f"{resource.physical} exists in AWS and is not managed by lensops; "
+                        'annotate lensops.io/adopt: "true" to take it over'
+                    )
+                    self._publish(resource, live.attrs or {"arn": live.arn})
+                    return
+            rp.changes = diff(state, reconciler.compare_view(live, state), ignore)
+            rp.action = "update" if rp.changes else "noop"
+            if record is not None and record.spec is not None and record.physical == resource.physical:
+                rp.drift = diff(record.spec, reconciler.compare_view(live, record.spec), ignore)
+        if rp.action != "noop" and resource.annotation_true(ANNOTATION_SUSPEND):
+            rp.status, rp.message = "suspended", "lensops.io/suspend: observed only"
+        if rp.status != "ok" or rp.action == "noop" or not self.execute:
+            self._publish(resource, self._known_outputs(reconciler, resource, live))
+            if self.execute and rp.status == "ok":
+                self._remember(resource, live, state, changed=rp.adopt)
+            return
+        if rp.action == "create":
+            result = reconciler.create(desired, state)
+        else:
+            assert live is not None
+            result = reconciler.update(desired, state, live, rp.changes)
+        metrics.APPLIED_CHANGES.labels(self.env.name, resource.kind, rp.action).inc()
+        log.info("resource_applied", environment=self.env.name, kind=resource.kind, name=resource.name, action=rp.action, fields=[c.path for c in rp.changes][:20])
+        self._publish(resource, result.attrs or {"arn": result.arn})
+        self._remember(resource, result, state, changed=True)
+        with self.lock:
+            self.applied.append({"kind": resource.kind, "name": resource.name, "action": rp.action, "fields": [c.path for c in rp.changes]})
+
+    def _tags(self, resource: Resource, reconciler: Reconciler, spec: dict[str, Any]) -> dict[str, str]:
+        if not reconciler.taggable:
+            return {}
+        return {
+            **self.env.spec.tags,
+            **(spec.get("tags") or {}),
+            OWNER_ENV_TAG: self.env.name,
+            OWNER_ID_TAG: resource.ident,
+        }
+
+    def _known_outputs(self, reconciler: Reconciler, resource: Resource, live: Live | None) -> dict[str, Any]:
+        if live is not None:
+            return live.attrs or {"arn": live.arn}
+        arn = reconciler.arn(resource.physical)
+        return {"arn": arn} if arn else {}
+
+    def _publish(self, resource: Resource, attrs: dict[str, Any]) -> None:
+        with self.lock:
+            self.outputs[resource.ident] = attrs
+
+    def _remember(self, resource: Resource, live: Live | None, state: dict[str, Any], changed: bool) -> None:
+        """Record the resource as applied and in sync (only when something changed)."""
+        record = self.inventory.get(resource.ident)
+        digest = spec_hash(state)
+        revision = self.env.revision
+        if (
+            not changed
+            and record is not None
+            and record.spec_hash == digest
+            and record.sync == "synced"
+            and record.physical == resource.physical
+            and record.annotations == resource.annotations
+        ):
+            return
+        self.engine.store.put_resource(
+            ResourceRecord(
+                environment=self.env.name,
+                kind=resource.kind,
+                name=resource.name,
+                physical=resource.physical,
+                arn=(live.arn if live else "") or (record.arn if record else ""),
+                spec=state,
+                healthy_spec=record.healthy_spec if record else None,
+                revision=revision,
+                sync="synced",
+                health="healthy",
+                spec_hash=digest,
+                annotations=dict(resource.annotations),
+            )
+        )
+
+    def _remember_failure(self, resource: Resource, rp: ResourcePlan) -> None:
+        record = self.inventory.get(resource.ident)
+        if record is None:
+            return
+        record.sync, record.health, record.message = "unknown", "degraded", rp.message
+        self.engine.store.put_resource(record)
+
+    # --- prune -----------------------------------------------------------
+
+    def prune(self, allow_mass_prune: bool) -> None:
+        """Delete what lensops owns and Git no longer has: only with sync.prune, never prune=false."""
+        wanted = {(r.ident, r.physical) for r in self.env.resources}
+        idents = {r.ident for r in self.env.resources}
+        candidates = [rec for rec in self.inventory.values() if (rec.ident, rec.physical) not in wanted]
+        if not candidates:
+            return
+        decisions: list[tuple[ResourcePlan, ResourceRecord, Live | None]] = []
+        for rec in sorted(candidates, key=lambda r: r.ident):
+            rp = ResourcePlan(rec.kind, rec.name, rec.physical, action="delete")
+            live = self.observed.get(rec.kind, {}).get(rec.physical)
+            if rec.kind in self.failures:
+                rp.status, rp.message = "failed", f"observe: {self.failures[rec.kind]}"
+            elif live is None:
+                rp.action, rp.message = "noop", "already gone from AWS"
+            elif rec.annotations.get(ANNOTATION_PRUNE, "").lower() == "false":
+                rp.status, rp.message = "retained", 'lensops.io/prune: "false"'
+            elif not self.env.spec.sync.prune:
+                rp.status, rp.message = "orphan", "not in Git; sync.prune is off"
+            decisions.append((rp, rec, live))
+        deletes = [d for d in decisions if d[0].pending]
+        managed = len(self.inventory)
+        too_many = len(deletes) > MASS_PRUNE_FRACTION * managed
+        empties = not self.env.resources and managed > 0
+        if deletes and (too_many or empties) and not allow_mass_prune:
+            reason = "leaves the environment with no manifests" if empties else f"deletes {len(deletes)} of {managed} managed resources (more than 10 %)"
+            self.plan.errors.append(f"mass-prune guard: this revision {reason}; set sync.allowMassPrune or pass --allow-mass-prune")
+            for rp, _, _ in deletes:
+                rp.status, rp.message = "blocked", "mass-prune guard"
+        for rp, rec, live in decisions:
+            self.plan.resources.append(rp)
+            if not self.execute:
+                continue
+            if rp.action == "noop" and rec.ident not in idents:
+                self.engine.store.delete_resource(rec.environment, rec.kind, rec.name)
+            if not rp.pending or live is None:
+                continue
+            try:
+                reconciler = self.reconciler(rec.kind)
+                if reconciler is None:
+                    raise PermanentError(f"kind {rec.kind} has no reconciler in this version")
+                reconciler.delete(live)
+            except Exception as exc:  # noqa: BLE001 - mapped and reported per resource
+                rp.status, rp.message = "failed", str(classify(exc))
+                log.error("prune_failed", environment=self.env.name, kind=rec.kind, name=rec.name, error=rp.message)
+                continue
+            if rec.ident not in idents:
+                self.engine.store.delete_resource(rec.environment, rec.kind, rec.name)
+            metrics.APPLIED_CHANGES.labels(self.env.name, rec.kind, "delete").inc()
+            log.info("resource_pruned", environment=self.env.name, kind=rec.kind, name=rec.name, physical=rec.physical)
+            self.applied.append({"kind": rec.kind, "name": rec.name, "action": "delete", "fields": []})

@@ -1,0 +1,138 @@
+"""The error taxonomy, and the one function that maps AWS errors onto it.
+
+Every failure lensops handles is one of four kinds:
+
+- ``ManifestError``: the desired state is invalid; never retried, reported with
+  file, line and resource, and the revision is refused.
+- ``RetryableError``: throttling, 5xx, timeouts, eventual consistency; the engine
+  tries again later (botocore already retried with backoff and jitter).
+- ``PermanentError``: access denied, AWS validation errors; the resource is
+  marked failed with AWS's message and not retried until its spec changes.
+- ``HealthCheckFailed``: a health gate saw an alarm fire; triggers rollback.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import botocore.exceptions
+
+
+class LensopsError(Exception):
+    """Base of every error lensops raises on purpose."""
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One problem in the desired state, printed as ``path:line: Kind/name: message``."""
+
+    path: str
+    line: int
+    ident: str
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.path}:{self.line}" if self.line else self.path
+        return f"{where}: {self.ident}: {self.message}" if self.ident else f"{where}: {self.message}"
+
+
+class ManifestError(LensopsError):
+    """The desired state is invalid: carries every problem found."""
+
+    def __init__(self, problems: list[Problem]):
+        self.problems = problems
+        super().__init__("\n".join(str(p) for p in problems))
+
+
+class RetryableError(LensopsError):
+    """A failure that time may fix: throttling, 5xx, timeouts, resource busy."""
+
+    def __init__(self, message: str, delay: float = 5.0):
+        self.delay = delay
+        super().__init__(message)
+
+
+class PermanentError(LensopsError):
+    """A failure retrying cannot fix until the spec or revision changes."""
+
+
+class HealthCheckFailed(LensopsError):
+    """An alarm went to ALARM during a bake or a rollout step."""
+
+
+class UsageError(LensopsError):
+    """The command line or the settings are wrong."""
+
+
+_THROTTLING = {
+    "Throttling",
+    "ThrottlingException",
+    "ThrottledException",
+    "RequestThrottledException",
+    "TooManyRequestsException",
+    "ProvisionedThroughputExceededException",
+    "RequestLimitExceeded",
+    "SlowDown",
+    "RequestThrottled",
+    "PriorRequestNotComplete",
+    "TransactionInProgressException",
+}
+_TRANSIENT = {
+    "InternalError",
+    "InternalFailure",
+    "InternalServerError",
+    "InternalErrorException",
+    "ServiceUnavailable",
+    "ServiceUnavailableException",
+    "ServiceException",
+    "RequestTimeout",
+    "RequestTimeoutException",
+    "ResourceConflictException",
+    "ResourceInUseException",
+    "ConcurrentModificationException",
+    "OperationAbortedException",
+    "WAFOptimisticLockException",
+    "WAFUnavailableEntityException",
+    "ResourceNotReady",
+}
+
+
+def is_throttling(code: str) -> bool:
+    """True when an AWS error code means "slow down"."""
+    return code in _THROTTLING
+
+
+def classify(exc: BaseException) -> LensopsError:
+    """Map any exception from botocore onto the taxonomy (the only place that does)."""
+    if isinstance(exc, LensopsError):
+        return exc
+    if isinstance(exc, botocore.exceptions.ClientError):
+        err = exc.response.get("Error", {})
+        code = str(err.get("Code", ""))
+        message = str(err.get("Message", "")) or str(exc)
+        status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
+        text = f"{code}: {message}" if code else message
+        if code in _THROTTLING or code in _TRANSIENT or status >= 500:
+            return RetryableError(text)
+        return PermanentError(text)
+    if isinstance(
+        exc,
+        (
+            botocore.exceptions.ConnectionError,
+            botocore.exceptions.HTTPClientError,
+            botocore.exceptions.ReadTimeoutError,
+            botocore.exceptions.ResponseParserError,
+            botocore.exceptions.WaiterError,
+        ),
+    ):
+        return RetryableError(f"{type(exc).__name__}: {exc}")
+    if isinstance(exc, (botocore.exceptions.NoCredentialsError, botocore.exceptions.ParamValidationError)):
+        return PermanentError(f"{type(exc).__name__}: {exc}")
+    return PermanentError(f"{type(exc).__name__}: {exc}")
+
+
+def error_code(exc: BaseException) -> str:
+    """The AWS error code of a ClientError, else ''."""
+    if isinstance(exc, botocore.exceptions.ClientError):
+        return str(exc.response.get("Error", {}).get("Code", ""))
+    return ""

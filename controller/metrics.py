@@ -1,0 +1,135 @@
+"""Every Prometheus metric lensops exports, named as in CONTRACT.md section 6.
+
+One registry for the process. Labels take only a few enumerable values:
+never ARNs, resource names, account ids or error text (those go to logs).
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+RECONCILE_TOTAL = Counter(
+    "lensops_reconcile_total",
+    "Reconcile passes by environment and result (success, failed, rolled_back, invalid).",
+    ["environment", "result"],
+    registry=REGISTRY,
+)
+RECONCILE_DURATION = Histogram(
+    "lensops_reconcile_duration_seconds",
+    "Duration of one reconcile pass of an environment.",
+    ["environment"],
+    buckets=(0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600),
+    registry=REGISTRY,
+)
+RESOURCES = Gauge(
+    "lensops_resources",
+    "Managed resources by environment, kind, sync status and health.",
+    ["environment", "kind", "sync", "health"],
+    registry=REGISTRY,
+)
+DRIFT_DETECTED = Counter(
+    "lensops_drift_detected_total",
+    "Resources found drifted from their last applied spec.",
+    ["environment", "kind"],
+    registry=REGISTRY,
+)
+APPLIED_CHANGES = Counter(
+    "lensops_applied_changes_total",
+    "Changes written to AWS, by action (create, update, delete).",
+    ["environment", "kind", "action"],
+    registry=REGISTRY,
+)
+ROLLBACKS = Counter(
+    "lensops_rollbacks_total",
+    "Resources put back to their last healthy spec.",
+    ["environment", "kind"],
+    registry=REGISTRY,
+)
+REVISION_INFO = Gauge(
+    "lensops_revision_info",
+    "The revision applied to an environment (value 1).",
+    ["environment", "revision"],
+    registry=REGISTRY,
+)
+SOURCE_REVISION_INFO = Gauge(
+    "lensops_source_revision_info",
+    "The revision last fetched from the source (value 1).",
+    ["revision"],
+    registry=REGISTRY,
+)
+LAST_SYNC = Gauge(
+    "lensops_last_sync_timestamp_seconds",
+    "Unix time of the last successful sync of an environment.",
+    ["environment"],
+    registry=REGISTRY,
+)
+AWS_API_CALLS = Counter(
+    "lensops_aws_api_calls_total",
+    "AWS API requests sent (each attempt), by outcome (ok, throttled, error).",
+    ["service", "operation", "outcome"],
+    registry=REGISTRY,
+)
+GIT_FETCH = Counter(
+    "lensops_git_fetch_total",
+    "Git fetches of the source, by result (success, failed).",
+    ["result"],
+    registry=REGISTRY,
+)
+RUNBOOK_RUNS = Counter(
+    "lensops_runbook_runs_total",
+    "Runbook runs finished, by runbook and result.",
+    ["runbook", "result"],
+    registry=REGISTRY,
+)
+LEADER = Gauge(
+    "lensops_leader",
+    "1 on the replica that holds an environment's lease.",
+    ["environment"],
+    registry=REGISTRY,
+)
+
+_applied_revision: dict[str, str] = {}
+_source_revision: list[str] = []
+
+
+def set_applied_revision(environment: str, revision: str) -> None:
+    """Point ``lensops_revision_info`` at a new revision, removing the previous series."""
+    previous = _applied_revision.get(environment)
+    if previous == revision:
+        return
+    if previous is not None:
+        REVISION_INFO.remove(environment, previous)
+    REVISION_INFO.labels(environment, revision).set(1)
+    _applied_revision[environment] = revision
+
+
+def set_source_revision(revision: str) -> None:
+    """Point ``lensops_source_revision_info`` at the fetched commit."""
+    for previous in _source_revision:
+        if previous != revision:
+            SOURCE_REVISION_INFO.remove(previous)
+    SOURCE_REVISION_INFO.labels(revision).set(1)
+    _source_revision[:] = [revision]
+
+
+SYNC_VALUES = ("synced", "out_of_sync", "unknown")
+HEALTH_VALUES = ("healthy", "progressing", "degraded", "unknown")
+
+
+def set_resource_counts(environment: str, counts: dict[tuple[str, str, str], int]) -> None:
+    """Replace the ``lensops_resources`` series of an environment.
+
+    ``counts`` maps (kind, sync, health) to a number; every combination seen
+    before and absent now is set to 0 so that dashboards do not keep stale values.
+    """
+    for metric in list(RESOURCES.collect()):
+        for sample in metric.samples:
+            labels = sample.labels
+            if labels.get("environment") == environment:
+                key = (labels["kind"], labels["sync"], labels["health"])
+                if key not in counts:
+                    RESOURCES.labels(environment, *key).set(0)
+    for (kind, sync, health), value in counts.items():
+        RESOURCES.labels(environment, kind, sync, health).set(value)

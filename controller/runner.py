@@ -1,0 +1,133 @@
+"""One pass over the environments of a source: load, guard the account, plan or apply.
+
+Shared by ``lensops plan``/``apply`` and the daemon: it checks out the
+source, loads the tree (an invalid environment is refused whole, the others
+go on), asks STS which account each environment's credentials act in
+(refusing a mismatch with ``spec.account``), honours sync windows, and runs
+the engine for each environment.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from controller import logs, metrics
+from controller.aws import ClientFactory, check_account
+from controller.engine import Engine, Outcome
+from controller.errors import LensopsError, Problem
+from controller.manifests.loader import load_tree
+from controller.manifests.model import EnvironmentSpec
+from controller.settings import Settings
+from controller.source import Source
+from controller.state import StateStore, open_store
+from controller.windows import changes_allowed
+
+log = logs.get("lensops.runner")
+
+
+@dataclass
+class Report:
+    """What a pass over several environments found and did."""
+
+    revision: str = ""
+    outcomes: list[Outcome] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    held: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems and not self.errors and all(o.ok for o in self.outcomes)
+
+    @property
+    def has_changes(self) -> bool:
+        return any(o.plan.has_changes for o in self.outcomes)
+
+    def summary(self) -> str:
+        parts = []
+        for o in self.outcomes:
+            n = len(o.applied)
+            parts.append(f"{o.plan.environment}: {o.result}, {n} change{'s' if n != 1 else ''} applied in {o.duration:.1f}s")
+        for env, reason in self.held.items():
+            parts.append(f"{env}: held, {reason}")
+        return "Apply: " + ("; ".join(parts) if parts else "nothing to do")
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "revision": self.revision,
+            "ok": self.ok,
+            "changes_pending": self.has_changes,
+            "problems": [{"path": p.path, "line": p.line, "resource": p.ident, "message": p.message} for p in self.problems],
+            "errors": list(self.errors),
+            "held": dict(self.held),
+            "environments": [{**o.plan.as_dict(), "result": o.result, "applied": o.applied, "duration_seconds": round(o.duration, 3)} for o in self.outcomes],
+        }
+
+
+class Runner:
+    """Holds the factory, the store and the source for passes over environments."""
+
+    def __init__(self, settings: Settings, source: Source, store: StateStore, factory: ClientFactory):
+        self.settings = settings
+        self.source = source
+        self.store = store
+        self.factory = factory
+        self.engine = Engine(factory, store, settings.concurrency)
+        self._accounts: dict[tuple[str, str, str], str] = {}
+
+    @classmethod
+    def from_settings(cls, settings: Settings, repo: str | None = None) -> "Runner":
+        source = Source(repo or settings.repo_url, settings.branch, settings.path, settings.cache_dir)
+        return cls(settings, source, open_store(settings.state_url), ClientFactory(settings.concurrency))
+
+    def close(self) -> None:
+        self.store.close()
+
+    def account_for(self, name: str, spec: EnvironmentSpec) -> str:
+        """The account the environment's credentials act in; refuses a mismatch with spec.account."""
+        key = (spec.region, spec.assumeRoleArn or "", spec.account or "")
+        if key not in self._accounts:
+            self._accounts[key] = check_account(self.factory, spec.region, spec.assumeRoleArn or "", spec.account or "")
+        return self._accounts[key]
+
+    def run(
+        self,
+        envs: list[str] | None,
+        *,
+        execute: bool,
+        allow_mass_prune: bool = False,
+        force_window: bool = False,
+        trigger: str = "cli",
+    ) -> Report:
+        checkout = self.source.checkout()
+        report = Report(revision=checkout.revision)
+        guard_errors: dict[str, str] = {}
+
+        def account(name: str, spec: EnvironmentSpec) -> str | None:
+            try:
+                return self.account_for(name, spec)
+            except LensopsError as exc:
+                guard_errors[name] = str(exc)
+                return spec.account
+
+        result = load_tree(checkout.root, envs, account=account)
+        report.problems = result.all_problems
+        for name in sorted(result.problems):
+            if name and execute:
+                metrics.RECONCILE_TOTAL.labels(name, "invalid").inc()
+        for name, env in sorted(result.environments.items()):
+            env.revision = checkout.revision
+            if name in guard_errors:
+                report.errors.append(f"environment {name}: {guard_errors[name]}")
+                continue
+            run_it = execute
+            if execute and not force_window:
+                allowed, reason = changes_allowed(env.spec.sync.windows)
+                if not allowed:
+                    report.held[name] = reason
+                    run_it = False
+            acct = self.account_for(name, env.spec)
+            outcome = self.engine.reconcile(env, acct, execute=run_it, record=run_it, allow_mass_prune=allow_mass_prune, trigger=trigger)
+            report.outcomes.append(outcome)
+        return report

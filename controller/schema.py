@@ -1,0 +1,46 @@
+"""``lensops schema``: one JSON Schema for every manifest, for editors and CI."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from controller.manifests.model import API_VERSION, EnvironmentSpec, Metadata
+
+
+def schema() -> dict[str, Any]:
+    """A JSON Schema (draft 2020-12) whose ``oneOf`` has one branch per kind."""
+    import reconcilers
+    from runbooks import RunbookRunSpec
+
+    specs: dict[str, Any] = {"Environment": EnvironmentSpec, "RunbookRun": RunbookRunSpec}
+    specs.update({kind: info.spec_model for kind, info in reconcilers.KINDS.items()})
+    defs: dict[str, Any] = {}
+    branches = []
+    meta = Metadata.model_json_schema(ref_template="#/$defs/{model}")
+    defs.update(meta.pop("$defs", {}))
+    defs["Metadata"] = meta
+    for kind in sorted(specs):
+        spec_schema = specs[kind].model_json_schema(ref_template="#/$defs/{model}")
+        defs.update(spec_schema.pop("$defs", {}))
+        defs[f"{kind}Spec"] = spec_schema
+        branches.append(
+            {
+                "type": "object",
+                "title": kind,
+                "additionalProperties": False,
+                "required": ["apiVersion", "kind", "metadata", "spec"],
+                "properties": {
+                    "apiVersion": {"const": API_VERSION},
+                    "kind": {"const": kind},
+                    "metadata": {"$ref": "#/$defs/Metadata"},
+                    "spec": {"$ref": f"#/$defs/{kind}Spec"},
+                },
+            }
+        )
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": "https://lensops.io/schema/v1/manifest.json",
+        "title": "lensops manifest",
+        "oneOf": branches,
+        "$defs": defs,
+    }

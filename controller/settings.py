@@ -1,0 +1,68 @@
+"""LENSOPS_* settings (CONTRACT.md section 4), from the environment or a ``--config`` file."""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from controller.errors import UsageError
+from controller.manifests.types import parse_duration
+
+_PREFIX = "LENSOPS_"
+
+
+class Settings(BaseModel):
+    """The daemon's and the CLI's settings; durations in seconds."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    repo_url: str = "."
+    branch: str = "main"
+    path: str = "."
+    poll_interval: int = 60
+    resync_interval: int = 300
+    state_url: str = "sqlite:///.lensops/state.db"
+    http_addr: str = "0.0.0.0:8080"
+    webhook_secret: str | None = Field(default=None, repr=False)
+    log_format: Literal["json", "console"] = "json"
+    concurrency: int = Field(default=8, ge=1, le=256)
+    cache_dir: str = Field(default_factory=lambda: os.path.join(os.path.expanduser("~"), ".cache", "lensops"))
+
+    @field_validator("poll_interval", "resync_interval", mode="before")
+    @classmethod
+    def _duration(cls, value: Any) -> int:
+        return parse_duration(value)
+
+    @property
+    def http_host_port(self) -> tuple[str, int]:
+        host, _, port = self.http_addr.rpartition(":")
+        return (host or "0.0.0.0").strip("[]"), int(port)
+
+
+def load_settings(config_file: str | None = None, environ: dict[str, str] | None = None) -> Settings:
+    """Settings from a YAML ``--config`` file, overridden by LENSOPS_* variables."""
+    environ = dict(os.environ if environ is None else environ)
+    values: dict[str, Any] = {}
+    if config_file:
+        try:
+            with open(config_file, encoding="utf-8") as handle:
+                loaded = yaml.safe_load(handle) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise UsageError(f"{config_file}: cannot read settings: {exc}") from None
+        if not isinstance(loaded, dict):
+            raise UsageError(f"{config_file}: settings must be a mapping")
+        for key, value in loaded.items():
+            values[str(key).lower().removeprefix("lensops_")] = value
+    for key, value in environ.items():
+        if key.startswith(_PREFIX):
+            field = key[len(_PREFIX) :].lower()
+            if field in Settings.model_fields:
+                values[field] = value
+    try:
+        return Settings.model_validate(values)
+    except ValidationError as exc:
+        problems = "; ".join(f"LENSOPS_{'_'.join(str(p) for p in e['loc']).upper()}: {e['msg']}" for e in exc.errors())
+        raise UsageError(problems) from None

@@ -1,0 +1,104 @@
+"""Where the desired state comes from: a plain folder, a Git working copy, or a Git URL.
+
+A URL is cloned once into a cache folder and fetched after that; the
+revision of a Git source is its commit. ``Source.checkout()`` gives the
+folder holding the layout of CONTRACT.md section 1 and its revision.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import git
+
+from controller import metrics
+from controller.errors import RetryableError, UsageError
+
+
+def is_url(repo: str) -> bool:
+    """True for what Git fetches (URLs, scp-like addresses, bare repositories)."""
+    if "://" in repo or repo.startswith("git@"):
+        return True
+    path = Path(repo)
+    return path.is_dir() and (path / "HEAD").is_file() and (path / "objects").is_dir() and not (path / ".git").exists()
+
+
+@dataclass
+class Checkout:
+    """A folder with the desired state and the revision it holds."""
+
+    root: Path
+    revision: str
+
+
+class Source:
+    """A source of revisions: ``repo`` is a folder or a Git URL, ``path`` the layout inside it."""
+
+    def __init__(self, repo: str, branch: str = "main", path: str = ".", cache_dir: str | None = None):
+        self.repo = repo
+        self.branch = branch
+        self.path = path
+        self.cache_dir = Path(cache_dir or os.path.join(os.path.expanduser("~"), ".cache", "lensops"))
+        self._lock = threading.Lock()
+
+    @property
+    def remote(self) -> bool:
+        return is_url(self.repo)
+
+    def checkout(self, fetch: bool = True) -> Checkout:
+        """The current revision: for a URL, fetched and checked out into the cache."""
+        if self.remote:
+            with self._lock:
+                work = self._sync_clone(fetch)
+                revision = work.head.commit.hexsha
+                root = Path(work.working_tree_dir or ".")
+        else:
+            root = Path(self.repo)
+            if not root.is_dir():
+                raise UsageError(f"--repo {self.repo}: no such folder")
+            revision = _local_revision(root)
+        layout = (root / self.path).resolve()
+        if not layout.is_relative_to(root.resolve()):
+            raise UsageError(f"LENSOPS_PATH {self.path!r} leaves the repository")
+        return Checkout(layout, revision)
+
+    def _sync_clone(self, fetch: bool) -> git.Repo:
+        digest = hashlib.sha256(f"{self.repo}#{self.branch}".encode()).hexdigest()[:16]
+        target = self.cache_dir / "repos" / digest
+        try:
+            if (target / ".git").is_dir():
+                work = git.Repo(target)
+                if fetch:
+                    work.remotes.origin.fetch(self.branch, prune=True, force=True)
+                    work.git.checkout("-B", self.branch, f"origin/{self.branch}", "--force")
+                    work.git.clean("-fdx")
+            else:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                work = git.Repo.clone_from(self.repo, target, branch=self.branch, depth=None, no_checkout=False)
+            metrics.GIT_FETCH.labels("success").inc()
+        except git.GitCommandError as exc:
+            metrics.GIT_FETCH.labels("failed").inc()
+            detail = (exc.stderr or str(exc)).strip().splitlines()
+            raise RetryableError(f"git: cannot fetch {self.repo} branch {self.branch}: {detail[-1] if detail else exc}") from None
+        metrics.set_source_revision(work.head.commit.hexsha)
+        return work
+
+
+def _local_revision(root: Path) -> str:
+    """The commit of a working copy (with ``-dirty`` when changed), or a digest of the files."""
+    try:
+        work = git.Repo(root, search_parent_directories=True)
+        sha = work.head.commit.hexsha
+        return sha + ("-dirty" if work.is_dirty(untracked_files=True) else "")
+    except (git.InvalidGitRepositoryError, git.NoSuchPathError, ValueError):
+        pass
+    digest = hashlib.sha256()
+    for file in sorted(root.rglob("*")):
+        if file.is_file() and file.suffix in (".yaml", ".yml", ".json", ".template") and ".git" not in file.parts:
+            digest.update(str(file.relative_to(root)).encode())
+            digest.update(file.read_bytes())
+    return "local-" + digest.hexdigest()[:12]

@@ -1,0 +1,88 @@
+"""The records the state store keeps, and the protocol every store implements."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+
+@dataclass
+class ResourceRecord:
+    """One managed resource: what was last applied, and how it stands."""
+
+    environment: str
+    kind: str
+    name: str
+    physical: str
+    arn: str = ""
+    spec: dict[str, Any] | None = None
+    """The normalised desired state last applied (the baseline for drift)."""
+    healthy_spec: dict[str, Any] | None = None
+    """The state of the last healthy revision (the target of a rollback)."""
+    revision: str = ""
+    sync: str = "unknown"
+    health: str = "unknown"
+    message: str = ""
+    spec_hash: str = ""
+    annotations: dict[str, str] = field(default_factory=dict)
+    updated_at: float = 0.0
+
+    @property
+    def ident(self) -> str:
+        return f"{self.kind}/{self.name}"
+
+
+@dataclass
+class EnvironmentRecord:
+    """What an environment runs and how its last pass went."""
+
+    environment: str
+    applied_revision: str = ""
+    healthy_revision: str = ""
+    failed_revision: str = ""
+    status: str = "unknown"
+    message: str = ""
+    last_sync: float = 0.0
+    updated_at: float = 0.0
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class RevisionRecord:
+    """One reconcile of one revision of one environment (the history)."""
+
+    id: int
+    environment: str
+    revision: str
+    started_at: float
+    finished_at: float = 0.0
+    result: str = "running"
+    message: str = ""
+    changes: list[dict[str, Any]] = field(default_factory=list)
+    trigger: str = ""
+
+
+class StateStore(Protocol):
+    """What the engine, the daemon and the CLI need from a state store."""
+
+    def resources(self, environment: str) -> dict[str, ResourceRecord]: ...
+
+    def put_resource(self, record: ResourceRecord) -> None: ...
+
+    def delete_resource(self, environment: str, kind: str, name: str) -> None: ...
+
+    def environment(self, environment: str) -> EnvironmentRecord | None: ...
+
+    def environments(self) -> list[EnvironmentRecord]: ...
+
+    def put_environment(self, record: EnvironmentRecord) -> None: ...
+
+    def start_revision(self, environment: str, revision: str, trigger: str) -> int: ...
+
+    def finish_revision(self, id: int, result: str, message: str, changes: list[dict[str, Any]]) -> None: ...
+
+    def history(self, environment: str | None = None, limit: int = 50) -> list[RevisionRecord]: ...
+
+    def ping(self) -> None: ...
+
+    def close(self) -> None: ...

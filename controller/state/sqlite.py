@@ -1,0 +1,196 @@
+"""The SQLite state store: one file, one process (WAL, so the CLI can read beside the daemon)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+import time
+from typing import Any
+
+from controller.state.base import EnvironmentRecord, ResourceRecord, RevisionRecord
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS resources (
+  environment TEXT NOT NULL, kind TEXT NOT NULL, name TEXT NOT NULL,
+  physical TEXT NOT NULL, arn TEXT NOT NULL DEFAULT '',
+  spec TEXT, healthy_spec TEXT, revision TEXT NOT NULL DEFAULT '',
+  sync TEXT NOT NULL DEFAULT 'unknown', health TEXT NOT NULL DEFAULT 'unknown',
+  message TEXT NOT NULL DEFAULT '', spec_hash TEXT NOT NULL DEFAULT '',
+  annotations TEXT NOT NULL DEFAULT '{}', updated_at REAL NOT NULL DEFAULT 0,
+  PRIMARY KEY (environment, kind, name)
+);
+CREATE TABLE IF NOT EXISTS environments (
+  environment TEXT PRIMARY KEY, applied_revision TEXT NOT NULL DEFAULT '',
+  healthy_revision TEXT NOT NULL DEFAULT '', failed_revision TEXT NOT NULL DEFAULT '',
+  status TEXT NOT NULL DEFAULT 'unknown', message TEXT NOT NULL DEFAULT '',
+  last_sync REAL NOT NULL DEFAULT 0, updated_at REAL NOT NULL DEFAULT 0,
+  data TEXT NOT NULL DEFAULT '{}'
+);
+CREATE TABLE IF NOT EXISTS revisions (
+  id INTEGER PRIMARY KEY AUTOINCREMENT, environment TEXT NOT NULL, revision TEXT NOT NULL,
+  started_at REAL NOT NULL, finished_at REAL NOT NULL DEFAULT 0,
+  result TEXT NOT NULL DEFAULT 'running', message TEXT NOT NULL DEFAULT '',
+  changes TEXT NOT NULL DEFAULT '[]', trigger TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX IF NOT EXISTS revisions_env ON revisions (environment, id);
+"""
+
+
+def _dump(value: Any) -> str | None:
+    return None if value is None else json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+def _load(text: str | None) -> Any:
+    return None if text is None else json.loads(text)
+
+
+class SqliteStore:
+    """A ``StateStore`` in one SQLite file."""
+
+    def __init__(self, path: str):
+        self.path = path
+        if path != ":memory:":
+            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        self._lock = threading.RLock()
+        self._db = sqlite3.connect(path, check_same_thread=False, timeout=30, isolation_level=None)
+        self._db.row_factory = sqlite3.Row
+        with self._lock:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.executescript(_SCHEMA)
+
+    def _rows(self, sql: str, args: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
+        with self._lock:
+            return self._db.execute(sql, args).fetchall()
+
+    def _exec(self, sql: str, args: tuple[Any, ...] = ()) -> sqlite3.Cursor:
+        with self._lock:
+            return self._db.execute(sql, args)
+
+    def resources(self, environment: str) -> dict[str, ResourceRecord]:
+        rows = self._rows("SELECT * FROM resources WHERE environment = ?", (environment,))
+        out = {}
+        for row in rows:
+            record = ResourceRecord(
+                environment=row["environment"],
+                kind=row["kind"],
+                name=row["name"],
+                physical=row["physical"],
+                arn=row["arn"],
+                spec=_load(row["spec"]),
+                healthy_spec=_load(row["healthy_spec"]),
+                revision=row["revision"],
+                sync=row["sync"],
+                health=row["health"],
+                message=row["message"],
+                spec_hash=row["spec_hash"],
+                annotations=_load(row["annotations"]) or {},
+                updated_at=row["updated_at"],
+            )
+            out[record.ident] = record
+        return out
+
+    def put_resource(self, record: ResourceRecord) -> None:
+        record.updated_at = time.time()
+        self._exec(
+            "INSERT OR REPLACE INTO resources VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            (
+                record.environment,
+                record.kind,
+                record.name,
+                record.physical,
+                record.arn,
+                _dump(record.spec),
+                _dump(record.healthy_spec),
+                record.revision,
+                record.sync,
+                record.health,
+                record.message,
+                record.spec_hash,
+                _dump(record.annotations) or "{}",
+                record.updated_at,
+            ),
+        )
+
+    def delete_resource(self, environment: str, kind: str, name: str) -> None:
+        self._exec("DELETE FROM resources WHERE environment = ? AND kind = ? AND name = ?", (environment, kind, name))
+
+    def environment(self, environment: str) -> EnvironmentRecord | None:
+        rows = self._rows("SELECT * FROM environments WHERE environment = ?", (environment,))
+        return self._env(rows[0]) if rows else None
+
+    def environments(self) -> list[EnvironmentRecord]:
+        return [self._env(r) for r in self._rows("SELECT * FROM environments ORDER BY environment")]
+
+    @staticmethod
+    def _env(row: sqlite3.Row) -> EnvironmentRecord:
+        return EnvironmentRecord(
+            environment=row["environment"],
+            applied_revision=row["applied_revision"],
+            healthy_revision=row["healthy_revision"],
+            failed_revision=row["failed_revision"],
+            status=row["status"],
+            message=row["message"],
+            last_sync=row["last_sync"],
+            updated_at=row["updated_at"],
+            data=_load(row["data"]) or {},
+        )
+
+    def put_environment(self, record: EnvironmentRecord) -> None:
+        record.updated_at = time.time()
+        self._exec(
+            "INSERT OR REPLACE INTO environments VALUES (?,?,?,?,?,?,?,?,?)",
+            (
+                record.environment,
+                record.applied_revision,
+                record.healthy_revision,
+                record.failed_revision,
+                record.status,
+                record.message,
+                record.last_sync,
+                record.updated_at,
+                _dump(record.data) or "{}",
+            ),
+        )
+
+    def start_revision(self, environment: str, revision: str, trigger: str) -> int:
+        cursor = self._exec(
+            "INSERT INTO revisions (environment, revision, started_at, trigger) VALUES (?,?,?,?)",
+            (environment, revision, time.time(), trigger),
+        )
+        return int(cursor.lastrowid or 0)
+
+    def finish_revision(self, id: int, result: str, message: str, changes: list[dict[str, Any]]) -> None:
+        self._exec(
+            "UPDATE revisions SET finished_at = ?, result = ?, message = ?, changes = ? WHERE id = ?",
+            (time.time(), result, message, _dump(changes) or "[]", id),
+        )
+
+    def history(self, environment: str | None = None, limit: int = 50) -> list[RevisionRecord]:
+        if environment:
+            rows = self._rows("SELECT * FROM revisions WHERE environment = ? ORDER BY id DESC LIMIT ?", (environment, limit))
+        else:
+            rows = self._rows("SELECT * FROM revisions ORDER BY id DESC LIMIT ?", (limit,))
+        return [
+            RevisionRecord(
+                id=r["id"],
+                environment=r["environment"],
+                revision=r["revision"],
+                started_at=r["started_at"],
+                finished_at=r["finished_at"],
+                result=r["result"],
+                message=r["message"],
+                changes=_load(r["changes"]) or [],
+                trigger=r["trigger"],
+            )
+            for r in rows
+        ]
+
+    def ping(self) -> None:
+        self._rows("SELECT 1")
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()

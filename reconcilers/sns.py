@@ -1,0 +1,186 @@
+"""SNS: Topic (attributes, subscriptions, tags).
+
+Per pass one ``ListTopics`` listing and one ``ListSubscriptions`` listing
+serve every topic; attributes need one ``GetTopicAttributes`` per existing
+topic (SNS has no batch read), tags come from one tagging listing.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import Field
+
+from controller.apishape import map_to_tags
+from controller.diff import Change
+from controller.manifests.types import Spec
+from reconcilers.base import (
+    OWNER_ENV_TAG,
+    OWNER_ID_TAG,
+    Desired,
+    Live,
+    Reconciler,
+    register,
+    tag_updates,
+    tagged_resources,
+)
+
+_READ_ONLY_ATTRIBUTES = {
+    "TopicArn",
+    "Owner",
+    "SubscriptionsPending",
+    "SubscriptionsConfirmed",
+    "SubscriptionsDeleted",
+    "EffectiveDeliveryPolicy",
+}
+
+
+class Subscription(Spec):
+    protocol: str
+    endpoint: str
+
+
+class TopicSpec(Spec):
+    """CreateTopic parameters plus the topic's subscriptions."""
+
+    name: str | None = None
+    attributes: dict[str, str] = Field(default_factory=dict)
+    subscriptions: list[Subscription] = Field(default_factory=list)
+    tags: dict[str, str] = Field(default_factory=dict)
+
+
+def _subscription_key(item: dict[str, str]) -> tuple[str, str]:
+    return (item["protocol"], item["endpoint"])
+
+
+@register
+class TopicReconciler(Reconciler):
+    """An SNS topic with its attributes, subscriptions and tags."""
+
+    kind = "Topic"
+    spec_model = TopicSpec
+    name_field = "name"
+    service = "sns"
+    iam_read = ("sns:ListTopics", "sns:GetTopicAttributes", "sns:ListSubscriptions", "tag:GetResources")
+    iam_write = (
+        "sns:CreateTopic",
+        "sns:DeleteTopic",
+        "sns:SetTopicAttributes",
+        "sns:Subscribe",
+        "sns:Unsubscribe",
+        "sns:TagResource",
+        "sns:UntagResource",
+    )
+
+    def arn(self, physical: str) -> str:
+        return f"arn:aws:sns:{self.ctx.region}:{self.ctx.account}:{physical}"
+
+    def _existing_topics(self) -> set[str]:
+        def fetch() -> set[str]:
+            client = self.ctx.client("sns")
+            arns: set[str] = set()
+            for page in client.get_paginator("list_topics").paginate():
+                arns.update(t["TopicArn"] for t in page.get("Topics", []))
+            return arns
+
+        return self.ctx.once("sns:topics", fetch)
+
+    def _subscriptions(self) -> dict[str, list[dict[str, str]]]:
+        def fetch() -> dict[str, list[dict[str, str]]]:
+            client = self.ctx.client("sns")
+            by_topic: dict[str, list[dict[str, str]]] = {}
+            for page in client.get_paginator("list_subscriptions").paginate():
+                for sub in page.get("Subscriptions", []):
+                    by_topic.setdefault(sub["TopicArn"], []).append(
+                        {"protocol": sub["Protocol"], "endpoint": sub["Endpoint"], "arn": sub["SubscriptionArn"]}
+                    )
+            return by_topic
+
+        return self.ctx.once("sns:subscriptions", fetch)
+
+    def observe(self, physicals: list[str]) -> dict[str, Live]:
+        if not physicals:
+            return {}
+        existing = self._existing_topics()
+        wanted = {self.arn(p): p for p in physicals}
+        present = [arn for arn in wanted if arn in existing]
+        if not present:
+            return {}
+        subscriptions = self._subscriptions()
+        tags = tagged_resources(self.ctx, "sns:topic")
+        client = self.ctx.client("sns")
+        found: dict[str, Live] = {}
+        for arn in present:
+            attributes = client.get_topic_attributes(TopicArn=arn).get("Attributes", {})
+            subs = subscriptions.get(arn, [])
+            owned = tags.get(arn) or {}
+            state = {
+                "attributes": {k: v for k, v in attributes.items() if k not in _READ_ONLY_ATTRIBUTES},
+                "subscriptions": sorted(
+                    ({"protocol": s["protocol"], "endpoint": s["endpoint"]} for s in subs), key=_subscription_key
+                ),
+                "tags": owned,
+            }
+            found[wanted[arn]] = Live(
+                wanted[arn],
+                state,
+                arn=arn,
+                attrs={"arn": arn},
+                owner=owned.get(OWNER_ID_TAG),
+                owner_env=owned.get(OWNER_ENV_TAG),
+                extra={"subscriptions": subs},
+            )
+        return found
+
+    def desired_state(self, desired: Desired) -> dict[str, Any]:
+        spec = desired.spec
+        subs = {(s["protocol"], s["endpoint"]) for s in spec.get("subscriptions", [])}
+        return {
+            "attributes": dict(spec.get("attributes") or {}),
+            "subscriptions": [{"protocol": p, "endpoint": e} for p, e in sorted(subs)],
+            "tags": dict(desired.tags),
+        }
+
+    def compare_view(self, live: Live, state: dict[str, Any]) -> dict[str, Any]:
+        view = dict(live.state)
+        wanted = state.get("attributes", {})
+        view["attributes"] = {k: v for k, v in live.state.get("attributes", {}).items() if k in wanted}
+        return view
+
+    def create(self, desired: Desired, state: dict[str, Any]) -> Live:
+        params: dict[str, Any] = {"Name": desired.physical}
+        if state["attributes"]:
+            params["Attributes"] = state["attributes"]
+        if state["tags"]:
+            params["Tags"] = map_to_tags(state["tags"])
+        arn = self.ctx.client("sns").create_topic(**params)["TopicArn"]
+        self._subscribe(arn, state["subscriptions"], [])
+        return Live(desired.physical, state, arn=arn, attrs={"arn": arn})
+
+    def update(self, desired: Desired, state: dict[str, Any], live: Live, changes: list[Change]) -> Live:
+        client = self.ctx.client("sns")
+        for change in changes:
+            if change.path.startswith("attributes."):
+                name = change.path[len("attributes.") :]
+                client.set_topic_attributes(TopicArn=live.arn, AttributeName=name, AttributeValue=change.new or "")
+        if any(c.path == "subscriptions" for c in changes):
+            self._subscribe(live.arn, state["subscriptions"], live.extra.get("subscriptions", []))
+        to_set, to_remove = tag_updates(changes)
+        if to_set:
+            client.tag_resource(ResourceArn=live.arn, Tags=map_to_tags(to_set))
+        if to_remove:
+            client.untag_resource(ResourceArn=live.arn, TagKeys=to_remove)
+        return Live(live.physical, state, arn=live.arn, attrs={"arn": live.arn})
+
+    def _subscribe(self, arn: str, wanted: list[dict[str, str]], current: list[dict[str, str]]) -> None:
+        client = self.ctx.client("sns")
+        have = {_subscription_key(s): s for s in current}
+        want = {_subscription_key(s) for s in wanted}
+        for key in sorted(want - set(have)):
+            client.subscribe(TopicArn=arn, Protocol=key[0], Endpoint=key[1], ReturnSubscriptionArn=True)
+        for key, sub in have.items():
+            if key not in want and sub.get("arn", "").startswith("arn:"):
+                client.unsubscribe(SubscriptionArn=sub["arn"])
+
+    def delete(self, live: Live) -> None:
+        self.ctx.client("sns").delete_topic(TopicArn=live.arn)
