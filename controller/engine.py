@@ -220,6 +220,18 @@ class Engine:
         )
 
 
+@dataclass
+class _Settling:
+    """A change AWS is still working on, to be re-checked later."""
+
+    resource: Resource
+    reconciler: Reconciler
+    desired: Desired
+    state: dict[str, Any]
+    live: Live
+    deadline: float
+
+
 class _Pass:
     """The state of one pass: decisions, outputs for references, what was written."""
 
@@ -275,34 +287,66 @@ class _Pass:
         return found
 
     def _concurrently(self, resources: list[Resource], deps: dict[str, set[str]]) -> None:
+        """Run ready resources on the pool; changes still in progress are re-checked when due."""
         by_ident = {r.ident: r for r in resources}
         waiting = {ident: set(d) & set(by_ident) for ident, d in deps.items()}
         done: set[str] = set()
-        running: dict[Future[None], str] = {}
+        running: dict[Future[_Settling | None], str] = {}
+        delayed: list[tuple[float, _Settling]] = []
         with ThreadPoolExecutor(max_workers=self.engine.concurrency) as pool:
-            while waiting or running:
+            while waiting or running or delayed:
                 ready = [i for i, d in waiting.items() if d <= done]
                 for ident in ready:
                     del waiting[ident]
                     running[pool.submit(self._one, by_ident[ident], deps[ident])] = ident
+                now = time.monotonic()
+                for due, settling in [d for d in delayed if d[0] <= now]:
+                    delayed.remove((due, settling))
+                    running[pool.submit(self._settle, settling)] = settling.resource.ident
                 if not running:
-                    break
-                finished, _ = wait(list(running), return_when=FIRST_COMPLETED)
+                    if not delayed:
+                        break
+                    time.sleep(max(0.0, min(d[0] for d in delayed) - time.monotonic()))
+                    continue
+                timeout = max(0.0, min(d[0] for d in delayed) - time.monotonic()) if delayed else None
+                finished, _ = wait(list(running), timeout=timeout, return_when=FIRST_COMPLETED)
                 for future in finished:
                     ident = running.pop(future)
-                    future.result()
-                    done.add(ident)
+                    pending = future.result()
+                    if pending is not None:
+                        delayed.append((time.monotonic() + pending.reconciler.settle_interval, pending))
+                    else:
+                        done.add(ident)
 
     # --- one resource ----------------------------------------------------
 
-    def _one(self, resource: Resource, deps: set[str]) -> None:
+    def _one(self, resource: Resource, deps: set[str]) -> _Settling | None:
         rp = self.decisions[resource.ident]
+        blocked = [d for d in sorted(deps) if d in self.decisions and self.decisions[d].status in ("failed", "conflict", "blocked")]
+        if self.execute and blocked:
+            rp.status, rp.message = "blocked", f"dependency not ready: {', '.join(blocked)}"
+            log.error("resource_failed", environment=self.env.name, kind=resource.kind, name=resource.name, status=rp.status, error=rp.message)
+            return None
+        return self._guarded(resource, rp, lambda: self._decide_and_apply(resource, rp))
+
+    def _settle(self, settling: _Settling) -> _Settling | None:
+        rp = self.decisions[settling.resource.ident]
+
+        def check() -> _Settling | None:
+            live = settling.reconciler.settle(settling.desired, settling.live)
+            if live is not None:
+                self._finish(settling.resource, rp, live, settling.state)
+                return None
+            if time.monotonic() > settling.deadline:
+                raise PermanentError(f"still in progress after {settling.reconciler.settle_timeout:.0f}s")
+            return settling
+
+        return self._guarded(settling.resource, rp, check)
+
+    def _guarded(self, resource: Resource, rp: ResourcePlan, step: Any) -> _Settling | None:
+        """Run one step for a resource; any error marks that resource failed and is logged."""
         try:
-            blocked = [d for d in sorted(deps) if d in self.decisions and self.decisions[d].status in ("failed", "conflict", "blocked")]
-            if self.execute and blocked:
-                rp.status, rp.message = "blocked", f"dependency not ready: {', '.join(blocked)}"
-                return
-            self._decide_and_apply(resource, rp)
+            return step()  # type: ignore[no-any-return]
         except LensopsError as exc:
             rp.status, rp.message = "failed", str(exc)
         except Exception as exc:  # noqa: BLE001 - every AWS error is mapped and reported per resource
@@ -312,15 +356,16 @@ class _Pass:
             log.error("resource_failed", environment=self.env.name, kind=resource.kind, name=resource.name, status=rp.status, error=rp.message)
             if self.execute and rp.status == "failed":
                 self._remember_failure(resource, rp)
+        return None
 
-    def _decide_and_apply(self, resource: Resource, rp: ResourcePlan) -> None:
+    def _decide_and_apply(self, resource: Resource, rp: ResourcePlan) -> _Settling | None:
         reconciler = self.reconciler(resource.kind)
         if reconciler is None:
             rp.status, rp.message = "failed", f"kind {resource.kind} has no reconciler in this version"
-            return
+            return None
         if resource.kind in self.failures:
             rp.status, rp.message = "failed", f"observe: {self.failures[resource.kind]}"
-            return
+            return None
         live = self.observed.get(resource.kind, {}).get(resource.physical)
         record = self.inventory.get(resource.ident)
         with self.lock:
@@ -329,7 +374,7 @@ class _Pass:
             spec = resolve_refs(resource.spec, outputs, strict=self.execute)
         except _Unresolved as exc:
             rp.status, rp.message = "blocked", str(exc)
-            return
+            return None
         desired = Desired(resource.kind, resource.name, resource.physical, spec, self._tags(resource, reconciler, spec), resource.annotations)
         state = reconciler.desired_state(desired)
         ignore = resource.ignored_fields
@@ -350,7 +395,7 @@ class _Pass:
                         'annotate lensops.io/adopt: "true" to take it over'
                     )
                     self._publish(resource, live.attrs or {"arn": live.arn})
-                    return
+                    return None
             rp.changes = diff(state, reconciler.compare_view(live, state), ignore)
             rp.action = "update" if rp.changes else "noop"
             if record is not None and record.spec is not None and record.physical == resource.physical:
@@ -361,12 +406,21 @@ class _Pass:
             self._publish(resource, self._known_outputs(reconciler, resource, live))
             if self.execute and rp.status == "ok":
                 self._remember(resource, live, state, changed=rp.adopt)
-            return
+            return None
         if rp.action == "create":
             result = reconciler.create(desired, state)
         else:
             assert live is not None
             result = reconciler.update(desired, state, live, rp.changes)
+        settled = reconciler.settle(desired, result)
+        if settled is None:
+            log.info("resource_progressing", environment=self.env.name, kind=resource.kind, name=resource.name, action=rp.action)
+            return _Settling(resource, reconciler, desired, state, result, time.monotonic() + reconciler.settle_timeout)
+        self._finish(resource, rp, settled, state)
+        return None
+
+    def _finish(self, resource: Resource, rp: ResourcePlan, result: Live, state: dict[str, Any]) -> None:
+        """Count, log, publish and record a change that AWS has completed."""
         metrics.APPLIED_CHANGES.labels(self.env.name, resource.kind, rp.action).inc()
         log.info("resource_applied", environment=self.env.name, kind=resource.kind, name=resource.name, action=rp.action, fields=[c.path for c in rp.changes][:20])
         self._publish(resource, result.attrs or {"arn": result.arn})

@@ -91,6 +91,10 @@ class Reconciler:
     taggable: ClassVar[bool] = True
     iam_read: ClassVar[tuple[str, ...]] = ()
     iam_write: ClassVar[tuple[str, ...]] = ()
+    settle_interval: ClassVar[float] = 5.0
+    """Seconds between the engine's re-checks of a change still in progress."""
+    settle_timeout: ClassVar[float] = 1800.0
+    """Seconds after which a change still in progress fails the resource."""
 
     def __init__(self, ctx: Context):
         self.ctx = ctx
@@ -111,6 +115,15 @@ class Reconciler:
 
     def delete(self, live: Live) -> None:
         raise NotImplementedError
+
+    def settle(self, desired: Desired, live: Live) -> Live | None:
+        """After create or update: the settled resource, or None while AWS is still working.
+
+        The engine calls it again every ``settle_interval`` seconds (rescheduling,
+        never sleeping in the reconciler) until it answers or ``settle_timeout``
+        passes. Raise ``PermanentError`` when the change failed for good.
+        """
+        return live
 
     def arn(self, physical: str) -> str | None:
         """The ARN of a resource when it can be known before it exists."""
