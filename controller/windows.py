@@ -8,6 +8,7 @@ A window opens at each time its cron ``schedule`` fires and stays open for
 from __future__ import annotations
 
 import datetime as dt
+import re
 import zoneinfo
 
 from apscheduler.triggers.cron import CronTrigger
@@ -16,9 +17,25 @@ from controller.manifests.model import SyncWindow
 from controller.manifests.types import parse_duration
 
 
+_DAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+def cron_trigger(schedule: str, timezone: zoneinfo.ZoneInfo | None = None) -> CronTrigger:
+    """A trigger for a standard 5-field crontab line.
+
+    APScheduler numbers weekdays from Monday = 0; standard cron from Sunday =
+    0 (and 7). Numeric weekdays are turned into names so that ``0 16 * * 5``
+    means Friday, as every cron user expects.
+    """
+    fields = schedule.split()
+    if len(fields) == 5:
+        fields[4] = re.sub(r"\d+", lambda m: _DAYS[int(m.group())] if int(m.group()) <= 7 else m.group(), fields[4])
+    return CronTrigger.from_crontab(" ".join(fields), timezone=timezone)
+
+
 def _open(window: SyncWindow, now: dt.datetime) -> bool:
     tz = zoneinfo.ZoneInfo(window.timezone)
-    trigger = CronTrigger.from_crontab(window.schedule, timezone=tz)
+    trigger = cron_trigger(window.schedule, tz)
     length = dt.timedelta(seconds=parse_duration(window.duration))
     start = now.astimezone(tz) - length
     fire = trigger.get_next_fire_time(None, start)

@@ -7,6 +7,7 @@ topic (SNS has no batch read), tags come from one tagging listing.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from pydantic import Field
@@ -41,12 +42,33 @@ class Subscription(Spec):
 
 
 class TopicSpec(Spec):
-    """CreateTopic parameters plus the topic's subscriptions."""
+    """CreateTopic parameters plus the topic's subscriptions.
+
+    JSON attributes (``Policy``, ``DeliveryPolicy``, ...) may be written as maps;
+    they are compared as data, never as text.
+    """
 
     name: str | None = None
-    attributes: dict[str, str] = Field(default_factory=dict)
+    attributes: dict[str, str | dict[str, Any]] = Field(default_factory=dict)
     subscriptions: list[Subscription] = Field(default_factory=list)
     tags: dict[str, str] = Field(default_factory=dict)
+
+
+def _attribute_value(value: Any) -> Any:
+    """An attribute as data: JSON documents parsed, anything else as a string."""
+    if isinstance(value, (dict, list)):
+        return value
+    text = str(value)
+    if text.startswith(("{", "[")):
+        try:
+            return json.loads(text)
+        except ValueError:
+            return text
+    return text
+
+
+def _attribute_text(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":")) if isinstance(value, (dict, list)) else str(value)
 
 
 def _subscription_key(item: dict[str, str]) -> tuple[str, str]:
@@ -115,7 +137,7 @@ class TopicReconciler(Reconciler):
             subs = subscriptions.get(arn, [])
             owned = tags.get(arn) or {}
             state = {
-                "attributes": {k: v for k, v in attributes.items() if k not in _READ_ONLY_ATTRIBUTES},
+                "attributes": {k: _attribute_value(v) for k, v in attributes.items() if k not in _READ_ONLY_ATTRIBUTES},
                 "subscriptions": sorted(
                     ({"protocol": s["protocol"], "endpoint": s["endpoint"]} for s in subs), key=_subscription_key
                 ),
@@ -136,7 +158,7 @@ class TopicReconciler(Reconciler):
         spec = desired.spec
         subs = {(s["protocol"], s["endpoint"]) for s in spec.get("subscriptions", [])}
         return {
-            "attributes": dict(spec.get("attributes") or {}),
+            "attributes": {k: _attribute_value(v) for k, v in (spec.get("attributes") or {}).items()},
             "subscriptions": [{"protocol": p, "endpoint": e} for p, e in sorted(subs)],
             "tags": dict(desired.tags),
         }
@@ -150,7 +172,7 @@ class TopicReconciler(Reconciler):
     def create(self, desired: Desired, state: dict[str, Any]) -> Live:
         params: dict[str, Any] = {"Name": desired.physical}
         if state["attributes"]:
-            params["Attributes"] = state["attributes"]
+            params["Attributes"] = {k: _attribute_text(v) for k, v in state["attributes"].items()}
         if state["tags"]:
             params["Tags"] = map_to_tags(state["tags"])
         arn = self.ctx.client("sns").create_topic(**params)["TopicArn"]
@@ -159,10 +181,10 @@ class TopicReconciler(Reconciler):
 
     def update(self, desired: Desired, state: dict[str, Any], live: Live, changes: list[Change]) -> Live:
         client = self.ctx.client("sns")
-        for change in changes:
-            if change.path.startswith("attributes."):
-                name = change.path[len("attributes.") :]
-                client.set_topic_attributes(TopicArn=live.arn, AttributeName=name, AttributeValue=change.new or "")
+        changed = {c.path.split(".")[1] for c in changes if c.path.startswith("attributes.")}
+        for name in sorted(changed):
+            value = state["attributes"].get(name, "")
+            client.set_topic_attributes(TopicArn=live.arn, AttributeName=name, AttributeValue=_attribute_text(value))
         if any(c.path == "subscriptions" for c in changes):
             self._subscribe(live.arn, state["subscriptions"], live.extra.get("subscriptions", []))
         to_set, to_remove = tag_updates(changes)

@@ -382,7 +382,8 @@ class _Loader:
                     target = by_physical.get((kind, physical))
                     if target and target != resource.ident:
                         deps.add(target)
-                        resource.depends_on.append(target)
+                        if target not in resource.depends_on:
+                            resource.depends_on.append(target)
             edges[resource.ident] = deps
         for _, target, _attr in find_refs(env_spec.model_dump(mode="json"), ("spec",)):
             if target not in by_ident:

@@ -66,10 +66,10 @@ class SyncWindow(Spec):
     @field_validator("schedule")
     @classmethod
     def _cron(cls, value: str) -> str:
-        from apscheduler.triggers.cron import CronTrigger
+        from controller.windows import cron_trigger
 
         try:
-            CronTrigger.from_crontab(value)
+            cron_trigger(value)
         except ValueError as exc:
             raise ValueError(f"schedule {value!r} is not a cron expression: {exc}") from None
         return value

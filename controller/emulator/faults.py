@@ -1,0 +1,124 @@
+"""Injected faults: throttling, 5xx answers, dropped connections, latency, services that are down.
+
+Part of the embedded AWS emulator used by tests and ``lensops demo`` (moto in
+server mode plus what moto lacks). Reliability tests describe the weather with
+a ``FaultPlan``; the gateway asks a ``FaultInjector`` before every AWS request
+(never ``/moto-api/`` ones) what to do with it. Decisions come from one
+seeded random generator, so a plan replays the same sequence of faults for the
+same sequence of requests.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+from collections.abc import Iterable
+from collections.abc import Set as AbstractSet
+from dataclasses import dataclass, field
+from typing import Literal
+
+from .wire import AwsError
+
+FAULT_KINDS: frozenset[str] = frozenset({"throttle", "5xx", "reset"})
+
+THROTTLING = AwsError(400, "Throttling", "ThrottlingException", "Rate exceeded", sender_fault=True)
+INTERNAL_FAILURE = AwsError(
+    500,
+    "InternalFailure",
+    "InternalFailure",
+    "The request processing has failed because of an unknown error, exception or failure.",
+    sender_fault=False,
+)
+SERVICE_UNAVAILABLE = AwsError(
+    503, "ServiceUnavailable", "ServiceUnavailableException", "Service is unavailable. Try again later.", sender_fault=False
+)
+
+RESET = "reset"
+"""The decision to close the connection without answering."""
+
+Fault = AwsError | Literal["reset"]
+
+
+@dataclass(frozen=True)
+class FaultPlan:
+    """What goes wrong, and how often.
+
+    ``error_rate``: fraction of requests (0..1) answered with a fault drawn
+    evenly from ``kinds``: ``throttle`` (HTTP 400 Throttling), ``5xx``
+    (HTTP 500 InternalFailure or 503 ServiceUnavailable), ``reset`` (the
+    connection closes without an answer). ``services`` limits ``error_rate``
+    and ``latency_ms`` to those boto3 client names (None: every service).
+    ``latency_ms`` delays each of those requests. Services in ``down`` answer
+    every request with 503, whatever ``services`` says. ``seed`` seeds the draws.
+    """
+
+    error_rate: float = 0.0
+    kinds: AbstractSet[str] = FAULT_KINDS
+    services: AbstractSet[str] | None = None
+    latency_ms: int = 0
+    down: AbstractSet[str] = field(default_factory=frozenset)
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        # Store frozensets whatever collection was given, so a plan stays immutable.
+        object.__setattr__(self, "kinds", _names("kinds", self.kinds))
+        object.__setattr__(self, "down", _names("down", self.down))
+        if self.services is not None:
+            object.__setattr__(self, "services", _names("services", self.services))
+        if not 0.0 <= self.error_rate <= 1.0:
+            raise ValueError(f"error_rate must be within 0..1, got {self.error_rate}")
+        if unknown := self.kinds - FAULT_KINDS:
+            raise ValueError(f"unknown fault kinds {sorted(unknown)}; known: {sorted(FAULT_KINDS)}")
+        if self.error_rate > 0 and not self.kinds:
+            raise ValueError("error_rate > 0 needs at least one fault kind")
+        if self.latency_ms < 0:
+            raise ValueError(f"latency_ms must be >= 0, got {self.latency_ms}")
+
+    def applies_to(self, service: str) -> bool:
+        """Whether ``error_rate`` and ``latency_ms`` apply to ``service``."""
+        return self.services is None or service in self.services
+
+
+class FaultInjector:
+    """Decides, request by request and thread-safely, which fault a plan calls for."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._plan: FaultPlan | None = None
+        self._random = random.Random()
+
+    def set_plan(self, plan: FaultPlan | None) -> None:
+        """Follow ``plan`` from the next request on; None injects nothing."""
+        with self._lock:
+            self._plan = plan
+            self._random = random.Random(plan.seed if plan else None)
+
+    def latency_seconds(self, service: str) -> float:
+        """How long to hold a request to ``service`` before answering it."""
+        plan = self._plan
+        if plan is None or not plan.applies_to(service):
+            return 0.0
+        return plan.latency_ms / 1000
+
+    def draw(self, service: str) -> Fault | None:
+        """The fault for the next request to ``service``, or None to serve it."""
+        with self._lock:
+            plan = self._plan
+            if plan is None:
+                return None
+            if service in plan.down:
+                return SERVICE_UNAVAILABLE
+            if not plan.applies_to(service) or self._random.random() >= plan.error_rate:
+                return None
+            kind = self._random.choice(sorted(plan.kinds))
+            if kind == "throttle":
+                return THROTTLING
+            if kind == "5xx":
+                return self._random.choice((INTERNAL_FAILURE, SERVICE_UNAVAILABLE))
+            return RESET
+
+
+def _names(field_name: str, names: Iterable[str]) -> frozenset[str]:
+    if isinstance(names, str):
+        raise TypeError(f"{field_name} must be a collection of names, not the string {names!r}")
+    return frozenset(names)

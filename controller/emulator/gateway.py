@@ -1,0 +1,77 @@
+"""The WSGI layer in front of moto: counts requests, injects faults, routes to our additions.
+
+Part of the embedded AWS emulator used by tests and ``lensops demo`` (moto in
+server mode plus what moto lacks). Every AWS request is decoded (wire.py),
+counted per (service, operation), delayed and possibly failed as the fault
+plan says (faults.py), then answered by an addition if one owns the operation
+(dispatch.py), else by moto. ``/moto-api/`` requests go straight to moto.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections import Counter
+from typing import Any, NoReturn
+
+from moto.core.responses import BaseResponse
+
+from . import backup, budgets, cloudwatch, lambda_
+from .dispatch import routing_table, serve
+from .faults import RESET, FaultInjector, FaultPlan
+from .wire import AwsCall, AwsError, error_response, identify
+
+ADDITIONS = (cloudwatch.ADDITION, budgets.ADDITION, backup.ADDITION, lambda_.ADDITION)
+
+
+class Gateway:
+    """WSGI application wrapping moto's ``DomainDispatcherApplication``."""
+
+    def __init__(self, moto_app: Any) -> None:
+        self._moto_app = moto_app
+        self._routes: dict[tuple[str, str], type[BaseResponse]] = routing_table(ADDITIONS)
+        self._faults = FaultInjector()
+        self._lock = threading.Lock()
+        self._requests: Counter[tuple[str, str]] = Counter()
+
+    def set_faults(self, plan: FaultPlan | None) -> None:
+        """Inject faults as ``plan`` says from the next request on; None stops."""
+        self._faults.set_plan(plan)
+
+    def requests(self) -> dict[tuple[str, str], int]:
+        """Requests seen since the last clear, per (service, operation)."""
+        with self._lock:
+            return dict(self._requests)
+
+    def clear_requests(self) -> None:
+        """Forget the requests counted so far."""
+        with self._lock:
+            self._requests.clear()
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+        if environ.get("PATH_INFO", "").startswith("/moto-api"):
+            return self._moto_app(environ, start_response)
+        call = identify(environ)
+        with self._lock:
+            self._requests[(call.service, call.operation)] += 1
+        delay = self._faults.latency_seconds(call.service)
+        if delay:
+            time.sleep(delay)
+        fault = self._faults.draw(call.service)
+        if fault == RESET:
+            _drop_connection(environ, call)
+        if isinstance(fault, AwsError):
+            return error_response(call, fault)(environ, start_response)
+        handler = self._routes.get((call.service, call.operation))
+        if handler is not None:
+            return serve(handler, environ, start_response)
+        return self._moto_app(environ, start_response)
+
+
+def _drop_connection(environ: dict[str, Any], call: AwsCall) -> NoReturn:
+    connection: socket.socket = environ["werkzeug.socket"]
+    connection.shutdown(socket.SHUT_RDWR)
+    # werkzeug treats a ConnectionError from the application as a client that
+    # went away: it sends nothing and logs nothing.
+    raise ConnectionResetError(f"fault injected: connection reset during {call.service}.{call.operation}")

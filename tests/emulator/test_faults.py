@@ -1,0 +1,159 @@
+"""Fault injection and request counting."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+from botocore.exceptions import ClientError, ConnectionClosedError
+
+from controller.emulator import Emulator, FaultPlan
+
+from .conftest import ACCOUNT_ID
+
+
+def error_of(raised: pytest.ExceptionInfo[ClientError]) -> tuple[int, str]:
+    response = raised.value.response
+    return response["ResponseMetadata"]["HTTPStatusCode"], response["Error"]["Code"]
+
+
+def outcome(call: Any) -> str:
+    try:
+        call()
+    except ClientError as error:
+        return str(error.response["Error"]["Code"])
+    except ConnectionClosedError:
+        return "reset"
+    return "ok"
+
+
+def test_requests_are_counted_per_service_and_operation(emulator: Emulator, client: Any) -> None:
+    sts, cloudwatch = client("sts"), client("cloudwatch")
+    sts.get_caller_identity()
+    sts.get_caller_identity()
+    cloudwatch.describe_alarms()
+    client("lambda").list_functions()
+
+    assert emulator.requests() == {
+        ("sts", "GetCallerIdentity"): 2,
+        ("cloudwatch", "DescribeAlarms"): 1,
+        ("lambda", "ListFunctions"): 1,
+    }
+    emulator.clear_requests()
+    cloudwatch.describe_alarms()
+    assert emulator.requests() == {("cloudwatch", "DescribeAlarms"): 1}
+    emulator.reset()
+    assert emulator.requests() == {}
+
+
+@pytest.mark.parametrize(
+    ("service", "call", "code"),
+    [
+        ("cloudwatch", lambda c: c.describe_alarms(), "Throttling"),  # JSON, query-compatible
+        ("sts", lambda c: c.get_caller_identity(), "Throttling"),  # query
+        ("budgets", lambda c: c.describe_budgets(AccountId=ACCOUNT_ID), "ThrottlingException"),  # JSON
+        ("lambda", lambda c: c.list_functions(), "ThrottlingException"),  # REST-JSON
+    ],
+)
+def test_throttling_is_answered_in_each_protocol(emulator: Emulator, client: Any, service: str, call: Any, code: str) -> None:
+    emulator.set_faults(FaultPlan(error_rate=1.0, kinds={"throttle"}))
+
+    with pytest.raises(ClientError) as raised:
+        call(client(service))
+
+    assert error_of(raised) == (400, code)
+
+
+def test_5xx_faults_are_internal_failures_or_unavailability(emulator: Emulator, client: Any) -> None:
+    emulator.set_faults(FaultPlan(error_rate=1.0, kinds={"5xx"}))
+    sts = client("sts")
+    seen = set()
+
+    for _ in range(12):
+        with pytest.raises(ClientError) as raised:
+            sts.get_caller_identity()
+        seen.add(error_of(raised))
+
+    assert seen == {(500, "InternalFailure"), (503, "ServiceUnavailable")}
+
+
+def test_reset_faults_close_the_connection_without_an_answer(emulator: Emulator, client: Any) -> None:
+    emulator.set_faults(FaultPlan(error_rate=1.0, kinds={"reset"}))
+
+    with pytest.raises(ConnectionClosedError):
+        client("sts").get_caller_identity()
+
+    emulator.set_faults(None)
+    assert client("sts").get_caller_identity()["Account"] == ACCOUNT_ID
+
+
+def test_faults_are_limited_to_the_plans_services(emulator: Emulator, client: Any) -> None:
+    emulator.set_faults(FaultPlan(error_rate=1.0, kinds={"throttle"}, services={"budgets"}))
+
+    assert outcome(lambda: client("budgets").describe_budgets(AccountId=ACCOUNT_ID)) == "ThrottlingException"
+    assert outcome(lambda: client("cloudwatch").describe_alarms()) == "ok"
+
+
+def test_services_that_are_down_always_answer_503(emulator: Emulator, client: Any) -> None:
+    emulator.set_faults(FaultPlan(down={"cloudwatch"}, services={"sts"}))
+
+    with pytest.raises(ClientError) as raised:
+        client("cloudwatch").describe_alarms()
+
+    assert error_of(raised) == (503, "ServiceUnavailable")
+    assert outcome(lambda: client("sts").get_caller_identity()) == "ok"
+
+
+def test_latency_delays_requests(emulator: Emulator, client: Any) -> None:
+    sts = client("sts")
+    sts.get_caller_identity()
+    emulator.set_faults(FaultPlan(latency_ms=300))
+
+    started = time.monotonic()
+    sts.get_caller_identity()
+
+    assert time.monotonic() - started >= 0.3
+
+
+def test_the_same_seed_replays_the_same_faults(emulator: Emulator, client: Any) -> None:
+    sts = client("sts")
+    runs = []
+    for _ in range(2):
+        emulator.set_faults(FaultPlan(error_rate=0.5, seed=7))
+        runs.append([outcome(sts.get_caller_identity) for _ in range(20)])
+
+    assert runs[0] == runs[1]
+    assert {"ok", "Throttling", "reset"} <= set(runs[0])
+
+
+def test_retries_are_counted_as_requests(emulator: Emulator, client: Any) -> None:
+    emulator.set_faults(FaultPlan(error_rate=1.0, kinds={"throttle"}))
+
+    with pytest.raises(ClientError):
+        client("cloudwatch", attempts=3).describe_alarms()
+
+    assert emulator.requests() == {("cloudwatch", "DescribeAlarms"): 3}
+
+
+def test_moto_api_is_never_faulted_and_reset_stops_faults(emulator: Emulator, client: Any) -> None:
+    emulator.set_faults(FaultPlan(error_rate=1.0, down={"sts"}))
+
+    emulator.reset()
+
+    assert client("sts").get_caller_identity()["Account"] == ACCOUNT_ID
+
+
+@pytest.mark.parametrize(
+    ("arguments", "error"),
+    [
+        ({"error_rate": 1.5}, ValueError),
+        ({"error_rate": 0.1, "kinds": {"meteor"}}, ValueError),
+        ({"error_rate": 0.1, "kinds": set()}, ValueError),
+        ({"latency_ms": -1}, ValueError),
+        ({"services": "sts"}, TypeError),
+    ],
+)
+def test_fault_plans_are_checked(arguments: dict[str, Any], error: type[Exception]) -> None:
+    with pytest.raises(error):
+        FaultPlan(**arguments)
