@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 
 ## make test: the whole test suite (under 10 minutes on 2 cores)
 test: $(STAMP)
-	$(BIN)/python -m pytest -n 2 tests
+	$(BIN)/python -m pytest -q -n 2 tests
 
 ## make demo: the daemon on an embedded AWS emulator, on a Git repo made from desired-state/
 demo: $(STAMP)

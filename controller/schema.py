@@ -42,5 +42,21 @@ def schema() -> dict[str, Any]:
         "$id": "https://lensops.io/schema/v1/manifest.json",
         "title": "lensops manifest",
         "oneOf": branches,
-        "$defs": defs,
+        "$defs": _allow_placeholders(defs),
     }
+
+
+_PLACEHOLDER = {"type": "string", "pattern": r"^\{\{\s*(env|vars)\.[A-Za-z0-9_-]+\s*\}\}$"}
+
+
+def _allow_placeholders(node: Any) -> Any:
+    """Let a number or boolean field be written as one ``{{ vars.x }}`` placeholder."""
+    if isinstance(node, list):
+        return [_allow_placeholders(n) for n in node]
+    if not isinstance(node, dict):
+        return node
+    out = {k: _allow_placeholders(v) for k, v in node.items()}
+    if out.get("type") in ("number", "integer", "boolean"):
+        typed = {k: out.pop(k) for k in list(out) if k not in ("title", "description", "default")}
+        out["anyOf"] = [typed, _PLACEHOLDER]
+    return out
