@@ -94,6 +94,8 @@ class Engine:
         self.factory = factory
         self.store = store
         self.concurrency = max(1, concurrency)
+        self.stopping = threading.Event()
+        """Set on shutdown: passes stop before their next resource (a safe point)."""
 
     def context(self, env: EnvironmentDesired, account: str) -> Context:
         return Context(
@@ -323,6 +325,9 @@ class _Pass:
     def _one(self, resource: Resource, deps: set[str]) -> _Settling | None:
         rp = self.decisions[resource.ident]
         blocked = [d for d in sorted(deps) if d in self.decisions and self.decisions[d].status in ("failed", "conflict", "blocked")]
+        if self.execute and self.engine.stopping.is_set():
+            rp.status, rp.message = "blocked", "not applied: lensops is shutting down"
+            return None
         if self.execute and blocked:
             rp.status, rp.message = "blocked", f"dependency not ready: {', '.join(blocked)}"
             log.error("resource_failed", environment=self.env.name, kind=resource.kind, name=resource.name, status=rp.status, error=rp.message)

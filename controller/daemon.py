@@ -1,0 +1,301 @@
+"""The daemon (``lensops run``): watch the source, reconcile each environment, serve HTTP.
+
+Scheduling is apscheduler's: a fetch job every ``LENSOPS_POLL_INTERVAL`` (or
+at once on a webhook or, for a local folder, a watchfiles change), and one
+reconcile job per environment every ``sync.interval`` (default
+``LENSOPS_RESYNC_INTERVAL``). One reconcile at a time per environment,
+environments in parallel. A new revision is applied; a resync of the same
+revision reverts drift only with ``sync.selfHeal``, else reports it. An
+invalid revision is refused per environment and the last valid one stays
+live. SIGTERM and SIGINT stop new work, let the in-flight pass stop at a
+safe point, and exit 0.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import signal
+import threading
+import time
+from typing import Any
+
+from apscheduler.executors.pool import ThreadPoolExecutor as SchedulerPool
+from apscheduler.schedulers.background import BackgroundScheduler
+
+from controller import logs, metrics
+from controller.errors import LensopsError, Problem
+from controller.manifests.loader import load_tree
+from controller.manifests.model import EnvironmentDesired, EnvironmentSpec
+from controller.notify import notify
+from controller.runner import Runner
+from controller.server import Server
+from controller.settings import Settings
+from controller.state import EnvironmentRecord
+from controller.status import status_document
+from controller.windows import changes_allowed
+
+log = logs.get("lensops.daemon")
+
+SHUTDOWN_SECONDS = 25.0
+RESULTS = ("success", "failed", "rolled_back", "invalid")
+
+
+class Daemon:
+    """Owns the scheduler, the HTTP server and what each environment runs."""
+
+    def __init__(self, settings: Settings, repo: str | None = None, envs: list[str] | None = None):
+        self.settings = settings
+        self.runner = Runner.from_settings(settings, repo)
+        self.engine = self.runner.engine
+        self.store = self.runner.store
+        self.envs = envs
+        self.stop_event = threading.Event()
+        self.loaded: dict[str, EnvironmentDesired] = {}
+        self.invalid: dict[str, list[Problem]] = {}
+        self.tree_problems: list[Problem] = []
+        self.fetched_revision = ""
+        self.fetch_error = ""
+        self.first_loaded = threading.Event()
+        self.heartbeat = time.monotonic()
+        self._dirty: dict[str, str] = {}
+        self._locks: dict[str, threading.Lock] = {}
+        self._state_lock = threading.Lock()
+        self.scheduler = BackgroundScheduler(
+            executors={"default": SchedulerPool(max_workers=8)},
+            job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},
+            timezone=dt.timezone.utc,
+        )
+        host, port = settings.http_host_port
+        self.server = Server(host, port, self, settings.webhook_secret)
+
+    # --- lifecycle -----------------------------------------------------------
+
+    def start(self) -> None:
+        for result in ("success", "failed"):
+            metrics.GIT_FETCH.labels(result)
+        self.server.start()
+        now = dt.datetime.now(dt.timezone.utc)
+        self.scheduler.add_job(self._beat, "interval", seconds=5, id="heartbeat", next_run_time=now)
+        self.scheduler.add_job(self.fetch, "interval", seconds=self.settings.poll_interval, id="fetch", next_run_time=now, kwargs={"reason": "poll"})
+        self.scheduler.start()
+        if not self.runner.source.remote:
+            threading.Thread(target=self._watch, name="lensops-watch", daemon=True).start()
+        host, port = self.server.address
+        log.info("daemon_started", repo=self.runner.source.repo, branch=self.settings.branch, http=f"{host}:{port}", poll_s=self.settings.poll_interval, resync_s=self.settings.resync_interval)
+
+    def stop(self) -> None:
+        """Stop taking work, let running passes reach a safe point, then close."""
+        log.info("daemon_stopping")
+        self.stop_event.set()
+        self.engine.stopping.set()
+        done = threading.Thread(target=self.scheduler.shutdown, kwargs={"wait": True}, daemon=True)
+        done.start()
+        done.join(SHUTDOWN_SECONDS)
+        self.server.stop()
+        if done.is_alive():
+            log.warning("daemon_stop_timeout", seconds=SHUTDOWN_SECONDS)
+            os._exit(0)
+        self.runner.close()
+        log.info("daemon_stopped")
+
+    def _beat(self) -> None:
+        self.heartbeat = time.monotonic()
+
+    def _watch(self) -> None:
+        import watchfiles
+
+        root = self.runner.source.repo
+        for _changes in watchfiles.watch(root, stop_event=self.stop_event, debounce=300, recursive=True, raise_interrupt=False):
+            self.trigger_fetch("watch")
+
+    # --- HTTP backend ----------------------------------------------------------
+
+    def alive(self) -> bool:
+        return self.scheduler.running and time.monotonic() - self.heartbeat < 60
+
+    def ready(self) -> tuple[bool, str]:
+        if not self.first_loaded.is_set():
+            return False, self.fetch_error or "first revision not loaded yet"
+        try:
+            self.store.ping()
+        except Exception as exc:  # noqa: BLE001 - readiness reports any store failure
+            return False, f"state store: {exc}"
+        return True, ""
+
+    def status(self) -> dict[str, Any]:
+        doc = status_document(self.store, self.envs)
+        for name, problems in self.invalid.items():
+            entry = doc["environments"].setdefault(name, {"status": "invalid", "resources": []})
+            entry["invalid"] = [str(p) for p in problems]
+        doc["source"] = {
+            "repo": self.runner.source.repo,
+            "branch": self.settings.branch,
+            "revision": self.fetched_revision,
+            "error": self.fetch_error,
+            "problems": [str(p) for p in self.tree_problems],
+        }
+        return doc
+
+    def trigger_fetch(self, reason: str) -> None:
+        if self.stop_event.is_set():
+            return
+        try:
+            self.scheduler.modify_job("fetch", next_run_time=dt.datetime.now(dt.timezone.utc), kwargs={"reason": reason})
+        except LookupError:
+            pass
+
+    # --- fetch -------------------------------------------------------------------
+
+    def _account(self, name: str, spec: EnvironmentSpec) -> str | None:
+        try:
+            return self.runner.account_for(name, spec)
+        except LensopsError as exc:
+            log.error("account_guard_failed", environment=name, error=str(exc))
+            return spec.account
+
+    def fetch(self, reason: str = "poll") -> None:
+        """Fetch the source; a new revision is loaded and its changed environments reconciled."""
+        try:
+            checkout = self.runner.source.checkout()
+        except LensopsError as exc:
+            self.fetch_error = str(exc)
+            log.error("fetch_failed", reason=reason, error=str(exc))
+            return
+        self.fetch_error = ""
+        if not self.runner.source.remote:
+            metrics.set_source_revision(checkout.revision)
+        if checkout.revision == self.fetched_revision:
+            return
+        log.info("revision_fetched", revision=checkout.revision, reason=reason)
+        result = load_tree(checkout.root, self.envs, account=self._account)
+        self.tree_problems = result.problems.get("", [])
+        for problem in self.tree_problems:
+            log.error("manifest_invalid", problem=str(problem), revision=checkout.revision)
+        changed: list[str] = []
+        with self._state_lock:
+            for name, env in result.environments.items():
+                env.revision = checkout.revision
+                self.loaded[name] = env
+                self.invalid.pop(name, None)
+                changed.append(name)
+            for name, problems in result.problems.items():
+                if not name:
+                    continue
+                self.invalid[name] = problems
+                self._refuse(name, checkout.revision, problems)
+            self.fetched_revision = checkout.revision
+        for name in sorted(changed):
+            self._ensure_env(name)
+            self.schedule(name, "revision")
+        self.first_loaded.set()
+
+    def _refuse(self, name: str, revision: str, problems: list[Problem]) -> None:
+        metrics.RECONCILE_TOTAL.labels(name, "invalid").inc()
+        for problem in problems:
+            log.error("manifest_invalid", environment=name, revision=revision, problem=str(problem))
+        record = self.store.environment(name) or EnvironmentRecord(name)
+        record.status = "invalid"
+        record.message = f"revision {revision[:12]} refused: {problems[0]}" + (f" (+{len(problems) - 1} more)" if len(problems) > 1 else "")
+        record.data = {**record.data, "invalid": {"revision": revision, "problems": [str(p) for p in problems[:100]]}}
+        self.store.put_environment(record)
+
+    def _ensure_env(self, name: str) -> None:
+        env = self.loaded[name]
+        interval = env.spec.interval_seconds(self.settings.resync_interval)
+        job_id = f"reconcile:{name}"
+        self._locks.setdefault(name, threading.Lock())
+        metrics.LEADER.labels(name).set(1)
+        for result in RESULTS:
+            metrics.RECONCILE_TOTAL.labels(name, result)
+        for resource in env.resources:
+            metrics.DRIFT_DETECTED.labels(name, resource.kind)
+            metrics.ROLLBACKS.labels(name, resource.kind)
+        job = self.scheduler.get_job(job_id)
+        if job is None:
+            self.scheduler.add_job(self._reconcile_job, "interval", seconds=interval, id=job_id, args=[name])
+        elif getattr(job.trigger, "interval", None) != dt.timedelta(seconds=interval):
+            self.scheduler.reschedule_job(job_id, trigger="interval", seconds=interval)
+
+    # --- reconcile ------------------------------------------------------------
+
+    def schedule(self, name: str, reason: str) -> None:
+        """Reconcile an environment now (or right after its running pass)."""
+        with self._state_lock:
+            self._dirty[name] = reason
+        try:
+            self.scheduler.modify_job(f"reconcile:{name}", next_run_time=dt.datetime.now(dt.timezone.utc))
+        except LookupError:
+            pass
+
+    def _reconcile_job(self, name: str) -> None:
+        lock = self._locks[name]
+        if not lock.acquire(blocking=False):
+            return
+        try:
+            reason = "resync"
+            while not self.stop_event.is_set():
+                with self._state_lock:
+                    reason = self._dirty.pop(name, reason)
+                self.reconcile(name, reason)
+                with self._state_lock:
+                    if name not in self._dirty:
+                        break
+        finally:
+            lock.release()
+
+    def reconcile(self, name: str, reason: str) -> None:
+        """One pass over one environment: apply a new revision, resync the applied one."""
+        env = self.loaded.get(name)
+        if env is None:
+            return
+        record = self.store.environment(name)
+        new = record is None or record.applied_revision != env.revision
+        execute = new or env.spec.sync.selfHeal
+        trigger = reason if new else "resync"
+        if execute:
+            allowed, why = changes_allowed(env.spec.sync.windows)
+            if not allowed:
+                log.info("sync_window_held", environment=name, reason=why)
+                execute = False
+        try:
+            account = self.runner.account_for(name, env.spec)
+        except LensopsError as exc:
+            log.error("account_guard_failed", environment=name, error=str(exc))
+            metrics.RECONCILE_TOTAL.labels(name, "failed").inc()
+            return
+        outcome = self.engine.reconcile(env, account, execute=execute, record=True, trigger=trigger)
+        if not execute:
+            metrics.RECONCILE_TOTAL.labels(name, outcome.result).inc()
+        if not outcome.ok and not self.stop_event.is_set():
+            ctx = self.engine.context(env, account)
+            failed = [f"{r.ident}: {r.message}" for r in outcome.plan.resources if r.status in ("failed", "conflict", "blocked")]
+            notify(ctx, env.spec, self._topic_arn(env), f"lensops: {name} reconcile failed", {
+                "environment": name, "revision": env.revision, "errors": "; ".join((outcome.plan.errors + failed)[:5])})
+
+    def _topic_arn(self, env: EnvironmentDesired) -> str | None:
+        topic = env.spec.notifications.topic
+        if not topic:
+            return None
+        if topic.startswith("ref:"):
+            record = self.store.resources(env.name).get(topic[4:].split(".")[0])
+            return record.arn if record else None
+        return topic
+
+
+def run_daemon(settings: Settings, repo: str | None = None, envs: list[str] | None = None) -> int:
+    """``lensops run``: serve until SIGTERM or SIGINT, then exit 0."""
+    daemon = Daemon(settings, repo, envs)
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        log.info("signal_received", signal=signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    daemon.start()
+    while not stop.wait(1.0):
+        pass
+    daemon.stop()
+    return 0

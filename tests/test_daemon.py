@@ -1,0 +1,140 @@
+"""`lensops run` as a subprocess against a bare Git remote and the emulator."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from conftest import alarm
+from daemon_helpers import DaemonProcess
+
+SECRET = "s3cret-webhook-key"
+
+
+@pytest.fixture
+def daemon(aws, git_remote, tmp_path):
+    started: list[DaemonProcess] = []
+
+    def start(**env: str) -> DaemonProcess:
+        settings = {"LENSOPS_REPO_URL": git_remote.url, "LENSOPS_POLL_INTERVAL": "1s", "LENSOPS_RESYNC_INTERVAL": "2s"}
+        settings.update(env)
+        process = DaemonProcess(tmp_path, settings)
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        process.terminate()
+
+
+def _estate(git_remote, threshold: float = 5, self_heal: bool = True) -> str:
+    git_remote.tree.environment("dev", f"sync: {{selfHeal: {str(self_heal).lower()}}}")
+    git_remote.tree.write("environments/dev/alarms.yaml", alarm("api-5xx", threshold))
+    return git_remote.commit(f"threshold {threshold}")
+
+
+def _threshold(client) -> float:
+    return client("cloudwatch").describe_alarms(AlarmNames=["api-5xx"])["MetricAlarms"][0]["Threshold"]
+
+
+def test_pushed_commit_is_applied_and_drift_reverted(daemon, git_remote, client):
+    first = _estate(git_remote, 5)
+    d = daemon()
+    d.wait_until(lambda: d.applied_revision("dev") == first)
+    assert _threshold(client) == 5
+    assert d.get("/readyz")[0] == 200 and d.get("/healthz")[0] == 200
+
+    second = _estate(git_remote, 6)
+    d.wait_until(lambda: d.applied_revision("dev") == second)
+    assert _threshold(client) == 6
+
+    alarm_live = client("cloudwatch").describe_alarms(AlarmNames=["api-5xx"])["MetricAlarms"][0]
+    client("cloudwatch").put_metric_alarm(
+        AlarmName="api-5xx", Namespace=alarm_live["Namespace"], MetricName=alarm_live["MetricName"], Statistic="Sum",
+        Period=60, EvaluationPeriods=1, Threshold=42, ComparisonOperator="GreaterThanThreshold", Dimensions=alarm_live["Dimensions"],
+    )
+    d.wait_until(lambda: _threshold(client) == 6, timeout=20)
+    assert d.terminate() == 0
+
+
+def test_drift_is_only_reported_without_self_heal(daemon, git_remote, client):
+    first = _estate(git_remote, 5, self_heal=False)
+    d = daemon()
+    d.wait_until(lambda: d.applied_revision("dev") == first)
+    client("cloudwatch").put_metric_alarm(
+        AlarmName="api-5xx", Namespace="AWS/Lambda", MetricName="Errors", Statistic="Sum", Period=60,
+        EvaluationPeriods=1, Threshold=42, ComparisonOperator="GreaterThanThreshold",
+        Dimensions=[{"Name": "FunctionName", "Value": "scenario-processor"}],
+    )
+
+    def drift_counted():
+        for family in text_string_to_metric_families(d.get("/metrics")[1].decode()):
+            if family.name == "lensops_drift_detected":
+                return any(s.value >= 1 for s in family.samples if s.labels.get("kind") == "MetricAlarm" and s.name.endswith("_total"))
+        return False
+
+    d.wait_until(drift_counted, timeout=20)
+    assert _threshold(client) == 42
+
+
+def test_invalid_commit_is_refused_and_live_state_stays(daemon, git_remote, client):
+    first = _estate(git_remote, 5)
+    d = daemon()
+    d.wait_until(lambda: d.applied_revision("dev") == first)
+    git_remote.tree.write("environments/dev/alarms.yaml", alarm("api-5xx", 9).replace("  threshold:", "  threshhold:"))
+    bad = git_remote.commit("typo")
+    status = d.wait_until(lambda: (s := d.status())["environments"]["dev"].get("invalid") and s)
+    assert any("alarms.yaml:11: MetricAlarm/api-5xx: unknown field 'spec.threshhold'" in p for p in status["environments"]["dev"]["invalid"])
+    assert d.applied_revision("dev") == first
+    assert _threshold(client) == 5
+    assert any(e.get("event") == "manifest_invalid" and e.get("revision") == bad for e in d.events())
+    metrics_text = d.get("/metrics")[1].decode()
+    assert 'lensops_reconcile_total{environment="dev",result="invalid"} 1.0' in metrics_text
+
+
+def test_webhook_signature_and_prompt_apply(daemon, git_remote, client):
+    first = _estate(git_remote, 5)
+    d = daemon(LENSOPS_POLL_INTERVAL="1h", LENSOPS_WEBHOOK_SECRET=SECRET)
+    d.wait_until(lambda: d.applied_revision("dev") == first)
+    second = _estate(git_remote, 7)
+    body = json.dumps({"ref": "refs/heads/main", "after": second}).encode()
+    assert d.post_hook(body, None) == 401
+    assert d.post_hook(body, "wrong-secret") == 401
+    time.sleep(1.5)
+    assert d.applied_revision("dev") == first and _threshold(client) == 5
+
+    sent = time.monotonic()
+    assert d.post_hook(body, SECRET, delivery="d-1") == 202
+    d.wait_until(lambda: d.applied_revision("dev") == second, timeout=10, every=0.05)
+    elapsed = time.monotonic() - sent
+    print(f"commit applied {elapsed:.2f}s after the webhook")
+    assert elapsed < 2.0
+    assert _threshold(client) == 7
+    assert d.post_hook(body, SECRET, delivery="d-1") == 200  # a replay is acknowledged, not acted on
+    assert SECRET not in d.logs()
+
+
+def test_every_contract_metric_is_exported(daemon, git_remote):
+    first = _estate(git_remote, 5)
+    d = daemon()
+    d.wait_until(lambda: d.applied_revision("dev") == first)
+    names = {f.name for f in text_string_to_metric_families(d.get("/metrics")[1].decode())}
+    contract = {
+        "lensops_reconcile", "lensops_reconcile_duration_seconds", "lensops_resources", "lensops_drift_detected",
+        "lensops_applied_changes", "lensops_rollbacks", "lensops_revision_info", "lensops_source_revision_info",
+        "lensops_last_sync_timestamp_seconds", "lensops_aws_api_calls", "lensops_git_fetch", "lensops_runbook_runs",
+        "lensops_leader",
+    }
+    assert contract <= names, contract - names
+
+
+def test_sigterm_exits_zero_quickly(daemon, git_remote):
+    first = _estate(git_remote, 5)
+    d = daemon()
+    d.wait_until(lambda: d.applied_revision("dev") == first)
+    started = time.monotonic()
+    assert d.terminate() == 0
+    assert time.monotonic() - started < 30
