@@ -237,7 +237,11 @@ class Daemon:
             while not self.stop_event.is_set():
                 with self._state_lock:
                     reason = self._dirty.pop(name, reason)
-                self.reconcile(name, reason)
+                try:
+                    self.reconcile(name, reason)
+                except Exception as exc:  # noqa: BLE001 - a bug must not stop the environment's schedule
+                    metrics.RECONCILE_TOTAL.labels(name, "failed").inc()
+                    log.exception("reconcile_crashed", environment=name, error=f"{type(exc).__name__}: {exc}")
                 with self._state_lock:
                     if name not in self._dirty:
                         break

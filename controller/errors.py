@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import botocore.exceptions
+import botocore.parsers
 
 
 class LensopsError(Exception):
@@ -121,7 +122,7 @@ def classify(exc: BaseException) -> LensopsError:
             botocore.exceptions.ConnectionError,
             botocore.exceptions.HTTPClientError,
             botocore.exceptions.ReadTimeoutError,
-            botocore.exceptions.ResponseParserError,
+            botocore.parsers.ResponseParserError,
             botocore.exceptions.WaiterError,
         ),
     ):

@@ -1,0 +1,148 @@
+"""``lensops demo``: the daemon on an embedded AWS emulator and a local Git repo of ``desired-state/``.
+
+Nothing else to install: the emulator (moto plus what it lacks) listens on
+127.0.0.1, is seeded with what the EconLens manifests expect to exist
+already (the scenario processor Lambda functions with published versions,
+the RDS instances with a snapshot, the DR endpoint parameters), and the
+daemon watches a working copy made from ``desired-state/`` under
+``.lensops/demo/``.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import boto3
+
+from controller.errors import UsageError
+from controller.settings import Settings
+
+ENVIRONMENTS = ("dev", "staging", "prod")
+REGION = "us-east-1"
+
+
+def _desired_state() -> Path:
+    here = Path(__file__).resolve().parent.parent / "desired-state"
+    cwd = Path.cwd() / "desired-state"
+    for candidate in (cwd, here):
+        if (candidate / "environments").is_dir():
+            return candidate
+    raise UsageError("desired-state/ not found: run lensops demo from the project's folder")
+
+
+def _zip(source: str) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("handler.py", source)
+    return buffer.getvalue()
+
+
+def seed(endpoint: str) -> None:
+    """Create what the EconLens manifests expect to exist before lensops manages anything."""
+    kw = {"endpoint_url": endpoint, "region_name": REGION}
+    iam = boto3.client("iam", **kw)
+    role = iam.create_role(
+        RoleName="econlens-lambda",
+        AssumeRolePolicyDocument='{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"Service":"lambda.amazonaws.com"},"Action":"sts:AssumeRole"}]}',
+    )["Role"]["Arn"]
+    lam = boto3.client("lambda", **kw)
+    rds = boto3.client("rds", **kw)
+    ssm = boto3.client("ssm", **kw)
+    for env in ENVIRONMENTS:
+        name = f"econlens-{env}-scenario-processor"
+        lam.create_function(
+            FunctionName=name, Runtime="python3.12", Role=role, Handler="handler.handle",
+            Code={"ZipFile": _zip("def handle(event, context):\n    return {'version': 1}\n")},
+        )
+        lam.publish_version(FunctionName=name, Description="v1")
+        lam.update_function_code(FunctionName=name, ZipFile=_zip("def handle(event, context):\n    return {'version': 2}\n"))
+        lam.publish_version(FunctionName=name, Description="v2")
+        db = f"econlens-{env}-db"
+        rds.create_db_instance(
+            DBInstanceIdentifier=db, DBInstanceClass="db.t4g.micro", Engine="postgres",
+            MasterUsername="econlens", MasterUserPassword=os.urandom(12).hex(), AllocatedStorage=20,
+        )
+        rds.create_db_snapshot(DBInstanceIdentifier=db, DBSnapshotIdentifier=f"{db}-seed")
+        address = rds.describe_db_instances(DBInstanceIdentifier=db)["DBInstances"][0]["Endpoint"]["Address"]
+        ssm.put_parameter(Name=f"/econlens/{env}/db-endpoint", Value=address, Type="String", Overwrite=True)
+
+
+def _git(repo: Path, *args: str) -> None:
+    env = {**os.environ, "GIT_AUTHOR_NAME": "lensops demo", "GIT_AUTHOR_EMAIL": "demo@lensops.invalid",
+           "GIT_COMMITTER_NAME": "lensops demo", "GIT_COMMITTER_EMAIL": "demo@lensops.invalid"}
+    subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, env=env)
+
+
+def make_repo(workdir: Path) -> Path:
+    """A fresh working copy of desired-state/ with one commit on branch main."""
+    repo = workdir / "repo"
+    if repo.exists():
+        shutil.rmtree(repo)
+    shutil.copytree(_desired_state(), repo)
+    _git(repo, "init", "-q", "-b", "main")
+    _git(repo, "add", "-A")
+    _git(repo, "commit", "-q", "-m", "EconLens desired state")
+    return repo
+
+
+def run_demo(settings: Settings) -> int:
+    """Start the emulator, seed it, make the repo and run the daemon until Ctrl-C."""
+    from controller.daemon import run_daemon
+    from controller.emulator import start
+
+    workdir = Path(os.environ.get("LENSOPS_DEMO_DIR", ".lensops/demo")).resolve()
+    if workdir.exists():
+        shutil.rmtree(workdir)
+    workdir.mkdir(parents=True)
+    port = int(os.environ.get("LENSOPS_DEMO_AWS_PORT", "0"))
+    emulator = start("127.0.0.1", port)
+    os.environ.update(
+        AWS_ENDPOINT_URL=emulator.url, AWS_ACCESS_KEY_ID="demo", AWS_SECRET_ACCESS_KEY="demo",
+        AWS_DEFAULT_REGION=REGION, AWS_REGION=REGION,
+    )
+    os.environ.pop("AWS_PROFILE", None)
+    seed(emulator.url)
+    repo = make_repo(workdir)
+    http = settings.http_addr if "LENSOPS_HTTP_ADDR" in os.environ else "127.0.0.1:8080"
+    demo_settings = settings.model_copy(
+        update={
+            "repo_url": str(repo),
+            "path": ".",
+            "state_url": f"sqlite:///{workdir}/state.db",
+            "http_addr": http,
+            "log_format": settings.log_format if "LENSOPS_LOG_FORMAT" in os.environ else "console",
+            "resync_interval": min(settings.resync_interval, 60),
+        }
+    )
+    host, port_ = demo_settings.http_host_port
+    print(
+        f"""
+lensops demo
+  AWS emulator   {emulator.url}   (account 123456789012, region {REGION})
+  Git repository {repo}
+  state store    {workdir}/state.db
+  metrics        http://{host}:{port_}/metrics
+  status         http://{host}:{port_}/api/v1/status
+
+Try a change (the daemon watches the folder and applies each commit):
+  cd {repo}
+  sed -i 's/lambdaErrorsPerMinute: 10/lambdaErrorsPerMinute: 9/' environments/dev/environment.yaml
+  git commit -am "raise the dev Lambda error threshold"
+  curl -s http://{host}:{port_}/api/v1/status | python3 -m json.tool | head -40
+  AWS_ENDPOINT_URL={emulator.url} LENSOPS_STATE_URL=sqlite:///{workdir}/state.db lensops status
+
+Ctrl-C stops the demo.
+""",
+        file=sys.stderr,
+        flush=True,
+    )
+    try:
+        return run_daemon(demo_settings)
+    finally:
+        emulator.stop()
