@@ -35,6 +35,11 @@ CREATE TABLE IF NOT EXISTS revisions (
   changes TEXT NOT NULL DEFAULT '[]', trigger TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS revisions_env ON revisions (environment, id);
+CREATE TABLE IF NOT EXISTS items (
+  namespace TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL,
+  version INTEGER NOT NULL, updated_at REAL NOT NULL,
+  PRIMARY KEY (namespace, key)
+);
 """
 
 
@@ -187,6 +192,34 @@ class SqliteStore:
             )
             for r in rows
         ]
+
+    def get_item(self, namespace: str, key: str) -> tuple[dict[str, Any], int] | None:
+        rows = self._rows("SELECT value, version FROM items WHERE namespace = ? AND key = ?", (namespace, key))
+        return (json.loads(rows[0]["value"]), int(rows[0]["version"])) if rows else None
+
+    def put_item(self, namespace: str, key: str, value: dict[str, Any], expected_version: int | None) -> bool:
+        text = _dump(value)
+        with self._lock:
+            if expected_version is None:
+                cursor = self._db.execute(
+                    "INSERT OR IGNORE INTO items VALUES (?,?,?,1,?)", (namespace, key, text, time.time())
+                )
+            else:
+                cursor = self._db.execute(
+                    "UPDATE items SET value = ?, version = version + 1, updated_at = ? WHERE namespace = ? AND key = ? AND version = ?",
+                    (text, time.time(), namespace, key, expected_version),
+                )
+            return cursor.rowcount == 1
+
+    def list_items(self, namespace: str, prefix: str = "") -> list[tuple[str, dict[str, Any], int]]:
+        rows = self._rows(
+            "SELECT key, value, version FROM items WHERE namespace = ? AND substr(key, 1, ?) = ? ORDER BY key",
+            (namespace, len(prefix), prefix),
+        )
+        return [(r["key"], json.loads(r["value"]), int(r["version"])) for r in rows]
+
+    def delete_item(self, namespace: str, key: str) -> None:
+        self._exec("DELETE FROM items WHERE namespace = ? AND key = ?", (namespace, key))
 
     def ping(self) -> None:
         self._rows("SELECT 1")
