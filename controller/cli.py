@@ -164,6 +164,7 @@ def _reconcile(args: argparse.Namespace, settings: Any, execute: bool) -> int:
             execute=execute,
             allow_mass_prune=getattr(args, "allow_mass_prune", False),
             force_window=getattr(args, "force_window", False),
+            progress=lambda line: print(line, file=sys.stderr, flush=True),
         )
     finally:
         runner.close()

@@ -23,7 +23,7 @@ from typing import Any
 from apscheduler.executors.pool import ThreadPoolExecutor as SchedulerPool
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from controller import logs, metrics
+from controller import health, logs, metrics
 from controller.errors import LensopsError, Problem
 from controller.manifests.loader import load_tree
 from controller.manifests.model import EnvironmentDesired, EnvironmentSpec
@@ -214,6 +214,10 @@ class Daemon:
         job = self.scheduler.get_job(job_id)
         if job is None:
             self.scheduler.add_job(self._reconcile_job, "interval", seconds=interval, id=job_id, args=[name])
+            gate = health.pending(self.engine, name)
+            if gate is not None:
+                log.info("bake_resumed", environment=name, revision=gate.revision)
+                self._schedule_bake(name, 0.0)
         elif getattr(job.trigger, "interval", None) != dt.timedelta(seconds=interval):
             self.scheduler.reschedule_job(job_id, trigger="interval", seconds=interval)
 
@@ -231,6 +235,9 @@ class Daemon:
     def _reconcile_job(self, name: str) -> None:
         lock = self._locks[name]
         if not lock.acquire(blocking=False):
+            if name in self._dirty:  # busy with a bake check: come back in a second
+                when = dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=1)
+                self.scheduler.modify_job(f"reconcile:{name}", next_run_time=when)
             return
         try:
             reason = "resync"
@@ -257,6 +264,10 @@ class Daemon:
         new = record is None or record.applied_revision != env.revision
         execute = new or env.spec.sync.selfHeal
         trigger = reason if new else "resync"
+        hold = health.held(self.engine, env)
+        if hold:
+            log.info("revision_held", environment=name, reason=hold)
+            execute, new = False, False
         if execute:
             allowed, why = changes_allowed(env.spec.sync.windows)
             if not allowed:
@@ -271,20 +282,37 @@ class Daemon:
         outcome = self.engine.reconcile(env, account, execute=execute, record=True, trigger=trigger)
         if not execute:
             metrics.RECONCILE_TOTAL.labels(name, outcome.result).inc()
+        elif outcome.ok and new:
+            gate = health.start(self.engine, env, outcome)
+            if gate is not None:
+                self._schedule_bake(name, gate.check_every)
         if not outcome.ok and not self.stop_event.is_set():
             ctx = self.engine.context(env, account)
             failed = [f"{r.ident}: {r.message}" for r in outcome.plan.resources if r.status in ("failed", "conflict", "blocked")]
-            notify(ctx, env.spec, self._topic_arn(env), f"lensops: {name} reconcile failed", {
+            notify(ctx, env.spec, health.topic_arn(self.engine, env), f"lensops: {name} reconcile failed", {
                 "environment": name, "revision": env.revision, "errors": "; ".join((outcome.plan.errors + failed)[:5])})
 
-    def _topic_arn(self, env: EnvironmentDesired) -> str | None:
-        topic = env.spec.notifications.topic
-        if not topic:
-            return None
-        if topic.startswith("ref:"):
-            record = self.store.resources(env.name).get(topic[4:].split(".")[0])
-            return record.arn if record else None
-        return topic
+    # --- health gates ------------------------------------------------------
+
+    def _schedule_bake(self, name: str, delay: float) -> None:
+        when = dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=delay)
+        self.scheduler.add_job(self._bake_job, "date", run_date=when, id=f"bake:{name}", args=[name], replace_existing=True)
+
+    def _bake_job(self, name: str) -> None:
+        """Re-check an environment's health gate; reschedule while it bakes."""
+        env = self.loaded.get(name)
+        gate = health.pending(self.engine, name)
+        if env is None or gate is None or self.stop_event.is_set():
+            return
+        with self._locks[name]:
+            try:
+                ctx = self.engine.context(env, self.runner.account_for(name, env.spec))
+                result = health.check(self.engine, ctx, env, gate)
+            except Exception as exc:  # noqa: BLE001 - an unreadable alarm keeps the gate open, it never rolls back
+                log.warning("bake_check_failed", environment=name, error=f"{type(exc).__name__}: {exc}")
+                result = "baking"
+        if result == "baking":
+            self._schedule_bake(name, gate.check_every)
 
 
 def run_daemon(settings: Settings, repo: str | None = None, envs: list[str] | None = None) -> int:

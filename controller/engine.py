@@ -10,6 +10,7 @@ owns ordering, retries and time; reconcilers only read and write.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import threading
@@ -47,10 +48,24 @@ class Outcome:
     result: str = "success"
     applied: list[dict[str, Any]] = field(default_factory=list)
     duration: float = 0.0
+    started_at: float = 0.0
+    """Wall-clock time the pass started (alarms in ALARM since then fired during it)."""
+    pruned: list[dict[str, Any]] = field(default_factory=list)
+    """The records of resources this pass deleted, to recreate them in a rollback."""
 
     @property
     def ok(self) -> bool:
         return self.result == "success"
+
+
+def desired_record(desired: Desired) -> dict[str, Any]:
+    """What the state store keeps of a Desired, to restore or recreate it in a rollback."""
+    return {"spec": desired.spec, "tags": desired.tags, "annotations": desired.annotations, "physical": desired.physical}
+
+
+def desired_from_record(kind: str, name: str, data: dict[str, Any]) -> Desired:
+    """The Desired a rollback gives a reconciler, from ``desired_record``'s output."""
+    return Desired(kind, name, data["physical"], data["spec"], data.get("tags") or {}, data.get("annotations") or {})
 
 
 def spec_hash(state: dict[str, Any]) -> str:
@@ -120,6 +135,7 @@ class Engine:
     ) -> Outcome:
         """One pass over an environment: plan only (``execute=False``) or apply."""
         started = time.monotonic()
+        started_at = time.time()
         ctx = self.context(env, account)
         inventory = self.store.resources(env.name)
         plan = Plan(env.name, env.revision)
@@ -130,7 +146,7 @@ class Engine:
             run.walk()
             run.prune(allow_mass_prune or env.spec.sync.allowMassPrune)
         finally:
-            outcome = Outcome(plan, applied=run.applied, duration=time.monotonic() - started)
+            outcome = Outcome(plan, applied=run.applied, duration=time.monotonic() - started, started_at=started_at, pruned=run.pruned)
             outcome.result = "failed" if plan.failed else "success"
             if record:
                 self._record(env, plan, outcome, execute, history_id)
@@ -258,6 +274,7 @@ class _Pass:
         self.execute = execute
         self.outputs: dict[str, dict[str, Any]] = {}
         self.applied: list[dict[str, Any]] = []
+        self.pruned: list[dict[str, Any]] = []
         self.lock = threading.Lock()
         self.decisions: dict[str, ResourcePlan] = {}
 
@@ -340,7 +357,7 @@ class _Pass:
         def check() -> _Settling | None:
             live = settling.reconciler.settle(settling.desired, settling.live)
             if live is not None:
-                self._finish(settling.resource, rp, live, settling.state)
+                self._finish(settling.resource, rp, live, settling.state, settling.desired)
                 return None
             if time.monotonic() > settling.deadline:
                 raise PermanentError(f"still in progress after {settling.reconciler.settle_timeout:.0f}s")
@@ -410,7 +427,7 @@ class _Pass:
         if rp.status != "ok" or rp.action == "noop" or not self.execute:
             self._publish(resource, self._known_outputs(reconciler, resource, live))
             if self.execute and rp.status == "ok":
-                self._remember(resource, live, state, changed=rp.adopt)
+                self._remember(resource, live, state, desired, changed=rp.adopt)
             return None
         if rp.action == "create":
             result = reconciler.create(desired, state)
@@ -421,15 +438,15 @@ class _Pass:
         if settled is None:
             log.info("resource_progressing", environment=self.env.name, kind=resource.kind, name=resource.name, action=rp.action)
             return _Settling(resource, reconciler, desired, state, result, time.monotonic() + reconciler.settle_timeout)
-        self._finish(resource, rp, settled, state)
+        self._finish(resource, rp, settled, state, desired)
         return None
 
-    def _finish(self, resource: Resource, rp: ResourcePlan, result: Live, state: dict[str, Any]) -> None:
+    def _finish(self, resource: Resource, rp: ResourcePlan, result: Live, state: dict[str, Any], desired: Desired) -> None:
         """Count, log, publish and record a change that AWS has completed."""
         metrics.APPLIED_CHANGES.labels(self.env.name, resource.kind, rp.action).inc()
         log.info("resource_applied", environment=self.env.name, kind=resource.kind, name=resource.name, action=rp.action, fields=[c.path for c in rp.changes][:20])
         self._publish(resource, result.attrs or {"arn": result.arn})
-        self._remember(resource, result, state, changed=True)
+        self._remember(resource, result, state, desired, changed=True)
         with self.lock:
             self.applied.append({"kind": resource.kind, "name": resource.name, "action": rp.action, "fields": [c.path for c in rp.changes]})
 
@@ -453,7 +470,7 @@ class _Pass:
         with self.lock:
             self.outputs[resource.ident] = attrs
 
-    def _remember(self, resource: Resource, live: Live | None, state: dict[str, Any], changed: bool) -> None:
+    def _remember(self, resource: Resource, live: Live | None, state: dict[str, Any], desired: Desired, changed: bool) -> None:
         """Record the resource as applied and in sync (only when something changed)."""
         record = self.inventory.get(resource.ident)
         digest = spec_hash(state)
@@ -481,6 +498,8 @@ class _Pass:
                 health="healthy",
                 spec_hash=digest,
                 annotations=dict(resource.annotations),
+                desired=desired_record(desired),
+                healthy_desired=record.healthy_desired if record else None,
             )
         )
 
@@ -541,6 +560,7 @@ class _Pass:
                 continue
             if rec.ident not in idents:
                 self.engine.store.delete_resource(rec.environment, rec.kind, rec.name)
+            self.pruned.append(dataclasses.asdict(rec))
             metrics.APPLIED_CHANGES.labels(self.env.name, rec.kind, "delete").inc()
             log.info("resource_pruned", environment=self.env.name, kind=rec.kind, name=rec.name, physical=rec.physical)
             self.applied.append({"kind": rec.kind, "name": rec.name, "action": "delete", "fields": []})

@@ -12,7 +12,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from controller import logs, metrics
+import time
+from typing import Callable
+
+from controller import health, logs, metrics
 from controller.aws import ClientFactory, check_account
 from controller.engine import Engine, Outcome
 from controller.errors import LensopsError, Problem
@@ -99,6 +102,7 @@ class Runner:
         allow_mass_prune: bool = False,
         force_window: bool = False,
         trigger: str = "cli",
+        progress: Callable[[str], None] = lambda line: None,
     ) -> Report:
         checkout = self.source.checkout()
         report = Report(revision=checkout.revision)
@@ -127,7 +131,33 @@ class Runner:
                 if not allowed:
                     report.held[name] = reason
                     run_it = False
+            hold = health.held(self.engine, env)
+            if hold and run_it:
+                report.errors.append(f"environment {name}: {hold}")
+                run_it = False
             acct = self.account_for(name, env.spec)
             outcome = self.engine.reconcile(env, acct, execute=run_it, record=run_it, allow_mass_prune=allow_mass_prune, trigger=trigger)
             report.outcomes.append(outcome)
+            if run_it and outcome.ok:
+                self._gate(env, acct, outcome, report, progress)
         return report
+
+    def _gate(self, env: Any, account: str, outcome: Outcome, report: Report, progress: Callable[[str], None]) -> None:
+        """Run the health gate in the foreground: bake, then healthy or rolled back."""
+        gate = health.start(self.engine, env, outcome)
+        if gate is None:
+            return
+        ctx = self.engine.context(env, account)
+        progress(f"{env.name}: baking {gate.until - time.time():.0f}s, watching {', '.join(gate.alarms)}")
+        while True:
+            result = health.check(self.engine, ctx, env, gate)
+            if result != "baking":
+                break
+            progress(f"{env.name}: baking, {max(0.0, gate.until - time.time()):.0f}s left, no alarm fired")
+            time.sleep(min(gate.check_every, max(0.1, gate.until - time.time())))
+        record = self.store.environment(env.name)
+        if result == "healthy":
+            progress(f"{env.name}: healthy after the bake")
+            return
+        outcome.result = "rolled_back" if result == "rolled_back" else "failed"
+        report.errors.append(f"environment {env.name}: {record.message if record else result}")

@@ -251,7 +251,7 @@ class _Loader:
         except UnknownVariable as exc:
             self.problem(name, doc.path, doc.line(*exc.path), doc.ident, str(exc))
         except ValidationError as exc:
-            self.validation_problems(name, doc, exc, EnvironmentSpec)
+            self.validation_problems(name, doc, exc, EnvironmentSpec, prefix=("spec",))
         return None
 
     def overlay(self, env: str, base: list[_Doc], own: list[_Doc]) -> list[_Doc]:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import re
 import zoneinfo
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 from controller.manifests.types import NAME_RE, Duration, Spec, parse_duration
 
@@ -92,10 +92,19 @@ class SyncPolicy(Spec):
     allowMassPrune: bool = False
 
 
+def _yaml_switch(value: Any) -> Any:
+    """YAML 1.1 reads a bare ``off`` as false: take it as the word the user wrote."""
+    if value is False:
+        return "off"
+    if value is True:
+        return "auto"
+    return value
+
+
 class HealthPolicy(Spec):
     alarms: list[str] = Field(default_factory=list)
     bakeTime: Duration = "5m"
-    rollback: Literal["auto", "off"] = "auto"
+    rollback: Annotated[Literal["auto", "off"], BeforeValidator(_yaml_switch)] = "auto"
 
 
 class Notifications(Spec):

@@ -19,6 +19,10 @@ class ResourceRecord:
     """The normalised desired state last applied (the baseline for drift)."""
     healthy_spec: dict[str, Any] | None = None
     """The state of the last healthy revision (the target of a rollback)."""
+    desired: dict[str, Any] | None = None
+    """What create/update were given last: resolved ``spec``, ``tags``, ``annotations``."""
+    healthy_desired: dict[str, Any] | None = None
+    """``desired`` as of the last healthy revision (to restore or recreate the resource)."""
     revision: str = ""
     sync: str = "unknown"
     health: str = "unknown"
@@ -70,6 +74,8 @@ class StateStore(Protocol):
     def put_resource(self, record: ResourceRecord) -> None: ...
 
     def delete_resource(self, environment: str, kind: str, name: str) -> None: ...
+
+    def mark_healthy(self, environment: str) -> None: ...
 
     def environment(self, environment: str) -> EnvironmentRecord | None: ...
 

@@ -19,6 +19,7 @@ CREATE TABLE IF NOT EXISTS resources (
   sync TEXT NOT NULL DEFAULT 'unknown', health TEXT NOT NULL DEFAULT 'unknown',
   message TEXT NOT NULL DEFAULT '', spec_hash TEXT NOT NULL DEFAULT '',
   annotations TEXT NOT NULL DEFAULT '{}', updated_at REAL NOT NULL DEFAULT 0,
+  desired TEXT, healthy_desired TEXT,
   PRIMARY KEY (environment, kind, name)
 );
 CREATE TABLE IF NOT EXISTS environments (
@@ -93,6 +94,8 @@ class SqliteStore:
                 spec_hash=row["spec_hash"],
                 annotations=_load(row["annotations"]) or {},
                 updated_at=row["updated_at"],
+                desired=_load(row["desired"]),
+                healthy_desired=_load(row["healthy_desired"]),
             )
             out[record.ident] = record
         return out
@@ -100,7 +103,7 @@ class SqliteStore:
     def put_resource(self, record: ResourceRecord) -> None:
         record.updated_at = time.time()
         self._exec(
-            "INSERT OR REPLACE INTO resources VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            "INSERT OR REPLACE INTO resources VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (
                 record.environment,
                 record.kind,
@@ -116,7 +119,15 @@ class SqliteStore:
                 record.spec_hash,
                 _dump(record.annotations) or "{}",
                 record.updated_at,
+                _dump(record.desired),
+                _dump(record.healthy_desired),
             ),
+        )
+
+    def mark_healthy(self, environment: str) -> None:
+        """The applied state of every resource of an environment becomes its healthy state."""
+        self._exec(
+            "UPDATE resources SET healthy_spec = spec, healthy_desired = desired WHERE environment = ?", (environment,)
         )
 
     def delete_resource(self, environment: str, kind: str, name: str) -> None:

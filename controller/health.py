@@ -1,0 +1,183 @@
+"""Health gates: after a revision is applied, watch its alarms for the bake time.
+
+A gate starts when a pass changed something and the environment names
+health alarms (``health.alarms``, plus ``deployment.alarms`` of changed
+LambdaAliases). It is re-checked on a schedule, never by a sleeping thread
+in the daemon. An alarm that transitions to ``ALARM`` during the bake (its
+state changed after the apply started) fails the revision: with
+``rollback: auto`` everything the revision changed is put back and the
+revision is held until a newer commit. An alarm already in ``ALARM`` before
+the apply does not count, and ``INSUFFICIENT_DATA`` never does. The gate is
+stored in the state store, so a restarted daemon resumes it.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from controller import logs, metrics
+from controller.engine import Engine, Outcome
+from controller.manifests.model import EnvironmentDesired
+from controller.manifests.types import parse_duration
+from controller.notify import notify
+from controller.rollback import rollback
+from controller.state import EnvironmentRecord
+from reconcilers.base import Context, chunks
+
+log = logs.get("lensops.health")
+
+BAKE_KEY = "bake"
+
+
+@dataclass
+class Gate:
+    """A bake in progress for one revision of one environment."""
+
+    revision: str
+    started_at: float
+    until: float
+    alarms: list[str]
+    changed: list[dict[str, Any]] = field(default_factory=list)
+    pruned: list[dict[str, Any]] = field(default_factory=list)
+    previous_healthy: str = ""
+
+    @property
+    def check_every(self) -> float:
+        return max(1.0, min(15.0, (self.until - self.started_at) / 10))
+
+
+def alarm_names(env: EnvironmentDesired, changed: list[dict[str, Any]]) -> list[str]:
+    """Physical names of the alarms that gate a revision of ``env`` that changed ``changed``."""
+    by_ident = env.by_ident()
+    wanted = list(env.spec.health.alarms)
+    changed_idents = {f"{c['kind']}/{c['name']}" for c in changed}
+    for resource in env.resources:
+        if resource.kind == "LambdaAlias" and resource.ident in changed_idents:
+            wanted.extend((resource.spec.get("deployment") or {}).get("alarms") or [])
+    names: list[str] = []
+    for item in wanted:
+        if item.startswith("ref:"):
+            target = by_ident.get(item[4:].split(".")[0])
+            name = target.physical if target else ""
+        else:
+            name = item
+        if name and name not in names:
+            names.append(name)
+    return names
+
+
+def firing(ctx: Context, names: list[str], since: float) -> list[str]:
+    """The alarms among ``names`` that went to ALARM at or after ``since`` (Unix time)."""
+    client = ctx.client("cloudwatch")
+    fired: list[str] = []
+    for batch in chunks(names, 100):
+        token = None
+        while True:
+            kwargs: dict[str, Any] = {"AlarmNames": batch, "AlarmTypes": ["MetricAlarm", "CompositeAlarm"], "MaxRecords": 100}
+            if token:
+                kwargs["NextToken"] = token
+            page = client.describe_alarms(**kwargs)
+            for alarm in page.get("MetricAlarms", []) + page.get("CompositeAlarms", []):
+                updated = alarm.get("StateUpdatedTimestamp")
+                if alarm.get("StateValue") == "ALARM" and updated is not None and updated.timestamp() >= since - 1.0:
+                    fired.append(alarm["AlarmName"])
+            token = page.get("NextToken")
+            if not token:
+                break
+    return sorted(fired)
+
+
+def start(engine: Engine, env: EnvironmentDesired, outcome: Outcome) -> Gate | None:
+    """After a successful apply: a gate to watch, or None when the revision is healthy already."""
+    record = engine.store.environment(env.name) or EnvironmentRecord(env.name)
+    names = alarm_names(env, outcome.applied) if outcome.applied else []
+    if not names:
+        mark_healthy(engine, env.name, env.revision)
+        return None
+    bake = parse_duration(env.spec.health.bakeTime)
+    gate = Gate(
+        revision=env.revision,
+        started_at=outcome.started_at,
+        until=time.time() + bake,
+        alarms=names,
+        changed=outcome.applied,
+        pruned=outcome.pruned,
+        previous_healthy=record.healthy_revision,
+    )
+    record.data = {**record.data, BAKE_KEY: asdict(gate)}
+    record.status = "baking"
+    engine.store.put_environment(record)
+    log.info("bake_started", environment=env.name, revision=env.revision, alarms=names, bake_s=bake)
+    return gate
+
+
+def pending(engine: Engine, name: str) -> Gate | None:
+    """The gate an environment is baking, if any (to resume after a restart)."""
+    record = engine.store.environment(name)
+    data = record.data.get(BAKE_KEY) if record else None
+    return Gate(**data) if data else None
+
+
+def mark_healthy(engine: Engine, name: str, revision: str) -> None:
+    engine.store.mark_healthy(name)
+    record = engine.store.environment(name) or EnvironmentRecord(name)
+    record.healthy_revision = revision
+    record.data = {k: v for k, v in record.data.items() if k != BAKE_KEY}
+    if record.status == "baking":
+        record.status = "synced"
+    engine.store.put_environment(record)
+
+
+def check(engine: Engine, ctx: Context, env: EnvironmentDesired, gate: Gate) -> str:
+    """One re-check of a gate: ``baking``, ``healthy``, ``rolled_back`` or ``unhealthy`` (rollback off)."""
+    fired = firing(ctx, gate.alarms, gate.started_at)
+    if not fired:
+        if time.time() < gate.until:
+            return "baking"
+        mark_healthy(engine, env.name, gate.revision)
+        log.info("bake_passed", environment=env.name, revision=gate.revision)
+        return "healthy"
+    reason = f"health check failed: {', '.join(fired)} went to ALARM during the bake"
+    record = engine.store.environment(env.name) or EnvironmentRecord(env.name)
+    record.data = {k: v for k, v in record.data.items() if k != BAKE_KEY}
+    if env.spec.health.rollback == "off":
+        record.status, record.message = "degraded", reason + " (rollback: off)"
+        engine.store.put_environment(record)
+        log.error("health_check_failed", environment=env.name, revision=gate.revision, alarms=fired, rollback="off")
+        metrics.RECONCILE_TOTAL.labels(env.name, "failed").inc()
+        notify(ctx, env.spec, topic_arn(engine, env), f"lensops: {env.name} unhealthy after {gate.revision[:12]}", {"reason": reason, "rollback": "off"})
+        return "unhealthy"
+    log.error("health_check_failed", environment=env.name, revision=gate.revision, alarms=fired, rollback="auto")
+    history = engine.store.start_revision(env.name, gate.revision, "rollback")
+    done = rollback(engine, ctx, env, gate.changed, gate.pruned)
+    put_back = ", ".join(f"{d['kind']}/{d['name']} {d['action']}" for d in done) or "nothing"
+    record.status = "rolled_back"
+    record.failed_revision = gate.revision
+    record.applied_revision = gate.previous_healthy
+    record.message = f"{reason}; put back: {put_back}"
+    engine.store.put_environment(record)
+    engine.store.finish_revision(history, "rolled_back", record.message, done)
+    metrics.RECONCILE_TOTAL.labels(env.name, "rolled_back").inc()
+    if gate.previous_healthy:
+        metrics.set_applied_revision(env.name, gate.previous_healthy)
+    notify(ctx, env.spec, topic_arn(engine, env), f"lensops: {env.name} rolled back {gate.revision[:12]}", {"reason": reason, "put back": put_back})
+    return "rolled_back"
+
+
+def held(engine: Engine, env: EnvironmentDesired) -> str:
+    """Why ``env``'s revision must not be applied (it failed its health check), or ''."""
+    record = engine.store.environment(env.name)
+    if record and record.failed_revision and record.failed_revision == env.revision:
+        return f"revision {env.revision[:12]} failed its health check and is held until a newer commit"
+    return ""
+
+
+def topic_arn(engine: Engine, env: EnvironmentDesired) -> str | None:
+    """The ARN of the environment's notification topic (a ``ref:`` resolved from the state store)."""
+    topic = env.spec.notifications.topic
+    if topic and topic.startswith("ref:"):
+        record = engine.store.resources(env.name).get(topic[4:].split(".")[0])
+        return record.arn if record else None
+    return topic

@@ -1,0 +1,175 @@
+"""Health gates and automatic rollback: a transition to ALARM during the bake puts back what the
+revision changed; the failed commit is held; an alarm already firing does not block a hotfix."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from conftest import alarm, run_cli
+from daemon_helpers import DaemonProcess
+
+HEALTH = "econlens-api-health"
+
+
+def _health_alarm(client) -> None:
+    client("cloudwatch").put_metric_alarm(
+        AlarmName=HEALTH, Namespace="EconLens", MetricName="Health", Statistic="Sum", Period=60,
+        EvaluationPeriods=1, Threshold=1, ComparisonOperator="GreaterThanThreshold",
+    )
+
+
+def _set(client, state: str) -> None:
+    client("cloudwatch").set_alarm_state(AlarmName=HEALTH, StateValue=state, StateReason="test")
+
+
+def _env(tree, bake: str = "3s", rollback: str = "auto") -> None:
+    tree.environment("dev", f"health: {{alarms: [{HEALTH}], bakeTime: {bake}, rollback: {rollback}}}\nsync: {{prune: true, allowMassPrune: true}}")
+
+
+def _topic(name: str, display: str) -> str:
+    return f"apiVersion: lensops.io/v1\nkind: Topic\nmetadata: {{name: {name}}}\nspec:\n  attributes: {{DisplayName: {display}}}\n"
+
+
+def _threshold(client, name: str = "api-5xx") -> float:
+    return client("cloudwatch").describe_alarms(AlarmNames=[name])["MetricAlarms"][0]["Threshold"]
+
+
+def _apply_in_background(tree) -> subprocess.Popen:
+    exe = Path(sys.executable).with_name("lensops")
+    return subprocess.Popen([str(exe), "apply", "--repo", str(tree.root)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=os.environ.copy())
+
+
+def test_apply_bakes_in_the_foreground_and_rolls_back(aws, client, tree):
+    _health_alarm(client)
+    _env(tree)
+    tree.write("environments/dev/a.yaml", alarm("api-5xx", 5) + "---\n" + _topic("alerts", "v1"))
+    first = run_cli("apply", "--repo", str(tree.root))
+    assert first.code == 0, first.err
+    assert "baking" in first.err and "healthy after the bake" in first.err
+
+    tree.write("environments/dev/a.yaml", alarm("api-5xx", 6) + "---\n" + _topic("alerts", "v2") + "---\n" + _topic("extra", "new"))
+    running = _apply_in_background(tree)
+    deadline = time.monotonic() + 20
+    while _threshold(client) != 6 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    _set(client, "ALARM")
+    out, err = running.communicate(timeout=60)
+    assert running.returncode == 1, out + err
+    assert f"{HEALTH} went to ALARM during the bake" in err
+    assert "MetricAlarm/api-5xx restored" in err and "Topic/extra deleted" in err
+
+    assert _threshold(client) == 5
+    sns = client("sns")
+    topics = {t["TopicArn"].rsplit(":", 1)[1] for t in sns.list_topics()["Topics"]}
+    assert topics == {"alerts"}
+    attrs = sns.get_topic_attributes(TopicArn="arn:aws:sns:us-east-1:123456789012:alerts")["Attributes"]
+    assert attrs["DisplayName"] == "v1"
+
+    history = json.loads(run_cli("history", "--output", "json").out)["revisions"]
+    assert history[0]["result"] == "rolled_back"
+    status = json.loads(run_cli("status", "--output", "json").out)["environments"]["dev"]
+    assert status["status"] == "rolled_back" and status["failedRevision"]
+
+    _set(client, "OK")
+    again = run_cli("apply", "--repo", str(tree.root))
+    assert again.code == 1 and "held until a newer commit" in again.err
+    assert _threshold(client) == 5
+
+
+def test_hotfix_goes_out_while_the_alarm_already_fires(aws, client, tree):
+    _health_alarm(client)
+    _env(tree, bake="2s")
+    tree.write("environments/dev/a.yaml", alarm("api-5xx", 5))
+    assert run_cli("apply", "--repo", str(tree.root)).code == 0
+    _set(client, "ALARM")
+    time.sleep(1.1)
+    tree.write("environments/dev/a.yaml", alarm("api-5xx", 7))
+    hotfix = run_cli("apply", "--repo", str(tree.root))
+    assert hotfix.code == 0, hotfix.err
+    assert _threshold(client) == 7
+
+
+def test_rollback_off_reports_only(aws, client, tree):
+    _health_alarm(client)
+    _env(tree, bake="3s", rollback="off")
+    tree.write("environments/dev/a.yaml", alarm("api-5xx", 5))
+    assert run_cli("apply", "--repo", str(tree.root)).code == 0
+    tree.write("environments/dev/a.yaml", alarm("api-5xx", 6))
+    running = _apply_in_background(tree)
+    deadline = time.monotonic() + 20
+    while _threshold(client) != 6 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    _set(client, "ALARM")
+    out, err = running.communicate(timeout=60)
+    assert running.returncode == 1
+    assert "rollback: off" in err
+    assert _threshold(client) == 6
+
+
+def test_insufficient_data_never_rolls_back(aws, client, tree):
+    _health_alarm(client)
+    _env(tree, bake="2s")
+    tree.write("environments/dev/a.yaml", alarm("api-5xx", 5))
+    assert run_cli("apply", "--repo", str(tree.root)).code == 0
+    tree.write("environments/dev/a.yaml", alarm("api-5xx", 6))
+    running = _apply_in_background(tree)
+    time.sleep(0.5)
+    _set(client, "INSUFFICIENT_DATA")
+    out, err = running.communicate(timeout=60)
+    assert running.returncode == 0, err
+    assert _threshold(client) == 6
+
+
+@pytest.fixture
+def daemon(aws, git_remote, tmp_path):
+    started: list[DaemonProcess] = []
+
+    def start() -> DaemonProcess:
+        process = DaemonProcess(tmp_path, {"LENSOPS_REPO_URL": git_remote.url, "LENSOPS_POLL_INTERVAL": "1s", "LENSOPS_RESYNC_INTERVAL": "2s"})
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        process.terminate()
+
+
+def test_daemon_rolls_back_holds_the_commit_and_applies_a_newer_one(daemon, git_remote, client):
+    _health_alarm(client)
+    _env(git_remote.tree, bake="4s")
+    git_remote.tree.write("environments/dev/a.yaml", alarm("api-5xx", 5))
+    first = git_remote.commit("v1")
+    d = daemon()
+    d.wait_until(lambda: d.status()["environments"]["dev"]["healthyRevision"] == first, timeout=30)
+
+    git_remote.tree.write("environments/dev/a.yaml", alarm("api-5xx", 6))
+    bad = git_remote.commit("v2")
+    d.wait_until(lambda: _threshold(client) == 6, timeout=20, every=0.05)
+    _set(client, "ALARM")
+    status = d.wait_until(lambda: (s := d.status()["environments"]["dev"])["status"] == "rolled_back" and s, timeout=30)
+    assert status["failedRevision"] == bad
+    assert _threshold(client) == 5
+
+    families = {f.name: f for f in text_string_to_metric_families(d.get("/metrics")[1].decode())}
+    rollbacks = [s for s in families["lensops_rollbacks"].samples if s.name.endswith("_total") and s.labels["kind"] == "MetricAlarm"]
+    assert rollbacks and rollbacks[0].value == 1
+    rolled = [s for s in families["lensops_reconcile"].samples if s.labels.get("result") == "rolled_back" and s.name.endswith("_total")]
+    assert rolled and rolled[0].value == 1
+    assert any(e.get("event") == "resource_rolled_back" and e.get("name") == "api-5xx" for e in d.events())
+
+    _set(client, "OK")
+    time.sleep(5)  # several resyncs: the held commit must not come back
+    assert _threshold(client) == 5
+
+    git_remote.tree.write("environments/dev/a.yaml", alarm("api-5xx", 8))
+    newer = git_remote.commit("v3")
+    d.wait_until(lambda: _threshold(client) == 8, timeout=20)
+    d.wait_until(lambda: d.status()["environments"]["dev"]["healthyRevision"] == newer, timeout=30)
