@@ -144,15 +144,15 @@ def cmd_apply(args: argparse.Namespace, settings: Any) -> int:
 
 
 def _reconcile(args: argparse.Namespace, settings: Any, execute: bool) -> int:
+    from controller.render import plan_text, use_colour
     from controller.runner import Runner
-    from controller.render import plan_text
 
     runner = Runner.from_settings(settings, repo=args.repo)
     try:
         if execute and not args.yes and sys.stdin.isatty():
             preview = runner.run(args.env, execute=False)
             for outcome in preview.outcomes:
-                print(plan_text(outcome.plan))
+                print(plan_text(outcome.plan, use_colour()))
             if not preview.has_changes:
                 print("Nothing to apply.")
                 return EXIT_OK if preview.ok else EXIT_ERROR
@@ -173,7 +173,7 @@ def _reconcile(args: argparse.Namespace, settings: Any, execute: bool) -> int:
     for error in report.errors:
         print(f"lensops: {error}", file=sys.stderr)
     data = report.as_dict()
-    text = "\n".join(plan_text(o.plan) for o in report.outcomes)
+    text = "\n".join(plan_text(o.plan, use_colour()) for o in report.outcomes)
     if execute:
         text += "\n" + report.summary()
     _emit(args, data, text)

@@ -1,51 +1,94 @@
-"""Text rendering of plans and outcomes for people (JSON goes out as data)."""
+"""Text rendering of plans for people (JSON goes out as data).
+
+Per resource ``+`` create, ``~`` update, ``-`` delete, with per-field
+``old -> new`` values; long values (dashboard bodies, templates, policies)
+as a compact unified diff; a summary line of counts. Colour only on a
+terminal, and never when ``NO_COLOR`` is set.
+"""
 
 from __future__ import annotations
 
+import difflib
 import json
+import os
+import sys
 from typing import Any
 
+from controller.diff import Change
 from controller.plan import Plan, ResourcePlan
 
 _SYMBOL = {"create": "+", "update": "~", "delete": "-", "noop": " "}
-_LONG = 120
+_COLOUR = {"create": "32", "update": "33", "delete": "31", "failed": "31;1", "held": "36"}
+_SHORT = 80
 
 
-def _value(value: Any) -> str:
-    text = json.dumps(value, sort_keys=True, default=str) if not isinstance(value, str) else json.dumps(value)
-    return text if len(text) <= _LONG else text[: _LONG - 3] + "..."
+def use_colour(stream: Any = None) -> bool:
+    """Colour when writing to a terminal and NO_COLOR is not set."""
+    stream = stream or sys.stdout
+    return hasattr(stream, "isatty") and stream.isatty() and "NO_COLOR" not in os.environ
 
 
-def resource_lines(rp: ResourcePlan) -> list[str]:
-    """The lines of one resource in a plan."""
+def _paint(text: str, key: str, colour: bool) -> str:
+    return f"\033[{_COLOUR[key]}m{text}\033[0m" if colour and key in _COLOUR else text
+
+
+def _one_line(value: Any) -> str:
+    if isinstance(value, str):
+        return json.dumps(value)
+    return json.dumps(value, sort_keys=True, default=str)
+
+
+def _lines(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return value.splitlines() or [""]
+    return json.dumps(value, indent=2, sort_keys=True, default=str).splitlines()
+
+
+def change_lines(change: Change, create: bool = False) -> list[str]:
+    """How one field change reads: ``path: old -> new``, or a compact diff for long values."""
+    new, old = _one_line(change.new), _one_line(change.old)
+    if create:
+        if len(new) <= _SHORT:
+            return [f"{change.path}: {new}"]
+        return [f"{change.path}:"] + [f"  {line}" for line in _lines(change.new)[:40]]
+    if len(new) <= _SHORT and len(old) <= _SHORT:
+        return [f"{change.path}: {old} -> {new}"]
+    diff = difflib.unified_diff(_lines(change.old) if change.old is not None else [], _lines(change.new), lineterm="", n=1)
+    body = [line for line in diff if not line.startswith(("---", "+++"))]
+    return [f"{change.path}:"] + [f"  {line}" for line in body]
+
+
+def resource_lines(rp: ResourcePlan, colour: bool = False) -> list[str]:
+    """The lines of one resource in a plan (none for a resource in sync)."""
     if rp.status in ("failed", "conflict", "blocked"):
-        return [f"  ! {rp.ident} ({rp.physical}): {rp.status}: {rp.message}"]
+        return [_paint(f"  ! {rp.ident} ({rp.physical}): {rp.status}: {rp.message}", "failed", colour)]
     if rp.action == "noop" and not rp.drift:
         return []
     held = f"  [{rp.status}: {rp.message}]" if rp.status != "ok" else ""
     adopt = " (adopt)" if rp.adopt else ""
-    lines = [f"  {_SYMBOL.get(rp.action, '?')} {rp.ident} ({rp.physical}){adopt}{held}"]
+    key = rp.action if rp.status == "ok" else "held"
+    lines = [_paint(f"  {_SYMBOL.get(rp.action, '?')} {rp.ident} ({rp.physical}){adopt}{held}", key, colour)]
     if rp.drift:
         lines.append("      drifted from the last apply: " + ", ".join(c.path for c in rp.drift))
-    if rp.action == "update":
-        for change in rp.changes:
-            lines.append(f"      {change.path}: {_value(change.old)} -> {_value(change.new)}")
-    elif rp.action == "create":
-        for change in rp.changes:
-            lines.append(f"      {change.path}: {_value(change.new)}")
+    for change in rp.changes:
+        lines.extend(f"      {line}" for line in change_lines(change, create=rp.action == "create"))
     return lines
 
 
-def plan_text(plan: Plan) -> str:
-    """A plan as terraform users expect to read it."""
-    lines = [f"Environment {plan.environment} (revision {plan.revision or 'unknown'})"]
-    for rp in plan.resources:
-        lines.extend(resource_lines(rp))
-    for error in plan.errors:
-        lines.append(f"  ! {error}")
+def summary_line(plan: Plan) -> str:
     c = plan.counts()
-    lines.append(
+    return (
         f"Plan: {c['create']} to create, {c['update']} to update, {c['delete']} to delete, "
         f"{c['noop']} unchanged, {c['held']} held, {c['failed']} failed."
     )
+
+
+def plan_text(plan: Plan, colour: bool = False) -> str:
+    """A plan as terraform users expect to read it."""
+    lines = [f"Environment {plan.environment} (revision {plan.revision[:12] or 'unknown'})"]
+    for rp in plan.resources:
+        lines.extend(resource_lines(rp, colour))
+    for error in plan.errors:
+        lines.append(_paint(f"  ! {error}", "failed", colour))
+    lines.append(summary_line(plan))
     return "\n".join(lines)

@@ -58,6 +58,7 @@ class Report:
 
     def as_dict(self) -> dict[str, Any]:
         return {
+            "formatVersion": 1,
             "revision": self.revision,
             "ok": self.ok,
             "changes_pending": self.has_changes,
