@@ -50,7 +50,7 @@ def test_plan_text_for_create_update_delete_and_long_values():
             "  ~ IPSet/blocked (blocked)  [suspended: lensops.io/suspend: observed only]",
             '      addresses: ["192.0.2.0/24"] -> []',
             "  ! WebACL/api (api): conflict: api exists in AWS and is not managed by lensops",
-            "Plan: 1 to create, 1 to update, 1 to delete, 1 unchanged, 1 held, 1 failed.",
+            "Plan: 1 to create, 2 to update, 1 to delete, 1 unchanged, 1 held, 1 failed.",
         ]
     )
 
