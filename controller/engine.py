@@ -112,13 +112,14 @@ class Engine:
         self.stopping = threading.Event()
         """Set on shutdown: passes stop before their next resource (a safe point)."""
 
-    def context(self, env: EnvironmentDesired, account: str) -> Context:
+    def context(self, env: EnvironmentDesired, account: str, execute: bool = False) -> Context:
         return Context(
             environment=env.name,
             region=env.spec.region,
             account=account,
             role_arn=env.spec.assumeRoleArn or "",
             factory=self.factory,
+            execute=execute,
         )
 
     # --- the pass ----------------------------------------------------------
@@ -136,7 +137,7 @@ class Engine:
         """One pass over an environment: plan only (``execute=False``) or apply."""
         started = time.monotonic()
         started_at = time.time()
-        ctx = self.context(env, account)
+        ctx = self.context(env, account, execute)
         inventory = self.store.resources(env.name)
         plan = Plan(env.name, env.revision)
         observed, failures = self._observe(ctx, env, inventory)

@@ -35,6 +35,8 @@ class Context:
     account: str
     role_arn: str
     factory: ClientFactory
+    execute: bool = False
+    """True when this pass applies, False when it only plans (a reconciler may keep work for apply)."""
     cache: dict[str, Any] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -128,6 +130,17 @@ class Reconciler:
     def arn(self, physical: str) -> str | None:
         """The ARN of a resource when it can be known before it exists."""
         return None
+
+    @classmethod
+    def physical_name(cls, spec: dict[str, Any], metadata_name: str) -> str:
+        """The resource's name in AWS, from its validated spec: ``name_field``, else ``metadata.name``.
+
+        Kinds whose AWS identity is more than one name (a Lambda alias is
+        unique per function only) override it.
+        """
+        if cls.name_field:
+            return str(spec.get(cls.name_field) or metadata_name)
+        return metadata_name
 
     @classmethod
     def implied_dependencies(cls, spec: dict[str, Any]) -> list[tuple[str, str]]:

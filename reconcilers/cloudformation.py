@@ -1,19 +1,86 @@
-"""CloudFormation: Stack (templates under ``templates/``, updates through change sets)."""
+"""CloudFormation: Stack (templates under ``templates/``, every change through a change set).
+
+A stack's template, parameters and tags are compared as data first, so a
+pass with nothing to change makes no write and creates no change set. Where
+they differ, CloudFormation is asked through a change set: ``plan`` lists the
+change set's Add/Modify/Remove entries (the ``changeSet`` change) and deletes
+it; ``apply`` executes one. An empty change set means "in sync". Work that
+CloudFormation is still doing is followed through ``settle`` (no sleeping):
+a stack in progress is waited for, ``UPDATE_ROLLBACK_FAILED`` is continued,
+a failed first creation that lensops owns is deleted and created again, and a
+change that ends in a failed or rolled-back state is a ``PermanentError``
+carrying the first failed resource's reason from the stack events.
+
+Resource drift comes from ``DetectStackDrift`` where the service offers it:
+a detection is started when the last one is older than
+``drift_check_interval``, and its result is read on a later pass from
+``DescribeStacks`` (``DriftInformation``) and ``DescribeStackResourceDrifts``;
+an endpoint without these operations is logged once and skipped.
+
+Call budget per pass for N stacks: one paginated ``DescribeStacks`` listing
+(shared by every stack), one ``GetTemplate`` per existing stack, plus, only
+where AWS reports drift or a check is due, one ``DescribeStackResourceDrifts``
+or ``DetectStackDrift`` per stack. A stack that differs adds the preview
+(``CreateChangeSet`` + ``DescribeChangeSet`` + ``DeleteChangeSet``) to plan and
+apply alike (the reconciler is not told which it serves); apply then adds
+``CreateChangeSet`` + ``DescribeChangeSet`` + ``ExecuteChangeSet`` and one
+``DescribeStacks`` per re-check until the stack settles.
+"""
 
 from __future__ import annotations
 
-from typing import Literal
+import hashlib
+import json
+import threading
+import uuid
+from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
+from typing import Any, ClassVar, Literal
 
+import botocore.exceptions
+import botocore.parsers
+import yaml
 from pydantic import Field
 
+from controller import logs
+from controller.apishape import map_to_tags, tags_to_map
+from controller.diff import Change, diff
+from controller.errors import PermanentError, error_code
 from controller.manifests.types import Spec
-from reconcilers.base import register_spec
+from controller.plan import KNOWN_AFTER_APPLY
+from reconcilers.base import OWNER_ENV_TAG, OWNER_ID_TAG, Desired, Live, Reconciler, register
+
+log = logs.get("lensops.reconcilers.cloudformation")
 
 Capability = Literal["CAPABILITY_IAM", "CAPABILITY_NAMED_IAM", "CAPABILITY_AUTO_EXPAND"]
 
+"""Names the tree's ``templates/`` folder while the engine cannot hand the template to reconcilers."""
+
+TEMPLATE_BODY_LIMIT = 51_200
+"""Bytes CloudFormation accepts in ``TemplateBody`` (larger templates need ``TemplateURL`` in S3)."""
+
+READY = frozenset(
+    {"CREATE_COMPLETE", "UPDATE_COMPLETE", "UPDATE_ROLLBACK_COMPLETE", "IMPORT_COMPLETE", "IMPORT_ROLLBACK_COMPLETE"}
+)
+"""Stack statuses that take a change set."""
+RECREATE = frozenset({"ROLLBACK_COMPLETE", "CREATE_FAILED", "REVIEW_IN_PROGRESS"})
+"""A first creation that failed or never ran: the stack can only be deleted and created again."""
+SUCCEEDED = frozenset({"CREATE_COMPLETE", "UPDATE_COMPLETE", "IMPORT_COMPLETE"})
+CHANGE_SET_FIELDS = ("template", "parameters", "tags", "roleARN", "notificationARNs")
+"""State fields that only a change set can change."""
+NO_ECHO_MASK = "****"
+_NO_CHANGES = ("didn't contain changes", "No updates are to be performed")
+_PENDING_CHANGE_SET = frozenset({"CREATE_PENDING", "CREATE_IN_PROGRESS"})
+
 
 class StackSpec(Spec):
-    """A stack: ``template`` is a path under ``templates/``."""
+    """A stack: ``template`` is a path under ``templates/``.
+
+    ``capabilities`` acknowledge what the template creates and are passed with
+    every change set, never compared. ``timeoutInMinutes`` applies to creation
+    only: CreateChangeSet takes no timeout, so a new stack that sets it is made
+    with CreateStack instead.
+    """
 
     stackName: str | None = None
     template: str
@@ -26,4 +93,562 @@ class StackSpec(Spec):
     timeoutInMinutes: int | None = Field(default=None, ge=1)
 
 
-register_spec("Stack", StackSpec, "stackName", "A CloudFormation stack; updates go through change sets.")
+# --- templates -----------------------------------------------------------
+
+
+class _TemplateLoader(yaml.SafeLoader):
+    """A YAML loader for CloudFormation: short-form tags become their long form."""
+
+
+def _short_form(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> dict[str, Any]:
+    value: Any
+    if isinstance(node, yaml.ScalarNode):
+        value = loader.construct_scalar(node)
+    elif isinstance(node, yaml.SequenceNode):
+        value = loader.construct_sequence(node, deep=True)
+    else:
+        value = loader.construct_mapping(node, deep=True)
+    if suffix in ("Ref", "Condition"):
+        return {suffix: value}
+    if suffix == "GetAtt" and isinstance(value, str):
+        value = value.split(".", 1)
+    return {f"Fn::{suffix}": value}
+
+
+_TemplateLoader.add_multi_constructor("!", _short_form)
+# AWSTemplateFormatVersion: 2010-09-09 stays the string it is in JSON templates.
+_TemplateLoader.add_constructor("tag:yaml.org,2002:timestamp", yaml.SafeLoader.construct_yaml_str)
+
+
+def parse_template(body: str | dict[str, Any]) -> dict[str, Any]:
+    """A template as data (YAML or JSON), so that formatting and !Ref vs Ref: never show as drift."""
+    if isinstance(body, dict):
+        return json.loads(json.dumps(body))
+    try:
+        data = json.loads(body)
+    except ValueError:
+        try:
+            data = yaml.load(body, Loader=_TemplateLoader)
+        except yaml.YAMLError as exc:
+            raise PermanentError(f"template is neither JSON nor YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise PermanentError("template is not a map of sections (Resources, Parameters, ...)")
+    return data
+
+
+def template_text(spec: dict[str, Any]) -> str:
+    """The text of a Stack's template: the loader reads ``templates/<template>`` into ``templateBody``."""
+    body = spec.get("templateBody")
+    if not isinstance(body, str):
+        raise PermanentError(f"template {spec.get('template')!r}: no template text was loaded")
+    return body
+
+
+def _parameter_types(template: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    declared = template.get("Parameters")
+    if not isinstance(declared, dict):
+        return {}
+    return {k: v for k, v in declared.items() if isinstance(v, dict)}
+
+
+def _number(text: str) -> str:
+    try:
+        value = Decimal(text.strip())
+    except InvalidOperation:
+        return text
+    if value == value.to_integral_value():
+        return str(int(value))
+    return format(value.normalize(), "f")
+
+
+def _parameter_value(value: Any, declared: dict[str, Any] | None) -> str:
+    """A parameter value as CloudFormation compares it: a string, numbers in one form."""
+    text = ("true" if value else "false") if isinstance(value, bool) else str(value)
+    kind = (declared or {}).get("Type", "String")
+    if kind == "Number":
+        return _number(text)
+    if kind == "List<Number>":
+        return ",".join(_number(part) for part in text.split(","))
+    return text
+
+
+def _parameters(given: dict[str, Any], template: dict[str, Any], with_defaults: bool) -> dict[str, str]:
+    declared = _parameter_types(template)
+    values = dict(given)
+    if with_defaults:
+        for key, slot in declared.items():
+            if key not in values and "Default" in slot:
+                values[key] = slot["Default"]
+    return {k: _parameter_value(v, declared.get(k)) for k, v in sorted(values.items())}
+
+
+# --- state ---------------------------------------------------------------
+
+
+def _status_class(status: str) -> str:
+    return "ready" if status in READY else status
+
+
+def _pick(state: dict[str, Any]) -> dict[str, Any]:
+    return {k: state[k] for k in CHANGE_SET_FIELDS if k in state}
+
+
+def _digest(fields: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _unresolved(state: dict[str, Any]) -> bool:
+    return KNOWN_AFTER_APPLY in state.get("parameters", {}).values()
+
+
+def _no_changes(reason: str) -> bool:
+    return any(marker in reason for marker in _NO_CHANGES)
+
+
+def _change_entry(change: dict[str, Any]) -> str:
+    rc = change.get("ResourceChange") or {}
+    text = f"{rc.get('Action', '?')} {rc.get('LogicalResourceId', '?')} ({rc.get('ResourceType', '?')})"
+    if rc.get("Replacement") in ("True", "Conditional"):
+        text += f" replacement: {rc['Replacement']}"
+    return text
+
+
+def _readable(live: Live, state: dict[str, Any]) -> dict[str, Any]:
+    """The live state with what CloudFormation never reads back (NoEcho values, capabilities) as desired."""
+    view = dict(live.state)
+    wanted = state.get("parameters", {})
+    view["parameters"] = {k: (wanted.get(k, v) if v == NO_ECHO_MASK else v) for k, v in live.state.get("parameters", {}).items()}
+    view["capabilities"] = state.get("capabilities", [])
+    return view
+
+
+def _attrs(stack: dict[str, Any]) -> dict[str, Any]:
+    attrs: dict[str, Any] = {"arn": stack["StackId"]}
+    for output in stack.get("Outputs") or []:
+        attrs[f"outputs.{output['OutputKey']}"] = output.get("OutputValue", "")
+    return attrs
+
+
+_NO_DRIFT_API: set[str] = set()
+_NO_DRIFT_LOCK = threading.Lock()
+
+
+@register
+class StackReconciler(Reconciler):
+    """A CloudFormation stack; every change goes through a change set."""
+
+    kind = "Stack"
+    spec_model = StackSpec
+    name_field = "stackName"
+    service = "cloudformation"
+    settle_interval = 10.0
+    settle_timeout = 3600.0
+    drift_check_interval: ClassVar[float] = 900.0
+    """Seconds after which a stack's resource drift is detected again."""
+    iam_read = (
+        "cloudformation:DescribeStacks",
+        "cloudformation:GetTemplate",
+        "cloudformation:DescribeChangeSet",
+        "cloudformation:DescribeStackEvents",
+        "cloudformation:DetectStackDrift",
+        "cloudformation:DescribeStackResourceDrifts",
+    )
+    iam_write = (
+        "cloudformation:CreateChangeSet",
+        "cloudformation:ExecuteChangeSet",
+        "cloudformation:DeleteChangeSet",
+        "cloudformation:CreateStack",
+        "cloudformation:DeleteStack",
+        "cloudformation:UpdateTerminationProtection",
+        "cloudformation:ContinueUpdateRollback",
+    )
+
+    @property
+    def _client(self) -> Any:
+        return self.ctx.client("cloudformation")
+
+    # --- observe ---------------------------------------------------------
+
+    def _stacks(self) -> dict[str, dict[str, Any]]:
+        """Every stack of the region by name, one paginated listing per pass."""
+
+        def fetch() -> dict[str, dict[str, Any]]:
+            found: dict[str, dict[str, Any]] = {}
+            for page in self._client.get_paginator("describe_stacks").paginate():
+                for stack in page.get("Stacks", []):
+                    if stack["StackStatus"] != "DELETE_COMPLETE":
+                        found[stack["StackName"]] = stack
+            return found
+
+        return self.ctx.once("cloudformation:stacks", fetch)
+
+    def observe(self, physicals: list[str]) -> dict[str, Live]:
+        if not physicals:
+            return {}
+        stacks = self._stacks()
+        return {name: self._live(stacks[name]) for name in physicals if name in stacks}
+
+    def _live(self, stack: dict[str, Any], drift: bool = True) -> Live:
+        status = stack["StackStatus"]
+        template: dict[str, Any] = {}
+        if status != "REVIEW_IN_PROGRESS" and not status.startswith("DELETE_"):
+            body = self._client.get_template(StackName=stack["StackId"]).get("TemplateBody") or "{}"
+            template = parse_template(body)
+        given = {p["ParameterKey"]: p.get("ParameterValue", "") for p in stack.get("Parameters") or []}
+        tags = tags_to_map(stack.get("Tags"))
+        state = {
+            "template": template,
+            "parameters": _parameters(given, template, with_defaults=False),
+            "capabilities": sorted(stack.get("Capabilities") or []),
+            "tags": tags,
+            "terminationProtection": bool(stack.get("EnableTerminationProtection")),
+            "roleARN": stack.get("RoleARN") or "",
+            "notificationARNs": sorted(stack.get("NotificationARNs") or []),
+            "stackStatus": _status_class(status),
+            "changeSet": [],
+            "resourceDrift": self._resource_drift(stack) if drift and status in READY else [],
+        }
+        return Live(
+            stack["StackName"],
+            state,
+            arn=stack["StackId"],
+            attrs=_attrs(stack),
+            owner=tags.get(OWNER_ID_TAG),
+            owner_env=tags.get(OWNER_ENV_TAG),
+            extra={"status": status},
+        )
+
+    # --- drift -----------------------------------------------------------
+
+    def _resource_drift(self, stack: dict[str, Any]) -> list[str]:
+        """Drifted resources from the last finished detection; starts a new one when due."""
+        info = stack.get("DriftInformation") or {}
+        status = info.get("StackDriftStatus", "NOT_CHECKED")
+        drifted: list[str] = []
+        token: str | None = ""
+        while status == "DRIFTED" and token is not None:
+            page = self._drift_call(
+                "describe_stack_resource_drifts",
+                StackName=stack["StackId"],
+                StackResourceDriftStatusFilters=["MODIFIED", "DELETED"],
+                **({"NextToken": token} if token else {}),
+            )
+            for item in (page or {}).get("StackResourceDrifts", []):
+                drifted.append(f"{item['StackResourceDriftStatus']} {item['LogicalResourceId']} ({item['ResourceType']})")
+            token = (page or {}).get("NextToken")
+        last = info.get("LastCheckTimestamp")
+        if last is None or (datetime.now(UTC) - last).total_seconds() > self.drift_check_interval:
+            self._drift_call("detect_stack_drift", StackName=stack["StackId"])
+        return sorted(drifted)
+
+    def _drift_call(self, operation: str, **params: Any) -> dict[str, Any] | None:
+        """A drift API call that never fails the pass; an endpoint without the API is skipped from then on."""
+        client = self._client
+        endpoint = str(client.meta.endpoint_url)
+        if endpoint in _NO_DRIFT_API:
+            return None
+        try:
+            return getattr(client, operation)(**params)
+        except (botocore.parsers.ResponseParserError, botocore.exceptions.ClientError) as exc:
+            status = 0
+            if isinstance(exc, botocore.exceptions.ClientError):
+                status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
+            missing = not isinstance(exc, botocore.exceptions.ClientError) or status in (404, 501) or error_code(exc) in (
+                "InvalidAction",
+                "NotImplemented",
+                "UnknownOperationException",
+            )
+            if not missing:
+                log.warning("stack_drift_check_failed", stack=params.get("StackName"), operation=operation, error=str(exc))
+                return None
+            with _NO_DRIFT_LOCK:
+                first = endpoint not in _NO_DRIFT_API
+                _NO_DRIFT_API.add(endpoint)
+            if first:
+                log.warning("stack_drift_detection_unavailable", endpoint=endpoint, operation=operation, error=str(exc)[:200])
+            return None
+
+    # --- desired ---------------------------------------------------------
+
+    def desired_state(self, desired: Desired) -> dict[str, Any]:
+        spec = desired.spec
+        text = template_text(spec)
+        template = parse_template(text)
+        state: dict[str, Any] = {
+            "template": template,
+            "parameters": _parameters(spec.get("parameters") or {}, template, with_defaults=True),
+            "capabilities": sorted(spec.get("capabilities") or []),
+            "tags": dict(desired.tags),
+            "terminationProtection": bool(spec.get("terminationProtection", False)),
+            "notificationARNs": sorted(spec.get("notificationARNs") or []),
+            "stackStatus": "ready",
+            "changeSet": [],
+            "resourceDrift": [],
+        }
+        if spec.get("roleARN"):
+            state["roleARN"] = spec["roleARN"]
+        # What compare_view may preview this pass: only this desired state, and its template text.
+        self.ctx.cache[f"cloudformation:desired:{desired.physical}"] = (_digest(_pick(state)), text)
+        return state
+
+    def compare_view(self, live: Live, state: dict[str, Any]) -> dict[str, Any]:
+        """The live stack as CloudFormation sees it against ``state``.
+
+        NoEcho parameters (``****``) and capabilities cannot be read back, so
+        they take the desired values. When the change-set fields differ, a
+        change set previews them: its entries become ``changeSet``, and an empty
+        one means CloudFormation has nothing to do (in sync).
+        """
+        view = _readable(live, state)
+        fields = _pick(state)
+        if live.extra.get("status") not in READY or not diff(fields, view) or _unresolved(state):
+            return view
+        key = _digest(fields)
+        current = self.ctx.cache.get(f"cloudformation:desired:{live.physical}")
+        if current is None or current[0] != key:
+            return view
+        # Kept for the pass (the drift check compares the same state again), outside
+        # ctx.once, whose lock would hold every other kind's listing while AWS answers.
+        memo = f"cloudformation:preview:{live.physical}:{key}"
+        if memo not in self.ctx.cache:
+            self.ctx.cache[memo] = self._preview(live, state, current[1])
+        preview = self.ctx.cache[memo]
+        if preview is None:
+            view.update(fields)
+        else:
+            view["changeSet"] = preview
+        return view
+
+    def _preview(self, live: Live, state: dict[str, Any], text: str) -> list[str] | None:
+        """The entries of a change set made and deleted at once; None when it would change nothing."""
+        client = self._client
+        params = self._stack_params(live.physical, state, text)
+        try:
+            made = client.create_change_set(**params, ChangeSetName=_change_set_name("plan"), ChangeSetType="UPDATE")
+        except botocore.exceptions.ClientError as exc:
+            if _no_changes(str(exc)):
+                return None
+            raise
+        try:
+            pages = list(client.get_paginator("describe_change_set").paginate(ChangeSetName=made["Id"]))
+        finally:
+            client.delete_change_set(ChangeSetName=made["Id"])
+        status = pages[0].get("Status", "") if pages else ""
+        reason = pages[0].get("StatusReason", "") if pages else ""
+        if status == "FAILED":
+            if _no_changes(reason):
+                return None
+            raise PermanentError(f"change set failed: {reason}")
+        if status in _PENDING_CHANGE_SET:
+            return [f"(change set still {status} when planned)"]
+        return sorted(_change_entry(c) for page in pages for c in page.get("Changes", []))
+
+    # --- apply -----------------------------------------------------------
+
+    def create(self, desired: Desired, state: dict[str, Any]) -> Live:
+        track: dict[str, Any] = {"stack": desired.physical, "planned": True}
+        self._submit(desired, state, track, exists=False)
+        return Live(desired.physical, state, extra={"track": track})
+
+    def update(self, desired: Desired, state: dict[str, Any], live: Live, changes: list[Change]) -> Live:
+        paths = {c.path.split(".", 1)[0] for c in changes}
+        if "resourceDrift" in paths:
+            log.warning(
+                "stack_resources_drifted",
+                stack=live.physical,
+                resources=live.state.get("resourceDrift"),
+                hint="CloudFormation does not revert drift by an update; fix the resources or change the template",
+            )
+        track: dict[str, Any] = {"stack": live.arn or live.physical, "planned": False}
+        if live.extra.get("status") in READY:
+            track["planned"] = True
+            if paths & {*CHANGE_SET_FIELDS, "changeSet"}:
+                self._submit(desired, state, track, exists=True)
+        return Live(live.physical, state, arn=live.arn, attrs=live.attrs, extra={"track": track})
+
+    def settle(self, desired: Desired, live: Live) -> Live | None:
+        track = live.extra.get("track")
+        if track is None:
+            return live
+        return self._advance(desired, live.state, track)
+
+    def _advance(self, desired: Desired, state: dict[str, Any], track: dict[str, Any]) -> Live | None:
+        """Take the stack as far towards ``state`` as it goes now; None while CloudFormation works.
+
+        Each turn reads the stack and makes at most one write; a handful of
+        turns covers the longest path (delete, create, execute), never sleeping.
+        """
+        client = self._client
+        for _ in range(8):
+            stack = self._describe(track["stack"])
+            status = stack["StackStatus"] if stack else "DELETE_COMPLETE"
+            if status.endswith("_IN_PROGRESS") and status != "REVIEW_IN_PROGRESS":
+                return None
+            if track.get("inSync"):
+                return self._done(desired, state, stack)
+            if track.get("changeSet") and not track.get("executed"):
+                if not self._execute_when_ready(track, stack):
+                    return None
+                continue
+            if track.get("executed"):
+                if stack is not None and status == "REVIEW_IN_PROGRESS":
+                    return None
+                if stack is None or status not in SUCCEEDED:
+                    raise PermanentError(self._failure(desired.physical, stack))
+                return self._done(desired, state, stack)
+            if stack is None:
+                self._submit(desired, state, track, exists=False)
+            elif status == "UPDATE_ROLLBACK_FAILED":
+                if track.get("continued"):
+                    raise PermanentError(self._failure(desired.physical, stack))
+                client.continue_update_rollback(StackName=stack["StackId"])
+                track["continued"] = True
+                log.info("stack_rollback_continued", stack=desired.physical)
+            elif status in RECREATE:
+                self._delete_for_recreate(desired, stack)
+                track["stack"] = stack["StackId"]
+            elif status not in READY:
+                raise PermanentError(self._failure(desired.physical, stack) + "; lensops cannot change it from there")
+            elif track.get("planned"):
+                return self._done(desired, state, stack)
+            else:
+                track["planned"] = True
+                if diff(_pick(state), _readable(self._live(stack, drift=False), state)):
+                    self._submit(desired, state, track, exists=True)
+        return None
+
+    def _describe(self, ref: str) -> dict[str, Any] | None:
+        """One stack by name or id, None once it is gone."""
+        try:
+            stacks = self._client.describe_stacks(StackName=ref).get("Stacks", [])
+        except botocore.exceptions.ClientError as exc:
+            if error_code(exc) == "ValidationError" and "does not exist" in str(exc):
+                return None
+            raise
+        stack = stacks[0] if stacks else None
+        return None if stack is None or stack["StackStatus"] == "DELETE_COMPLETE" else stack
+
+    def _stack_params(self, physical: str, state: dict[str, Any], text: str) -> dict[str, Any]:
+        if len(text.encode()) > TEMPLATE_BODY_LIMIT:
+            raise PermanentError(f"template is over {TEMPLATE_BODY_LIMIT} bytes: TemplateURL (S3) is not supported yet")
+        params: dict[str, Any] = {
+            "StackName": physical,
+            "TemplateBody": text,
+            "Parameters": [{"ParameterKey": k, "ParameterValue": v} for k, v in sorted(state["parameters"].items())],
+            "Capabilities": state["capabilities"],
+            "Tags": map_to_tags(state["tags"]),
+            "NotificationARNs": state["notificationARNs"],
+        }
+        if state.get("roleARN"):
+            params["RoleARN"] = state["roleARN"]
+        return params
+
+    def _submit(self, desired: Desired, state: dict[str, Any], track: dict[str, Any], exists: bool) -> None:
+        """Create the change set that takes the stack to ``state`` (or the stack, when a timeout is wanted)."""
+        cached = self.ctx.cache.get(f"cloudformation:desired:{desired.physical}")
+        text = cached[1] if cached and cached[0] == _digest(_pick(state)) else template_text(desired.spec)
+        params = self._stack_params(desired.physical, state, text)
+        client = self._client
+        timeout = desired.spec.get("timeoutInMinutes")
+        if not exists and timeout:
+            made = client.create_stack(
+                **params, TimeoutInMinutes=timeout, EnableTerminationProtection=state["terminationProtection"]
+            )
+            track.update(stack=made["StackId"], executed=True)
+            return
+        kind = "UPDATE" if exists else "CREATE"
+        try:
+            made = client.create_change_set(**params, ChangeSetName=_change_set_name("apply"), ChangeSetType=kind)
+        except botocore.exceptions.ClientError as exc:
+            if exists and _no_changes(str(exc)):
+                track["inSync"] = True
+                return
+            raise
+        track.update(stack=made["StackId"], changeSet=made["Id"], kind=kind)
+
+    def _execute_when_ready(self, track: dict[str, Any], stack: dict[str, Any] | None) -> bool:
+        """Execute the tracked change set once CloudFormation has made it; False while it is being made."""
+        client = self._client
+        answer = client.describe_change_set(ChangeSetName=track["changeSet"])
+        status = answer.get("Status", "")
+        if status in _PENDING_CHANGE_SET:
+            return False
+        if status == "FAILED":
+            reason = answer.get("StatusReason", "")
+            client.delete_change_set(ChangeSetName=track["changeSet"])
+            if track.get("kind") == "CREATE" and stack is not None:
+                client.delete_stack(StackName=stack["StackId"])
+            if _no_changes(reason):
+                track["inSync"] = True
+                return True
+            raise PermanentError(f"change set failed: {reason}")
+        if answer.get("ExecutionStatus") == "AVAILABLE":
+            client.execute_change_set(ChangeSetName=track["changeSet"])
+        elif answer.get("ExecutionStatus") not in ("EXECUTE_IN_PROGRESS", "EXECUTE_COMPLETE"):
+            return False
+        track["executed"] = True
+        return True
+
+    def _delete_for_recreate(self, desired: Desired, stack: dict[str, Any]) -> None:
+        """A stack whose first creation failed: delete it (only if lensops made it) so it can be created again."""
+        tags = tags_to_map(stack.get("Tags"))
+        status = stack["StackStatus"]
+        if tags.get(OWNER_ID_TAG) != desired.ident or tags.get(OWNER_ENV_TAG) != self.ctx.environment:
+            raise PermanentError(f"stack is {status} and was not created by lensops: delete it by hand to let lensops create it")
+        if stack.get("EnableTerminationProtection"):
+            raise PermanentError(f"stack is {status} and has termination protection on: turn it off or delete it by hand")
+        self._client.delete_stack(StackName=stack["StackId"])
+        log.info("stack_recreating", stack=desired.physical, status=status)
+
+    def _done(self, desired: Desired, state: dict[str, Any], stack: dict[str, Any] | None) -> Live:
+        """The settled stack, with termination protection as wanted."""
+        if stack is None:
+            raise PermanentError("stack is gone")
+        if bool(stack.get("EnableTerminationProtection")) != state["terminationProtection"]:
+            self._client.update_termination_protection(
+                StackName=stack["StackId"], EnableTerminationProtection=state["terminationProtection"]
+            )
+        tags = tags_to_map(stack.get("Tags"))
+        return Live(
+            stack["StackName"],
+            state,
+            arn=stack["StackId"],
+            attrs=_attrs(stack),
+            owner=tags.get(OWNER_ID_TAG),
+            owner_env=tags.get(OWNER_ENV_TAG),
+        )
+
+    def _failure(self, physical: str, stack: dict[str, Any] | None) -> str:
+        """Why the last operation on the stack failed: its first failed resource, from the stack events."""
+        if stack is None:
+            return f"stack {physical} is gone"
+        first: dict[str, Any] | None = None
+        pages = self._client.get_paginator("describe_stack_events").paginate(StackName=stack["StackId"])
+        for page in pages:
+            for event in page.get("StackEvents", []):
+                is_stack = event.get("ResourceType") == "AWS::CloudFormation::Stack"
+                if is_stack and event.get("ResourceStatusReason") == "User Initiated":
+                    break
+                if not is_stack and event.get("ResourceStatus", "").endswith("_FAILED"):
+                    first = event
+            else:
+                continue
+            break
+        status = stack["StackStatus"]
+        if first is None:
+            return f"stack is {status}: {stack.get('StackStatusReason') or 'no failed resource reported'}"
+        return (
+            f"stack is {status}: {first['LogicalResourceId']} ({first.get('ResourceType', '?')}) "
+            f"{first['ResourceStatus']}: {first.get('ResourceStatusReason') or 'no reason given'}"
+        )
+
+    def delete(self, live: Live) -> None:
+        if live.state.get("terminationProtection"):
+            raise PermanentError(
+                f"stack {live.physical} has termination protection on: lensops does not delete a protected stack"
+            )
+        self._client.delete_stack(StackName=live.arn or live.physical)
+
+
+def _change_set_name(purpose: str) -> str:
+    return f"lensops-{purpose}-{uuid.uuid4().hex[:16]}"

@@ -1,13 +1,32 @@
-"""Lambda: LambdaAlias (version, routing weights, provisioned concurrency, deployments)."""
+"""Lambda: LambdaAlias (version, routing weights, description, provisioned concurrency).
+
+lensops manages aliases, never functions: the function must exist. An alias
+is known as ``FUNCTION:ALIAS`` (its physical name), since two functions may
+have aliases of the same name. Call budget per pass: for each function named
+by the aliases in scope, one ``ListAliases`` listing and, when the function
+has aliases, one ``ListProvisionedConcurrencyConfigs`` listing, shared by all
+its aliases (N aliases on F functions: at most 2F reads, plus a page per 50
+more provisioned-concurrency configurations of a function). A provisioned-concurrency change is then watched
+with ``GetProvisionedConcurrencyConfig`` until AWS has allocated it.
+Lambda aliases cannot be tagged: ownership comes from the state store only.
+
+Deployments: ``allAtOnce`` moves all traffic at once. ``canary`` and
+``linear`` do the same until the rollout engine drives their alarm-gated
+steps; ``LambdaAliasReconciler.target_routing`` is where a step's routing
+will be decided.
+"""
 
 from __future__ import annotations
 
-from typing import Literal
+from dataclasses import dataclass, field
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import BeforeValidator, Field, field_validator, model_validator
 
+from controller.diff import Change
+from controller.errors import PermanentError
 from controller.manifests.types import Duration, Spec
-from reconcilers.base import register_spec
+from reconcilers.base import Desired, Live, Reconciler, register
 
 
 class Deployment(Spec):
@@ -25,8 +44,13 @@ class Deployment(Spec):
         return self
 
 
+def _version_text(value: Any) -> Any:
+    """Versions are strings in the API; YAML reads ``2`` as a number."""
+    return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
 class RoutingConfig(Spec):
-    additionalVersionWeights: dict[str, float] = Field(default_factory=dict)
+    additionalVersionWeights: dict[Annotated[str, BeforeValidator(_version_text)], float] = Field(default_factory=dict)
 
 
 class LambdaAliasSpec(Spec):
@@ -34,11 +58,226 @@ class LambdaAliasSpec(Spec):
 
     functionName: str
     name: str | None = None
-    functionVersion: str
+    functionVersion: Annotated[str, BeforeValidator(_version_text)]
     description: str | None = None
     routingConfig: RoutingConfig | None = None
     provisionedConcurrency: int | None = Field(default=None, ge=0)
     deployment: Deployment | None = None
 
+    @model_validator(mode="after")
+    def _no_provisioned_weights(self) -> "LambdaAliasSpec":
+        if self.provisionedConcurrency and self.routingConfig and self.routingConfig.additionalVersionWeights:
+            raise ValueError("provisionedConcurrency cannot be set on an alias with routing weights (AWS refuses it)")
+        return self
 
-register_spec("LambdaAlias", LambdaAliasSpec, "name", "A Lambda alias; deployments shift weight in alarm-gated steps.")
+    @field_validator("functionName")
+    @classmethod
+    def _literal_function(cls, value: str) -> str:
+        # The function is part of the alias's identity, which must be known
+        # before anything is applied, so it cannot wait for a reference.
+        if value.startswith("ref:"):
+            raise ValueError("functionName must be the function's name or ARN, not a reference")
+        return value
+
+
+@dataclass(frozen=True)
+class Routing:
+    """Where an alias sends traffic: its main version, and other versions' weights (0 to 1)."""
+
+    function_version: str
+    weights: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class _FunctionAliases:
+    """One function's aliases (name -> ListAliases item) and provisioned concurrency (alias -> count)."""
+
+    aliases: dict[str, dict[str, Any]]
+    provisioned: dict[str, int]
+
+
+def _state(routing: Routing, description: str | None, provisioned: int | None) -> dict[str, Any]:
+    """The comparable form of an alias; no weights and no provisioned concurrency are left empty."""
+    return {
+        "functionVersion": routing.function_version,
+        "description": description or "",
+        "routingConfig": {"additionalVersionWeights": dict(routing.weights)} if routing.weights else {},
+        "provisionedConcurrency": provisioned or None,
+    }
+
+
+def function_name(value: str) -> str:
+    """The bare function name from a name, a function ARN or a partial ARN (``123456789012:function:api``)."""
+    parts = value.split(":")
+    if "function" in parts[:-1]:
+        return parts[parts.index("function") + 1]
+    return value
+
+
+def split_physical(physical: str) -> tuple[str, str]:
+    """``FUNCTION:ALIAS`` -> (function, alias); alias names cannot hold a colon."""
+    function, _, alias = physical.rpartition(":")
+    return function, alias
+
+
+@register
+class LambdaAliasReconciler(Reconciler):
+    """A Lambda alias: its version, routing weights, description and provisioned concurrency."""
+
+    kind = "LambdaAlias"
+    spec_model = LambdaAliasSpec
+    name_field = "name"
+    service = "lambda"
+    taggable = False
+    settle_interval = 15.0
+    iam_read = ("lambda:ListAliases", "lambda:ListProvisionedConcurrencyConfigs", "lambda:GetProvisionedConcurrencyConfig")
+    iam_write = (
+        "lambda:CreateAlias",
+        "lambda:UpdateAlias",
+        "lambda:DeleteAlias",
+        "lambda:PutProvisionedConcurrencyConfig",
+        "lambda:DeleteProvisionedConcurrencyConfig",
+    )
+
+    @classmethod
+    def physical_name(cls, spec: dict[str, Any], metadata_name: str) -> str:
+        """``FUNCTION:ALIAS``: alias names are unique per function only."""
+        return f"{function_name(spec['functionName'])}:{spec.get('name') or metadata_name}"
+
+    def arn(self, physical: str) -> str:
+        return f"arn:aws:lambda:{self.ctx.region}:{self.ctx.account}:function:{physical}"
+
+    def target_routing(self, spec: dict[str, Any]) -> Routing:
+        """The routing this pass converges to.
+
+        ``allAtOnce`` goes straight to the manifest's version and weights.
+        ``canary`` and ``linear`` do too for now; the rollout engine will
+        decide here the routing of each step (the live version keeping all
+        but ``stepPercent``, then the next step once the alarms stay quiet).
+        """
+        weights = (spec.get("routingConfig") or {}).get("additionalVersionWeights") or {}
+        return Routing(str(spec["functionVersion"]), {str(v): float(w) for v, w in weights.items()})
+
+    # --- observe -------------------------------------------------------
+
+    def _function(self, function: str) -> _FunctionAliases | None:
+        """The function's aliases and their provisioned concurrency, read once a pass; None when it does not exist."""
+
+        def fetch() -> _FunctionAliases | None:
+            client = self.ctx.client("lambda")
+            aliases: dict[str, dict[str, Any]] = {}
+            try:
+                for page in client.get_paginator("list_aliases").paginate(FunctionName=function):
+                    aliases.update((a["Name"], a) for a in page.get("Aliases", []))
+            except client.exceptions.ResourceNotFoundException:
+                return None
+            provisioned: dict[str, int] = {}
+            if aliases:
+                paginator = client.get_paginator("list_provisioned_concurrency_configs")
+                for page in paginator.paginate(FunctionName=function):
+                    for config in page.get("ProvisionedConcurrencyConfigs", []):
+                        qualifier = config["FunctionArn"].rsplit(":", 1)[1]
+                        provisioned[qualifier] = int(config.get("RequestedProvisionedConcurrentExecutions") or 0)
+            return _FunctionAliases(aliases, provisioned)
+
+        return self.ctx.once(f"lambda:aliases:{function}", fetch)
+
+    def observe(self, physicals: list[str]) -> dict[str, Live]:
+        found: dict[str, Live] = {}
+        for physical in physicals:
+            function, alias = split_physical(physical)
+            listing = self._function(function)
+            raw = listing.aliases.get(alias) if listing else None
+            if listing is None or raw is None:
+                continue
+            weights = (raw.get("RoutingConfig") or {}).get("AdditionalVersionWeights") or {}
+            state = _state(
+                Routing(raw["FunctionVersion"], {str(v): float(w) for v, w in weights.items()}),
+                raw.get("Description"),
+                listing.provisioned.get(alias),
+            )
+            arn = raw.get("AliasArn") or self.arn(physical)
+            found[physical] = Live(physical, state, arn=arn, attrs={"arn": arn, "functionVersion": raw["FunctionVersion"]})
+        return found
+
+    def desired_state(self, desired: Desired) -> dict[str, Any]:
+        spec = desired.spec
+        return _state(self.target_routing(spec), spec.get("description"), spec.get("provisionedConcurrency"))
+
+    # --- apply -----------------------------------------------------------
+
+    def create(self, desired: Desired, state: dict[str, Any]) -> Live:
+        function, alias = split_physical(desired.physical)
+        client = self.ctx.client("lambda")
+        params: dict[str, Any] = {
+            "FunctionName": function,
+            "Name": alias,
+            "FunctionVersion": state["functionVersion"],
+            "Description": state["description"],
+        }
+        if state["routingConfig"]:
+            params["RoutingConfig"] = {"AdditionalVersionWeights": state["routingConfig"]["additionalVersionWeights"]}
+        try:
+            arn = client.create_alias(**params)["AliasArn"]
+        except client.exceptions.ResourceNotFoundException as exc:
+            raise PermanentError(
+                f"function {function} or its version {state['functionVersion']} does not exist "
+                f"(lensops manages aliases, not functions): {exc.response['Error'].get('Message', '')}"
+            ) from None
+        if state["provisionedConcurrency"]:
+            self._put_provisioned(function, alias, state["provisionedConcurrency"])
+        return self._live(desired.physical, state, arn, provisioning=bool(state["provisionedConcurrency"]))
+
+    def update(self, desired: Desired, state: dict[str, Any], live: Live, changes: list[Change]) -> Live:
+        function, alias = split_physical(live.physical)
+        client = self.ctx.client("lambda")
+        changed = {c.path.split(".", 1)[0] for c in changes}
+        provisioned = state["provisionedConcurrency"]
+        # AWS refuses provisioned concurrency on an alias with weights: drop it
+        # before the alias gains weights, set it after the alias loses them.
+        if "provisionedConcurrency" in changed and not provisioned:
+            client.delete_provisioned_concurrency_config(FunctionName=function, Qualifier=alias)
+        params: dict[str, Any] = {}
+        if "functionVersion" in changed:
+            params["FunctionVersion"] = state["functionVersion"]
+        if "description" in changed:
+            params["Description"] = state["description"]
+        if "routingConfig" in changed:
+            params["RoutingConfig"] = {"AdditionalVersionWeights": state["routingConfig"].get("additionalVersionWeights", {})}
+        if params:
+            client.update_alias(FunctionName=function, Name=alias, **params)
+        if "provisionedConcurrency" in changed and provisioned:
+            self._put_provisioned(function, alias, provisioned)
+        # A new version behind an alias with provisioned concurrency is allocated anew.
+        provisioning = bool(provisioned) and bool(changed & {"provisionedConcurrency", "functionVersion"})
+        return self._live(live.physical, state, live.arn, provisioning=provisioning)
+
+    def settle(self, desired: Desired, live: Live) -> Live | None:
+        """Wait for provisioned concurrency to be allocated (minutes in AWS); FAILED fails the alias."""
+        if not live.extra.get("provisioning"):
+            return live
+        function, alias = split_physical(live.physical)
+        config = self.ctx.client("lambda").get_provisioned_concurrency_config(FunctionName=function, Qualifier=alias)
+        status = config.get("Status")
+        if status == "FAILED":
+            raise PermanentError(f"provisioned concurrency failed: {config.get('StatusReason', 'no reason given')}")
+        return live if status == "READY" else None
+
+    def delete(self, live: Live) -> None:
+        function, alias = split_physical(live.physical)
+        self.ctx.client("lambda").delete_alias(FunctionName=function, Name=alias)
+
+    def _put_provisioned(self, function: str, alias: str, count: int) -> None:
+        self.ctx.client("lambda").put_provisioned_concurrency_config(
+            FunctionName=function, Qualifier=alias, ProvisionedConcurrentExecutions=count
+        )
+
+    def _live(self, physical: str, state: dict[str, Any], arn: str, provisioning: bool) -> Live:
+        arn = arn or self.arn(physical)
+        return Live(
+            physical,
+            state,
+            arn=arn,
+            attrs={"arn": arn, "functionVersion": state["functionVersion"]},
+            extra={"provisioning": provisioning},
+        )

@@ -306,9 +306,18 @@ class _Loader:
             self.validation_problems(env, doc, exc, model, prefix=("spec",))
             return None
         dumped = spec.model_dump(mode="json", exclude_none=True)
-        physical = str(dumped.get(name_field) or envelope.metadata.name) if name_field else envelope.metadata.name
-        if envelope.kind == "Stack" and not self.check_template(env, doc, dumped["template"]):
-            return None
+        reconciler = self.reconcilers.get(envelope.kind)
+        if reconciler is not None:
+            physical = reconciler.physical_name(dumped, envelope.metadata.name)
+        else:
+            physical = str(dumped.get(name_field) or envelope.metadata.name) if name_field else envelope.metadata.name
+        if envelope.kind == "Stack":
+            body = self.check_template(env, doc, dumped["template"])
+            if body is None:
+                return None
+            # The text travels with the spec, so a rollback or a held revision
+            # applies the template of its own revision, not today's file.
+            dumped["templateBody"] = body
         return Resource(
             kind=envelope.kind,
             name=envelope.metadata.name,
@@ -321,17 +330,25 @@ class _Loader:
             annotations=dict(envelope.metadata.annotations),
         )
 
-    def check_template(self, env: str, doc: _Doc, template: str) -> bool:
+    def check_template(self, env: str, doc: _Doc, template: str) -> str | None:
+        """The text of a Stack's template, or None after reporting why it cannot be used."""
         templates = (self.root / "templates").resolve()
         target = (templates / template).resolve()
         line = doc.line("spec", "template")
         if os.path.isabs(template) or not target.is_relative_to(templates):
             self.problem(env, doc.path, line, doc.ident, f"template {template!r} leaves templates/")
-            return False
+            return None
         if not target.is_file():
             self.problem(env, doc.path, line, doc.ident, f"template {template!r} not found under templates/")
-            return False
-        return True
+            return None
+        if target.stat().st_size > 1024 * 1024:
+            self.problem(env, doc.path, line, doc.ident, f"template {template!r} is larger than 1 MiB")
+            return None
+        try:
+            return target.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            self.problem(env, doc.path, line, doc.ident, f"template {template!r} cannot be read: {exc}")
+            return None
 
     def validation_problems(self, env: str, doc: _Doc, exc: ValidationError, model: Any, prefix: tuple[Any, ...] = ()) -> None:
         for error in exc.errors():
