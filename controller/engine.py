@@ -52,20 +52,51 @@ class Outcome:
     """Wall-clock time the pass started (alarms in ALARM since then fired during it)."""
     pruned: list[dict[str, Any]] = field(default_factory=list)
     """The records of resources this pass deleted, to recreate them in a rollback."""
+    rollouts: list[dict[str, Any]] = field(default_factory=list)
+    """Progressive deliveries this pass started (their first step is applied)."""
 
     @property
     def ok(self) -> bool:
         return self.result == "success"
 
 
-def desired_record(desired: Desired) -> dict[str, Any]:
-    """What the state store keeps of a Desired, to restore or recreate it in a rollback."""
-    return {"spec": desired.spec, "tags": desired.tags, "annotations": desired.annotations, "physical": desired.physical}
+def desired_record(desired: Desired, depends_on: list[str] | None = None) -> dict[str, Any]:
+    """What the state store keeps of a Desired: to restore or recreate it in a rollback,
+    and its dependencies, so that prune deletes dependents first."""
+    return {
+        "spec": desired.spec,
+        "tags": desired.tags,
+        "annotations": desired.annotations,
+        "physical": desired.physical,
+        "dependsOn": sorted(depends_on or []),
+    }
+
+
+def prune_order(records: list[ResourceRecord]) -> list[ResourceRecord]:
+    """Records in an order safe to delete: a resource before the ones it depends on."""
+    from controller.manifests.graph import topological_order
+
+    by_ident = {r.ident: r for r in records}
+    edges = {r.ident: {d for d in (r.desired or {}).get("dependsOn", []) if d in by_ident} for r in records}
+    order, _cycle = topological_order(sorted(by_ident), edges)
+    order += [i for i in sorted(by_ident) if i not in order]
+    return [by_ident[i] for i in reversed(order)]
 
 
 def desired_from_record(kind: str, name: str, data: dict[str, Any]) -> Desired:
     """The Desired a rollback gives a reconciler, from ``desired_record``'s output."""
     return Desired(kind, name, data["physical"], data["spec"], data.get("tags") or {}, data.get("annotations") or {})
+
+
+BAKE_KEY = "bake"
+"""Where an environment's record keeps its health gate (controller/health.py)."""
+
+
+def active_rollouts(store: StateStore, environment: str) -> dict[str, dict[str, Any]]:
+    """The progressive deliveries an environment's health gate is driving, by Kind/name."""
+    record = store.environment(environment)
+    gate = record.data.get(BAKE_KEY) if record else None
+    return {r["ident"]: r for r in (gate or {}).get("rollouts", [])}
 
 
 def spec_hash(state: dict[str, Any]) -> str:
@@ -147,7 +178,9 @@ class Engine:
             run.walk()
             run.prune(allow_mass_prune or env.spec.sync.allowMassPrune)
         finally:
-            outcome = Outcome(plan, applied=run.applied, duration=time.monotonic() - started, started_at=started_at, pruned=run.pruned)
+            outcome = Outcome(
+                plan, applied=run.applied, duration=time.monotonic() - started, started_at=started_at, pruned=run.pruned, rollouts=run.rollouts
+            )
             outcome.result = "failed" if plan.failed else "success"
             if record:
                 self._record(env, plan, outcome, execute, history_id)
@@ -188,7 +221,9 @@ class Engine:
             if rp.action == "delete" and rp.status == "ok" and execute:
                 continue
             sync = "unknown" if rp.status == "failed" else ("synced" if (rp.action == "noop" or (execute and rp.status == "ok")) else "out_of_sync")
-            health = {"failed": "degraded", "conflict": "degraded", "blocked": "unknown"}.get(rp.status, "healthy" if sync == "synced" else "unknown")
+            health = {"failed": "degraded", "conflict": "degraded", "blocked": "unknown", "progressing": "progressing"}.get(
+                rp.status, "healthy" if sync == "synced" else "unknown"
+            )
             if rp.status == "failed":
                 health = "unknown" if rp.message.startswith("observe:") else "degraded"
             key = (rp.kind, sync, health)
@@ -276,6 +311,8 @@ class _Pass:
         self.outputs: dict[str, dict[str, Any]] = {}
         self.applied: list[dict[str, Any]] = []
         self.pruned: list[dict[str, Any]] = []
+        self.rollouts: list[dict[str, Any]] = []
+        self.active = active_rollouts(engine.store, env.name)
         self.lock = threading.Lock()
         self.decisions: dict[str, ResourcePlan] = {}
 
@@ -419,12 +456,22 @@ class _Pass:
                     )
                     self._publish(resource, live.attrs or {"arn": live.arn})
                     return None
-            rp.changes = diff(state, reconciler.compare_view(live, state), ignore)
+            view = reconciler.compare_view(live, state)
+            rp.changes = diff(state, view, ignore)
             rp.action = "update" if rp.changes else "noop"
+            # Fields another tool owns keep their live value even through APIs that
+            # replace the whole resource (PutMetricAlarm, UpdateWebACL, ...).
+            for key in ignore:
+                if key in state and key in view:
+                    state[key] = view[key]
             if record is not None and record.spec is not None and record.physical == resource.physical:
                 rp.drift = diff(record.spec, reconciler.compare_view(live, record.spec), ignore)
         if rp.action != "noop" and resource.annotation_true(ANNOTATION_SUSPEND):
             rp.status, rp.message = "suspended", "lensops.io/suspend: observed only"
+        active = self.active.get(resource.ident)
+        if active is not None and rp.action == "update" and spec_hash(active["final"]) == spec_hash(state):
+            rp.status = "progressing"
+            rp.message = f"rollout step {active['index'] + 1} of {len(active['steps']) + 1}"
         if rp.status != "ok" or rp.action == "noop" or not self.execute:
             self._publish(resource, self._known_outputs(reconciler, resource, live))
             if self.execute and rp.status == "ok":
@@ -434,6 +481,9 @@ class _Pass:
             result = reconciler.create(desired, state)
         else:
             assert live is not None
+            steps = reconciler.rollout_steps(desired, state, live)
+            if steps:
+                return self._start_rollout(resource, rp, reconciler, desired, state, live, steps)
             result = reconciler.update(desired, state, live, rp.changes)
         settled = reconciler.settle(desired, result)
         if settled is None:
@@ -441,6 +491,30 @@ class _Pass:
             return _Settling(resource, reconciler, desired, state, result, time.monotonic() + reconciler.settle_timeout)
         self._finish(resource, rp, settled, state, desired)
         return None
+
+    def _start_rollout(
+        self, resource: Resource, rp: ResourcePlan, reconciler: Reconciler, desired: Desired, state: dict[str, Any], live: Live, steps: list[dict[str, Any]]
+    ) -> None:
+        """Apply the first step of a progressive delivery; the health gate drives the rest."""
+        first = steps[0]
+        result = reconciler.update(desired, first, live, diff(first, reconciler.compare_view(live, first)))
+        rollout = {
+            "ident": resource.ident,
+            "kind": resource.kind,
+            "name": resource.name,
+            "physical": resource.physical,
+            "steps": steps,
+            "final": state,
+            "index": 0,
+            "interval": reconciler.rollout_interval(desired),
+            "step_started_at": time.time(),
+            "desired": desired_record(desired),
+        }
+        with self.lock:
+            self.rollouts.append(rollout)
+        log.info("rollout_started", environment=self.env.name, kind=resource.kind, name=resource.name, steps=len(steps) + 1)
+        self._finish(resource, rp, result, state, desired)
+        rp.status, rp.message = "progressing", f"rollout started: step 1 of {len(steps) + 1}"
 
     def _finish(self, resource: Resource, rp: ResourcePlan, result: Live, state: dict[str, Any], desired: Desired) -> None:
         """Count, log, publish and record a change that AWS has completed."""
@@ -499,7 +573,7 @@ class _Pass:
                 health="healthy",
                 spec_hash=digest,
                 annotations=dict(resource.annotations),
-                desired=desired_record(desired),
+                desired=desired_record(desired, sorted(self._deps(resource))),
                 healthy_desired=record.healthy_desired if record else None,
             )
         )
@@ -521,7 +595,7 @@ class _Pass:
         if not candidates:
             return
         decisions: list[tuple[ResourcePlan, ResourceRecord, Live | None]] = []
-        for rec in sorted(candidates, key=lambda r: r.ident):
+        for rec in prune_order(candidates):
             rp = ResourcePlan(rec.kind, rec.name, rec.physical, action="delete")
             live = self.observed.get(rec.kind, {}).get(rec.physical)
             if rec.kind in self.failures:

@@ -18,17 +18,16 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from controller import logs, metrics
-from controller.engine import Engine, Outcome
+from controller.diff import diff
+from controller.engine import BAKE_KEY, Engine, Outcome, desired_from_record
 from controller.manifests.model import EnvironmentDesired
 from controller.manifests.types import parse_duration
 from controller.notify import notify
 from controller.rollback import rollback
 from controller.state import EnvironmentRecord
-from reconcilers.base import Context, chunks
+from reconcilers.base import KINDS, Context, chunks
 
 log = logs.get("lensops.health")
-
-BAKE_KEY = "bake"
 
 
 @dataclass
@@ -42,10 +41,16 @@ class Gate:
     changed: list[dict[str, Any]] = field(default_factory=list)
     pruned: list[dict[str, Any]] = field(default_factory=list)
     previous_healthy: str = ""
+    bake: float = 0.0
+    rollouts: list[dict[str, Any]] = field(default_factory=list)
+    """Progressive deliveries still stepping; the bake time counts from the last one's end."""
 
     @property
     def check_every(self) -> float:
-        return max(1.0, min(15.0, (self.until - self.started_at) / 10))
+        every = min(15.0, max(self.bake, 1.0) / 10)
+        for rollout in self.rollouts:
+            every = min(every, max(rollout["interval"], 1.0) / 4)
+        return max(0.25, every)
 
 
 def alarm_names(env: EnvironmentDesired, changed: list[dict[str, Any]]) -> list[str]:
@@ -93,10 +98,10 @@ def start(engine: Engine, env: EnvironmentDesired, outcome: Outcome) -> Gate | N
     """After a successful apply: a gate to watch, or None when the revision is healthy already."""
     record = engine.store.environment(env.name) or EnvironmentRecord(env.name)
     names = alarm_names(env, outcome.applied) if outcome.applied else []
-    if not names:
+    if not names and not outcome.rollouts:
         mark_healthy(engine, env.name, env.revision)
         return None
-    bake = parse_duration(env.spec.health.bakeTime)
+    bake = parse_duration(env.spec.health.bakeTime) if names else 0
     gate = Gate(
         revision=env.revision,
         started_at=outcome.started_at,
@@ -105,12 +110,54 @@ def start(engine: Engine, env: EnvironmentDesired, outcome: Outcome) -> Gate | N
         changed=outcome.applied,
         pruned=outcome.pruned,
         previous_healthy=record.healthy_revision,
+        bake=bake,
+        rollouts=outcome.rollouts,
     )
     record.data = {**record.data, BAKE_KEY: asdict(gate)}
     record.status = "baking"
     engine.store.put_environment(record)
-    log.info("bake_started", environment=env.name, revision=env.revision, alarms=names, bake_s=bake)
+    log.info("bake_started", environment=env.name, revision=env.revision, alarms=names, bake_s=bake, rollouts=len(gate.rollouts))
     return gate
+
+
+def _save(engine: Engine, name: str, gate: Gate) -> None:
+    record = engine.store.environment(name) or EnvironmentRecord(name)
+    record.data = {**record.data, BAKE_KEY: asdict(gate)}
+    engine.store.put_environment(record)
+
+
+def advance(engine: Engine, ctx: Context, env: EnvironmentDesired, gate: Gate, progress: Any = None) -> None:
+    """Apply each rollout's next step once its interval has passed; the bake starts after the last."""
+    now = time.time()
+    moved = False
+    for rollout in list(gate.rollouts):
+        if now - rollout["step_started_at"] < rollout["interval"]:
+            continue
+        index = rollout["index"] + 1
+        final = index >= len(rollout["steps"])
+        target = rollout["final"] if final else rollout["steps"][index]
+        reconciler = KINDS[rollout["kind"]].reconciler(ctx)  # type: ignore[misc]
+        desired = desired_from_record(rollout["kind"], rollout["name"], rollout["desired"])
+        live = reconciler.observe([rollout["physical"]]).get(rollout["physical"])
+        if live is None:
+            reconciler.create(desired, target)
+        else:
+            reconciler.update(desired, target, live, diff(target, reconciler.compare_view(live, target)))
+        moved = True
+        if final:
+            gate.rollouts.remove(rollout)
+            log.info("rollout_completed", environment=env.name, kind=rollout["kind"], name=rollout["name"])
+            message = f"{rollout['ident']}: rollout complete"
+        else:
+            rollout.update(index=index, step_started_at=now)
+            log.info("rollout_step", environment=env.name, kind=rollout["kind"], name=rollout["name"], step=index + 1, steps=len(rollout["steps"]) + 1)
+            message = f"{rollout['ident']}: step {index + 1} of {len(rollout['steps']) + 1}"
+        if progress:
+            progress(f"{env.name}: {message}")
+        if not gate.rollouts:
+            gate.until = time.time() + gate.bake
+    if moved:
+        _save(engine, env.name, gate)
 
 
 def pending(engine: Engine, name: str) -> Gate | None:
@@ -130,11 +177,12 @@ def mark_healthy(engine: Engine, name: str, revision: str) -> None:
     engine.store.put_environment(record)
 
 
-def check(engine: Engine, ctx: Context, env: EnvironmentDesired, gate: Gate) -> str:
+def check(engine: Engine, ctx: Context, env: EnvironmentDesired, gate: Gate, progress: Any = None) -> str:
     """One re-check of a gate: ``baking``, ``healthy``, ``rolled_back`` or ``unhealthy`` (rollback off)."""
-    fired = firing(ctx, gate.alarms, gate.started_at)
+    fired = firing(ctx, gate.alarms, gate.started_at) if gate.alarms else []
     if not fired:
-        if time.time() < gate.until:
+        advance(engine, ctx, env, gate, progress)
+        if gate.rollouts or time.time() < gate.until:
             return "baking"
         mark_healthy(engine, env.name, gate.revision)
         log.info("bake_passed", environment=env.name, revision=gate.revision)
@@ -145,6 +193,10 @@ def check(engine: Engine, ctx: Context, env: EnvironmentDesired, gate: Gate) -> 
     if env.spec.health.rollback == "off":
         record.status, record.message = "degraded", reason + " (rollback: off)"
         engine.store.put_environment(record)
+        # A progressive delivery's own gate still holds: its traffic goes back.
+        stepping = {r["ident"] for r in gate.rollouts}
+        if stepping:
+            rollback(engine, ctx, env, [c for c in gate.changed if f"{c['kind']}/{c['name']}" in stepping], [])
         log.error("health_check_failed", environment=env.name, revision=gate.revision, alarms=fired, rollback="off")
         metrics.RECONCILE_TOTAL.labels(env.name, "failed").inc()
         notify(ctx, env.spec, topic_arn(engine, env), f"lensops: {env.name} unhealthy after {gate.revision[:12]}", {"reason": reason, "rollback": "off"})

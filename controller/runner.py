@@ -4,7 +4,8 @@ Shared by ``lensops plan``/``apply`` and the daemon: it checks out the
 source, loads the tree (an invalid environment is refused whole, the others
 go on), asks STS which account each environment's credentials act in
 (refusing a mismatch with ``spec.account``), honours sync windows, and runs
-the engine for each environment.
+the engine for each environment; ``apply`` then drives the environment's
+RunbookRuns to their end (``runbooks/executor.py``).
 """
 
 from __future__ import annotations
@@ -25,6 +26,9 @@ from controller.settings import Settings
 from controller.source import Source
 from controller.state import StateStore, open_store
 from controller.windows import changes_allowed
+from runbooks import CATALOGUE as RUNBOOKS
+from runbooks.executor import Progress as RunbookProgress
+from runbooks.executor import drive as drive_runbooks
 
 log = logs.get("lensops.runner")
 
@@ -38,10 +42,12 @@ class Report:
     problems: list[Problem] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     held: dict[str, str] = field(default_factory=dict)
+    runbooks: list[RunbookProgress] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
-        return not self.problems and not self.errors and all(o.ok for o in self.outcomes)
+        failed_now = any(p.state == "failed" and not p.already_finished for p in self.runbooks)
+        return not self.problems and not self.errors and all(o.ok for o in self.outcomes) and not failed_now
 
     @property
     def has_changes(self) -> bool:
@@ -54,6 +60,9 @@ class Report:
             parts.append(f"{o.plan.environment}: {o.result}, {n} change{'s' if n != 1 else ''} applied in {o.duration:.1f}s")
         for env, reason in self.held.items():
             parts.append(f"{env}: held, {reason}")
+        for p in self.runbooks:
+            state = f"already {p.state}, not run again" if p.already_finished else p.state
+            parts.append(f"{p.environment}: runbook {p.runbook} {p.name} {state}" + (f" ({p.message})" if p.message else ""))
         return "Apply: " + ("; ".join(parts) if parts else "nothing to do")
 
     def as_dict(self) -> dict[str, Any]:
@@ -66,6 +75,11 @@ class Report:
             "errors": list(self.errors),
             "held": dict(self.held),
             "environments": [{**o.plan.as_dict(), "result": o.result, "applied": o.applied, "duration_seconds": round(o.duration, 3)} for o in self.outcomes],
+            "runbooks": [
+                {"environment": p.environment, "name": p.name, "runbook": p.runbook, "state": p.state, "step": p.step,
+                 "message": p.message, "alreadyFinished": p.already_finished, "outputs": p.outputs}
+                for p in self.runbooks
+            ],
         }
 
 
@@ -141,7 +155,28 @@ class Runner:
             report.outcomes.append(outcome)
             if run_it and outcome.ok:
                 self._gate(env, acct, outcome, report, progress)
+            if execute:
+                report.runbooks.extend(self._runbooks(env, acct, progress))
         return report
+
+    def _runbooks(self, env: Any, account: str, progress: Callable[[str], None]) -> list[RunbookProgress]:
+        """Drive the environment's RunbookRuns in the foreground until each finishes (windows do not hold them).
+
+        Waiting is re-checking in a loop on this thread, bounded by the longest run timeout."""
+        runs = [r for r in env.resources if r.kind == "RunbookRun"]
+        if not runs:
+            return []
+        ctx = self.engine.context(env, account)
+        deadline = time.time() + max(RUNBOOKS[r.spec["runbook"]].timeout for r in runs) + 60
+        while True:
+            found = drive_runbooks(self.store, env, ctx)
+            due = [p.next_check for p in found if p.next_check is not None]
+            if not due or time.time() > deadline:
+                return found
+            for p in found:
+                if p.next_check is not None:
+                    progress(f"{env.name}: runbook {p.runbook} {p.name}: {p.step}: {p.message}")
+            time.sleep(min(60.0, max(0.0, min(due) - time.time())))
 
     def _gate(self, env: Any, account: str, outcome: Outcome, report: Report, progress: Callable[[str], None]) -> None:
         """Run the health gate in the foreground: bake, then healthy or rolled back."""
@@ -151,7 +186,7 @@ class Runner:
         ctx = self.engine.context(env, account)
         progress(f"{env.name}: baking {gate.until - time.time():.0f}s, watching {', '.join(gate.alarms)}")
         while True:
-            result = health.check(self.engine, ctx, env, gate)
+            result = health.check(self.engine, ctx, env, gate, progress)
             if result != "baking":
                 break
             progress(f"{env.name}: baking, {max(0.0, gate.until - time.time()):.0f}s left, no alarm fired")

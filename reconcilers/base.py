@@ -142,6 +142,18 @@ class Reconciler:
             return str(spec.get(cls.name_field) or metadata_name)
         return metadata_name
 
+    def rollout_steps(self, desired: Desired, state: dict[str, Any], live: Live) -> list[dict[str, Any]]:
+        """States to pass through, in order, before ``state`` (progressive delivery); none by default.
+
+        The engine applies the first at once and the others one ``rollout_interval``
+        apart, each gated by the alarms; an alarm puts the last healthy state back.
+        """
+        return []
+
+    def rollout_interval(self, desired: Desired) -> float:
+        """Seconds between two rollout steps."""
+        return 0.0
+
     @classmethod
     def implied_dependencies(cls, spec: dict[str, Any]) -> list[tuple[str, str]]:
         """(kind, physical name) of resources this spec names without a ``ref:``.

@@ -10,10 +10,9 @@ more provisioned-concurrency configurations of a function). A provisioned-concur
 with ``GetProvisionedConcurrencyConfig`` until AWS has allocated it.
 Lambda aliases cannot be tagged: ownership comes from the state store only.
 
-Deployments: ``allAtOnce`` moves all traffic at once. ``canary`` and
-``linear`` do the same until the rollout engine drives their alarm-gated
-steps; ``LambdaAliasReconciler.target_routing`` is where a step's routing
-will be decided.
+Deployments: ``allAtOnce`` moves all traffic at once; ``canary`` and
+``linear`` give ``rollout_steps`` to the engine, which applies them one
+interval apart, each gated by the alarms (controller/health.py).
 """
 
 from __future__ import annotations
@@ -25,7 +24,7 @@ from pydantic import BeforeValidator, Field, field_validator, model_validator
 
 from controller.diff import Change
 from controller.errors import PermanentError
-from controller.manifests.types import Duration, Spec
+from controller.manifests.types import Duration, Spec, parse_duration
 from reconcilers.base import Desired, Live, Reconciler, register
 
 
@@ -148,15 +147,32 @@ class LambdaAliasReconciler(Reconciler):
         return f"arn:aws:lambda:{self.ctx.region}:{self.ctx.account}:function:{physical}"
 
     def target_routing(self, spec: dict[str, Any]) -> Routing:
-        """The routing this pass converges to.
-
-        ``allAtOnce`` goes straight to the manifest's version and weights.
-        ``canary`` and ``linear`` do too for now; the rollout engine will
-        decide here the routing of each step (the live version keeping all
-        but ``stepPercent``, then the next step once the alarms stay quiet).
-        """
+        """The routing the manifest asks for once any rollout is over."""
         weights = (spec.get("routingConfig") or {}).get("additionalVersionWeights") or {}
         return Routing(str(spec["functionVersion"]), {str(v): float(w) for v, w in weights.items()})
+
+    def rollout_steps(self, desired: Desired, state: dict[str, Any], live: Live) -> list[dict[str, Any]]:
+        """A new version through ``canary`` (stepPercent, then all) or ``linear`` (+stepPercent each interval).
+
+        Each step keeps the live version as the alias's main version and sends
+        the step's share to the new one. Provisioned concurrency cannot sit on
+        an alias with weights, so it is off during the steps and back at the end.
+        """
+        deployment = desired.spec.get("deployment") or {}
+        kind = deployment.get("type", "allAtOnce")
+        old, new = live.state.get("functionVersion"), state["functionVersion"]
+        if kind == "allAtOnce" or not old or old == new or state["routingConfig"]:
+            return []
+        step = int(deployment["stepPercent"])
+        shares = [step] if kind == "canary" else list(range(step, 100, step))
+        return [
+            {**state, "functionVersion": old, "routingConfig": {"additionalVersionWeights": {new: share / 100}}, "provisionedConcurrency": None}
+            for share in shares
+        ]
+
+    def rollout_interval(self, desired: Desired) -> float:
+        deployment = desired.spec.get("deployment") or {}
+        return float(parse_duration(deployment.get("interval") or 0))
 
     # --- observe -------------------------------------------------------
 

@@ -212,18 +212,6 @@ def test_missing_function_fails_the_alias_naming_it(lambda_, tree, lensops):
     assert "function billing" in result.out + result.err
 
 
-def test_canary_deployment_moves_all_traffic_until_rollouts_drive_steps(lambda_, tree, lensops):
-    tree.environment("dev")
-    tree.write("environments/dev/aliases.yaml", alias("live"))
-    _apply(lensops, tree)
-    tree.write("environments/dev/aliases.yaml", alias("live", version="2", extra="deployment: {type: canary, stepPercent: 10, interval: 5m}"))
-    _apply(lensops, tree)
-    live = lambda_.get_alias(FunctionName="api", Name="live")
-    assert live["FunctionVersion"] == "2"
-    assert not (live.get("RoutingConfig") or {}).get("AdditionalVersionWeights")
-
-
-
 class _Allocating:
     """A Lambda client whose provisioned concurrency goes through the given statuses, as AWS does for minutes."""
 

@@ -93,3 +93,22 @@ def test_emptied_environment_is_refused(aws, client, tree, lensops):
     refused = lensops("apply", "--repo", str(tree.root))
     assert refused.code == 1 and "no manifests" in refused.err + refused.out
     assert _names(client) == {"a"}
+
+
+def test_prune_deletes_dependents_first():
+    from controller.engine import prune_order
+    from controller.state import ResourceRecord
+
+    def record(kind: str, name: str, deps: list[str]) -> ResourceRecord:
+        return ResourceRecord("dev", kind, name, name, desired={"dependsOn": deps})
+
+    records = [
+        record("IPSet", "blocked", []),
+        record("WebACL", "api", ["IPSet/blocked"]),
+        record("Topic", "alerts", []),
+        record("MetricAlarm", "api-5xx", ["Topic/alerts"]),
+        record("CompositeAlarm", "health", ["MetricAlarm/api-5xx"]),
+    ]
+    order = [r.ident for r in prune_order(records)]
+    assert order.index("WebACL/api") < order.index("IPSet/blocked")
+    assert order.index("CompositeAlarm/health") < order.index("MetricAlarm/api-5xx") < order.index("Topic/alerts")
