@@ -24,6 +24,7 @@ from controller.aws import ClientFactory
 from controller.diff import Change, diff
 from controller.errors import LensopsError, PermanentError, classify
 from controller.manifests.graph import REF_RE
+from controller.manifests.types import parse_duration
 from controller.manifests.model import (
     ANNOTATION_ADOPT,
     ANNOTATION_PRUNE,
@@ -144,6 +145,15 @@ class Engine:
         """Set on shutdown: passes stop before their next resource (a safe point)."""
 
     def context(self, env: EnvironmentDesired, account: str, execute: bool = False) -> Context:
+        health = env.spec.health
+        alarms: list[str] = []
+        if health.rollback == "auto":
+            by_ident = env.by_ident()
+            for item in health.alarms:
+                target = by_ident.get(item[4:].split(".")[0]) if item.startswith("ref:") else None
+                name = target.physical if target else ("" if item.startswith("ref:") else item)
+                if name:
+                    alarms.append(f"arn:aws:cloudwatch:{env.spec.region}:{account}:alarm:{name}")
         return Context(
             environment=env.name,
             region=env.spec.region,
@@ -151,6 +161,8 @@ class Engine:
             role_arn=env.spec.assumeRoleArn or "",
             factory=self.factory,
             execute=execute,
+            rollback_alarm_arns=tuple(alarms),
+            bake_seconds=parse_duration(health.bakeTime),
         )
 
     # --- the pass ----------------------------------------------------------

@@ -37,6 +37,9 @@ class Context:
     factory: ClientFactory
     execute: bool = False
     """True when this pass applies, False when it only plans (a reconciler may keep work for apply)."""
+    rollback_alarm_arns: tuple[str, ...] = ()
+    """The health alarms when ``rollback: auto`` (a Stack hands them to CloudFormation's own rollback)."""
+    bake_seconds: int = 0
     cache: dict[str, Any] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 

@@ -528,6 +528,21 @@ class StackReconciler(Reconciler):
         stack = stacks[0] if stacks else None
         return None if stack is None or stack["StackStatus"] == "DELETE_COMPLETE" else stack
 
+    def _rollback_configuration(self) -> dict[str, Any]:
+        """CloudFormation's own rollback on the environment's health alarms, for the bake time.
+
+        At most five triggers and 180 minutes, as the API allows; lensops's
+        health gate still watches every alarm for the whole bake.
+        """
+        arns = self.ctx.rollback_alarm_arns[:5]
+        if not arns:
+            return {}
+        minutes = min(180, max(1, -(-self.ctx.bake_seconds // 60)))
+        return {
+            "RollbackTriggers": [{"Arn": arn, "Type": "AWS::CloudWatch::Alarm"} for arn in arns],
+            "MonitoringTimeInMinutes": minutes,
+        }
+
     def _stack_params(self, physical: str, state: dict[str, Any], text: str) -> dict[str, Any]:
         if len(text.encode()) > TEMPLATE_BODY_LIMIT:
             raise PermanentError(f"template is over {TEMPLATE_BODY_LIMIT} bytes: TemplateURL (S3) is not supported yet")
@@ -557,6 +572,9 @@ class StackReconciler(Reconciler):
             track.update(stack=made["StackId"], executed=True)
             return
         kind = "UPDATE" if exists else "CREATE"
+        rollback = self._rollback_configuration()
+        if rollback:
+            params["RollbackConfiguration"] = rollback
         try:
             made = client.create_change_set(**params, ChangeSetName=_change_set_name("apply"), ChangeSetType=kind)
         except botocore.exceptions.ClientError as exc:
