@@ -34,6 +34,7 @@ from controller.settings import Settings
 from controller.state import EnvironmentRecord
 from controller.status import status_document
 from controller.windows import changes_allowed
+from runbooks.executor import drive as drive_runbooks
 
 log = logs.get("lensops.daemon")
 
@@ -279,7 +280,7 @@ class Daemon:
             log.error("account_guard_failed", environment=name, error=str(exc))
             metrics.RECONCILE_TOTAL.labels(name, "failed").inc()
             return
-        outcome = self.engine.reconcile(env, account, execute=execute, record=True, trigger=trigger)
+        outcome = self.engine.reconcile(env, account, execute=execute, record=True, trigger=trigger, retry_failed=False)
         if not execute:
             metrics.RECONCILE_TOTAL.labels(name, outcome.result).inc()
         elif outcome.ok and new:
@@ -291,6 +292,22 @@ class Daemon:
             failed = [f"{r.ident}: {r.message}" for r in outcome.plan.resources if r.status in ("failed", "conflict", "blocked")]
             notify(ctx, env.spec, health.topic_arn(self.engine, env), f"lensops: {name} reconcile failed", {
                 "environment": name, "revision": env.revision, "errors": "; ".join((outcome.plan.errors + failed)[:5])})
+        self._drive_runbooks(env, account)
+
+    # --- runbooks ------------------------------------------------------------
+
+    def _drive_runbooks(self, env: EnvironmentDesired, account: str) -> None:
+        """Advance the environment's RunbookRuns (sync windows, holds and prune do not stop them);
+        when one waits, a one-off job schedules the environment again at its next check."""
+        if self.stop_event.is_set() or not any(r.kind == "RunbookRun" for r in env.resources):
+            return
+        hold = getattr(self.engine, "request_rollback", None)  # the engine's rollback hold, once it has one
+        requester = (lambda revision: str(hold(env.name, revision))) if hold is not None else None
+        progress = drive_runbooks(self.store, env, self.engine.context(env, account), request_rollback=requester)
+        due = [p.next_check for p in progress if p.next_check is not None]
+        if due and not self.stop_event.is_set():
+            when = dt.datetime.fromtimestamp(min(due), dt.timezone.utc)
+            self.scheduler.add_job(self.schedule, "date", run_date=when, args=[env.name, "runbook"], id=f"runbook:{env.name}", replace_existing=True)
 
     # --- health gates ------------------------------------------------------
 

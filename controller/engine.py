@@ -89,6 +89,9 @@ def desired_from_record(kind: str, name: str, data: dict[str, Any]) -> Desired:
     return Desired(kind, name, data["physical"], data["spec"], data.get("tags") or {}, data.get("annotations") or {})
 
 
+FAILURE_NAMESPACE = "failure"
+"""State-store items of resources that failed with a permanent error, keyed ``env/Kind/name``."""
+
 BAKE_KEY = "bake"
 """Where an environment's record keeps its health gate (controller/health.py)."""
 
@@ -176,15 +179,20 @@ class Engine:
         record: bool = True,
         allow_mass_prune: bool = False,
         trigger: str = "cli",
+        retry_failed: bool = True,
     ) -> Outcome:
-        """One pass over an environment: plan only (``execute=False``) or apply."""
+        """One pass over an environment: plan only (``execute=False``) or apply.
+
+        With ``retry_failed`` off (the daemon), a resource that failed with a
+        permanent error is not tried again until its spec or the revision changes.
+        """
         started = time.monotonic()
         started_at = time.time()
         ctx = self.context(env, account, execute)
         inventory = self.store.resources(env.name)
         plan = Plan(env.name, env.revision)
         observed, failures = self._observe(ctx, env, inventory)
-        run = _Pass(self, ctx, env, inventory, observed, failures, plan, execute)
+        run = _Pass(self, ctx, env, inventory, observed, failures, plan, execute, retry_failed)
         history_id = self.store.start_revision(env.name, env.revision, trigger) if (record and execute) else 0
         try:
             run.walk()
@@ -311,8 +319,12 @@ class _Pass:
         failures: dict[str, str],
         plan: Plan,
         execute: bool,
+        retry_failed: bool = True,
     ):
         self.engine = engine
+        self.retry_failed = retry_failed
+        self.permanent = {k.split("/", 1)[1]: v for k, v, _ in engine.store.list_items(FAILURE_NAMESPACE, f"{env.name}/")}
+        self.state_hash: dict[str, str] = {}
         self.ctx = ctx
         self.env = env
         self.inventory = inventory
@@ -421,9 +433,11 @@ class _Pass:
             return step()  # type: ignore[no-any-return]
         except LensopsError as exc:
             rp.status, rp.message = "failed", str(exc)
+            self._remember_permanent(resource, exc)
         except Exception as exc:  # noqa: BLE001 - every AWS error is mapped and reported per resource
             error = classify(exc)
             rp.status, rp.message = "failed", str(error)
+            self._remember_permanent(resource, error)
         if rp.status in ("failed", "conflict", "blocked"):
             log.error("resource_failed", environment=self.env.name, kind=resource.kind, name=resource.name, status=rp.status, error=rp.message)
             if self.execute and rp.status == "failed":
@@ -489,6 +503,13 @@ class _Pass:
             if self.execute and rp.status == "ok":
                 self._remember(resource, live, state, desired, changed=rp.adopt)
             return None
+        digest = spec_hash(state)
+        known = self.permanent.get(resource.ident)
+        if known and not self.retry_failed and known["hash"] == digest and known["revision"] == self.env.revision:
+            rp.status = "failed"
+            rp.message = f"{known['message']} (not retried until the spec or the revision changes)"
+            return None
+        self.state_hash[resource.ident] = digest
         if rp.action == "create":
             result = reconciler.create(desired, state)
         else:
@@ -530,6 +551,8 @@ class _Pass:
 
     def _finish(self, resource: Resource, rp: ResourcePlan, result: Live, state: dict[str, Any], desired: Desired) -> None:
         """Count, log, publish and record a change that AWS has completed."""
+        if resource.ident in self.permanent:
+            self.engine.store.delete_item(FAILURE_NAMESPACE, f"{self.env.name}/{resource.ident}")
         metrics.APPLIED_CHANGES.labels(self.env.name, resource.kind, rp.action).inc()
         log.info("resource_applied", environment=self.env.name, kind=resource.kind, name=resource.name, action=rp.action, fields=[c.path for c in rp.changes][:20])
         self._publish(resource, result.attrs or {"arn": result.arn})
@@ -589,6 +612,16 @@ class _Pass:
                 healthy_desired=record.healthy_desired if record else None,
             )
         )
+
+    def _remember_permanent(self, resource: Resource, error: Exception) -> None:
+        """Keep a permanent error against the spec that caused it (the daemon does not retry it)."""
+        digest = self.state_hash.get(resource.ident)
+        if not self.execute or digest is None or not isinstance(error, PermanentError):
+            return
+        key = f"{self.env.name}/{resource.ident}"
+        value = {"hash": digest, "revision": self.env.revision, "message": str(error), "at": time.time()}
+        found = self.engine.store.get_item(FAILURE_NAMESPACE, key)
+        self.engine.store.put_item(FAILURE_NAMESPACE, key, value, found[1] if found else None)
 
     def _remember_failure(self, resource: Resource, rp: ResourcePlan) -> None:
         record = self.inventory.get(resource.ident)

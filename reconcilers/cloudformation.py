@@ -245,9 +245,13 @@ class StackReconciler(Reconciler):
     settle_timeout = 3600.0
     drift_check_interval: ClassVar[float] = 900.0
     """Seconds after which a stack's resource drift is detected again."""
+    # A plan previews a change through a change set it then deletes: plan-only
+    # roles need CreateChangeSet and DeleteChangeSet too.
     iam_read = (
         "cloudformation:DescribeStacks",
         "cloudformation:GetTemplate",
+        "cloudformation:CreateChangeSet",
+        "cloudformation:DeleteChangeSet",
         "cloudformation:DescribeChangeSet",
         "cloudformation:DescribeStackEvents",
         "cloudformation:DetectStackDrift",
