@@ -31,6 +31,7 @@ from controller.notify import notify
 from controller.runner import Runner
 from controller.server import Server
 from controller.settings import Settings
+from controller.source import redact
 from controller.state import EnvironmentRecord
 from controller.status import status_document
 from controller.windows import changes_allowed
@@ -75,6 +76,13 @@ class Daemon:
     def start(self) -> None:
         for result in ("success", "failed"):
             metrics.GIT_FETCH.labels(result)
+        for record in self.store.environments():
+            # What the state store knows is exported at once: dashboards and the
+            # no-sync alert do not go blank across a restart.
+            if record.applied_revision:
+                metrics.set_applied_revision(record.environment, record.applied_revision)
+            if record.last_sync:
+                metrics.LAST_SYNC.labels(record.environment).set(record.last_sync)
         self.server.start()
         now = dt.datetime.now(dt.timezone.utc)
         self.scheduler.add_job(self._beat, "interval", seconds=5, id="heartbeat", next_run_time=now)
@@ -83,7 +91,7 @@ class Daemon:
         if not self.runner.source.remote:
             threading.Thread(target=self._watch, name="lensops-watch", daemon=True).start()
         host, port = self.server.address
-        log.info("daemon_started", repo=self.runner.source.repo, branch=self.settings.branch, http=f"{host}:{port}", poll_s=self.settings.poll_interval, resync_s=self.settings.resync_interval)
+        log.info("daemon_started", repo=redact(self.runner.source.repo), branch=self.settings.branch, http=f"{host}:{port}", poll_s=self.settings.poll_interval, resync_s=self.settings.resync_interval)
 
     def stop(self) -> None:
         """Stop taking work, let running passes reach a safe point, then close."""
@@ -130,7 +138,7 @@ class Daemon:
             entry = doc["environments"].setdefault(name, {"status": "invalid", "resources": []})
             entry["invalid"] = [str(p) for p in problems]
         doc["source"] = {
-            "repo": self.runner.source.repo,
+            "repo": redact(self.runner.source.repo),
             "branch": self.settings.branch,
             "revision": self.fetched_revision,
             "error": self.fetch_error,

@@ -281,6 +281,11 @@ class Engine:
                 self.store.finish_revision(history_id, outcome.result, previous.message, outcome.applied)
         else:
             previous.status = "failed" if plan.failed else ("out_of_sync" if plan.has_changes else "synced")
+            if not plan.failed:
+                # A pass that only checked (a sync window, no self-heal) still
+                # proves lensops sees the environment: it counts as a sync.
+                previous.last_sync = time.time()
+                metrics.LAST_SYNC.labels(name).set(previous.last_sync)
         self.store.put_environment(previous)
         log.info(
             "reconcile_finished",
@@ -380,6 +385,11 @@ class _Pass:
                 for ident in ready:
                     del waiting[ident]
                     running[pool.submit(self._one, by_ident[ident], deps[ident])] = ident
+                if self.engine.stopping.is_set():
+                    for _, settling in delayed:
+                        rp = self.decisions[settling.resource.ident]
+                        rp.status, rp.message = "blocked", "lensops stopped while AWS was still applying this change"
+                    delayed.clear()
                 now = time.monotonic()
                 for due, settling in [d for d in delayed if d[0] <= now]:
                     delayed.remove((due, settling))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,11 @@ import git
 
 from controller import metrics
 from controller.errors import RetryableError, UsageError
+
+
+def redact(url: str) -> str:
+    """A repository URL fit for logs and status: any user or token before ``@`` removed."""
+    return re.sub(r"^([a-z][a-z0-9+.-]*://)[^/@]+@", r"\1***@", url)
 
 
 def is_url(repo: str) -> bool:
@@ -82,8 +88,9 @@ class Source:
             metrics.GIT_FETCH.labels("success").inc()
         except git.GitCommandError as exc:
             metrics.GIT_FETCH.labels("failed").inc()
-            detail = (exc.stderr or str(exc)).strip().splitlines()
-            raise RetryableError(f"git: cannot fetch {self.repo} branch {self.branch}: {detail[-1] if detail else exc}") from None
+            lines = [line.strip() for line in str(exc.stderr or "").splitlines() if line.strip().strip("'").strip()]
+            detail = lines[-1].removeprefix("stderr:").strip().strip("'") if lines else f"git exited {exc.status}"
+            raise RetryableError(f"git: cannot fetch {redact(self.repo)} branch {self.branch}: {detail}") from None
         metrics.set_source_revision(work.head.commit.hexsha)
         return work
 

@@ -9,7 +9,11 @@ import threading
 import time
 from typing import Any
 
+from controller.errors import UsageError
 from controller.state.base import EnvironmentRecord, ResourceRecord, RevisionRecord
+
+SCHEMA_VERSION = 1
+"""Raised when a change needs a migration; an older lensops refuses a newer store."""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS resources (
@@ -60,12 +64,18 @@ class SqliteStore:
         if path != ":memory:":
             os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         self._lock = threading.RLock()
+        self._leases: dict[str, tuple[str, float]] = {}
+        self._replicas: dict[str, float] = {}
         self._db = sqlite3.connect(path, check_same_thread=False, timeout=30, isolation_level=None)
         self._db.row_factory = sqlite3.Row
         with self._lock:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
+            version = int(self._db.execute("PRAGMA user_version").fetchone()[0])
+            if version > SCHEMA_VERSION:
+                raise UsageError(f"state store {path} is from a newer lensops (schema {version}, this one reads {SCHEMA_VERSION})")
             self._db.executescript(_SCHEMA)
+            self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     def _rows(self, sql: str, args: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
         with self._lock:
@@ -234,6 +244,39 @@ class SqliteStore:
 
     def ping(self) -> None:
         self._rows("SELECT 1")
+
+    # Leases: one process owns every environment, so a lease is always granted (epoch 1)
+    # and kept in memory only; fencing has nothing to guard against.
+
+    def acquire_lease(self, environment: str, owner: str, ttl_seconds: float) -> int | None:
+        with self._lock:
+            self._leases[environment] = (owner, time.time() + ttl_seconds)
+        return 1
+
+    def release_lease(self, environment: str, owner: str) -> None:
+        with self._lock:
+            if self._leases.get(environment, ("", 0.0))[0] == owner:
+                del self._leases[environment]
+
+    def lease_holder(self, environment: str) -> tuple[str, int, float] | None:
+        with self._lock:
+            found = self._leases.get(environment)
+        return (found[0], 1, found[1]) if found else None
+
+    def heartbeat(self, owner: str, ttl_seconds: float) -> None:
+        with self._lock:
+            self._replicas[owner] = time.time() + ttl_seconds
+
+    def live_replicas(self) -> list[str]:
+        now = time.time()
+        with self._lock:
+            return sorted(o for o, expires in self._replicas.items() if expires > now)
+
+    def fence(self, environment: str, owner: str, epoch: int) -> None:
+        pass
+
+    def unfence(self, environment: str) -> None:
+        pass
 
     def close(self) -> None:
         with self._lock:
