@@ -89,7 +89,8 @@ class Source:
         except git.GitCommandError as exc:
             metrics.GIT_FETCH.labels("failed").inc()
             lines = [line.strip() for line in str(exc.stderr or "").splitlines() if line.strip().strip("'").strip()]
-            detail = lines[-1].removeprefix("stderr:").strip().strip("'") if lines else f"git exited {exc.status}"
+            fatal = [line for line in lines if "fatal:" in line or "error:" in line]
+            detail = (fatal or lines or [f"git exited {exc.status}"])[0].removeprefix("stderr:").strip().strip("'")
             raise RetryableError(f"git: cannot fetch {redact(self.repo)} branch {self.branch}: {detail}") from None
         metrics.set_source_revision(work.head.commit.hexsha)
         return work
