@@ -58,9 +58,11 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     rb = p.add_subparsers(dest="runbook_command", metavar="list|show")
     rb.required = True
-    rb.add_parser("list")
+    listing = rb.add_parser("list")
     show = rb.add_parser("show")
     show.add_argument("name")
+    for leaf in (listing, show):  # `lensops runbook show NAME --output json` reads naturally
+        leaf.add_argument("--output", choices=("text", "json"), default=argparse.SUPPRESS)
 
     p = sub.add_parser("schema", help="JSON Schema of every kind")
     _common(p)
@@ -222,19 +224,33 @@ def cmd_runbook(args: argparse.Namespace, settings: Any) -> int:
     from runbooks import CATALOGUE
 
     if args.runbook_command == "list":
-        data = [{"name": r.name, "summary": r.summary} for r in CATALOGUE.values()]
-        _emit(args, data, "\n".join(f"{r['name']:<12} {r['summary']}" for r in data))
+        listing = [{"name": r.name, "summary": r.summary, "steps": [s.name for s in r.steps]} for r in CATALOGUE.values()]
+        _emit(args, listing, "\n".join(f"{r.name:<12} {r.summary}" for r in CATALOGUE.values()))
         return EXIT_OK
-    info = CATALOGUE.get(args.name)
-    if info is None:
+    runbook = CATALOGUE.get(args.name)
+    if runbook is None:
         raise UsageError(f"no runbook {args.name!r}; known: {', '.join(sorted(CATALOGUE))}")
-    data = {
-        "name": info.name,
-        "summary": info.summary,
-        "parameters": [{"name": p.name, "required": p.required, "description": p.description} for p in info.parameters],
+    data: dict[str, Any] = {
+        "name": runbook.name,
+        "summary": runbook.summary,
+        "page": f"runbooks/{runbook.page}",
+        "timeoutSeconds": runbook.timeout,
+        "parameters": [{"name": p.name, "required": p.required, "description": p.description} for p in runbook.parameters],
+        "steps": [
+            {"name": s.name, "description": s.description, "timeoutSeconds": s.timeout, "touches": list(s.touches)}
+            for s in runbook.steps
+        ],
+        "touches": list(runbook.touches),
     }
-    lines = [f"{info.name}: {info.summary}", "parameters:"]
+    lines = [f"{runbook.name}: {runbook.summary}", "parameters:"]
     lines += [f"  {p['name']}{' (required)' if p['required'] else ''}: {p['description']}" for p in data["parameters"]]
+    lines.append(f"steps (each checkpointed; run timeout {runbook.timeout / 60:.0f} min):")
+    for number, step in enumerate(runbook.steps, 1):
+        lines.append(f"  {number}. {step.name} (timeout {step.timeout / 60:.0f} min): {step.description}")
+        if step.touches:
+            lines.append(f"     touches: {', '.join(step.touches)}")
+    lines.append("  then: the result is sent to the environment's notification topic and webhook")
+    lines.append(f"documentation: runbooks/{runbook.page}")
     _emit(args, data, "\n".join(lines))
     return EXIT_OK
 

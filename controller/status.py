@@ -7,6 +7,7 @@ import time
 from typing import Any
 
 from controller.state import StateStore
+from runbooks.executor import runbook_runs
 
 
 def _when(ts: float) -> str:
@@ -45,6 +46,7 @@ def status_document(store: StateStore, envs: list[str] | None = None) -> dict[st
                 }
                 for r in sorted(resources.values(), key=lambda r: r.ident)
             ],
+            "runbooks": runbook_runs(store, record.environment),
         }
     return out
 
@@ -61,7 +63,26 @@ def status_text(doc: dict[str, Any]) -> str:
         for r in env["resources"]:
             if r["sync"] != "synced" or r["health"] not in ("healthy",):
                 lines.append(f"  {r['kind']}/{r['name']}: {r['sync']}, {r['health']} {r['message']}".rstrip())
+        for run in env.get("runbooks", []):
+            lines.append("  " + _run_line(run))
     return "\n".join(lines)
+
+
+def _run_line(run: dict[str, Any]) -> str:
+    """One line per runbook run: what, where it stands, and why when it is stuck or failed."""
+    steps = f"{run['stepsDone']}/{len(run['steps'])} steps"
+    line = f"RunbookRun/{run['name']} ({run['runbook']}): {run['state']}, {steps}"
+    if run["state"] == "running":
+        current = next((s for s in run["steps"] if s["name"] == run["currentStep"]), None)
+        if current:
+            line += f", {current['name']} {current['state']}" + (f": {current['message']}" if current["message"] else "")
+        if run["nextCheck"]:
+            line += f" (next check {run['nextCheck']})"
+    else:
+        line += f", finished {run['finishedAt']}" + (f": {run['message']}" if run["message"] else "")
+    if run.get("ignoredChange"):
+        line += f"; note: {run['ignoredChange']['message']}"
+    return line
 
 
 def history_document(store: StateStore, envs: list[str] | None, limit: int) -> dict[str, Any]:

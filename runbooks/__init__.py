@@ -1,53 +1,26 @@
 """Runbooks: operator procedures run by committing a ``RunbookRun`` manifest.
 
-Each runbook is a module of named, idempotent steps with a Markdown page
-beside it. This package declares the parameters of each runbook so that
-``lensops validate`` can check a ``RunbookRun`` without running anything.
+Each runbook is a module of named, idempotent steps (``runbooks/base.py``)
+with a Markdown page beside it. ``CATALOGUE`` lists them: it is the one
+source of truth for their names, parameters and steps, read by ``lensops
+validate`` (through ``RunbookRunSpec``), ``lensops schema``, ``lensops
+runbook list|show`` and the executor (``runbooks/executor.py``). Adding a
+runbook: its module building a ``Runbook``, its page, one line below.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import Field, model_validator
 
 from controller.manifests.types import Spec
+from runbooks import dr_restore, rollback
+from runbooks.base import Parameter, Runbook, Step, catalogue
 
+__all__ = ["CATALOGUE", "Parameter", "Runbook", "RunbookRunSpec", "Step"]
 
-@dataclass(frozen=True)
-class Parameter:
-    name: str
-    description: str
-    required: bool = False
-
-
-@dataclass(frozen=True)
-class RunbookInfo:
-    name: str
-    summary: str
-    parameters: tuple[Parameter, ...] = field(default_factory=tuple)
-
-
-CATALOGUE: dict[str, RunbookInfo] = {
-    "dr-restore": RunbookInfo(
-        "dr-restore",
-        "Restore an RDS instance from a snapshot and point an SSM parameter at the new endpoint.",
-        (
-            Parameter("dbInstanceIdentifier", "the source RDS instance", required=True),
-            Parameter("snapshot", "'latest' or a snapshot id", required=True),
-            Parameter("targetDbInstanceIdentifier", "the instance to restore into", required=True),
-            Parameter("dbInstanceClass", "instance class of the restored instance"),
-            Parameter("endpointParameter", "SSM parameter name to point at the new endpoint address"),
-            Parameter("recoveryPointArn", "restore from an AWS Backup recovery point instead of a snapshot"),
-        ),
-    ),
-    "rollback": RunbookInfo(
-        "rollback",
-        "Put the environment back on its last healthy revision and hold it there until a newer commit.",
-        (Parameter("revision", "a specific earlier healthy revision instead of the last one"),),
-    ),
-}
+CATALOGUE: dict[str, Runbook] = catalogue(dr_restore.RUNBOOK, rollback.RUNBOOK)
 
 
 class RunbookRunSpec(Spec):
@@ -58,16 +31,10 @@ class RunbookRunSpec(Spec):
 
     @model_validator(mode="after")
     def _known(self) -> "RunbookRunSpec":
-        info = CATALOGUE.get(self.runbook)
-        if info is None:
+        found = CATALOGUE.get(self.runbook)
+        if found is None:
             raise ValueError(f"unknown runbook {self.runbook!r}; known: {', '.join(sorted(CATALOGUE))}")
-        names = {p.name for p in info.parameters}
-        unknown = sorted(set(self.parameters) - names)
-        if unknown:
-            raise ValueError(f"unknown parameter(s) {', '.join(unknown)} for runbook {self.runbook}")
-        missing = [p.name for p in info.parameters if p.required and p.name not in self.parameters]
-        if self.runbook == "dr-restore" and "recoveryPointArn" in self.parameters:
-            missing = [m for m in missing if m != "snapshot"]
-        if missing:
-            raise ValueError(f"missing parameter(s) {', '.join(missing)} for runbook {self.runbook}")
+        problems = found.problems(self.parameters)
+        if problems:
+            raise ValueError("; ".join(problems))
         return self
