@@ -40,6 +40,8 @@ from runbooks.executor import drive as drive_runbooks
 log = logs.get("lensops.daemon")
 
 SHUTDOWN_SECONDS = 25.0
+HOLD_KEY = "hold"
+"""Where an environment's record keeps the rollback runbook's hold."""
 RESULTS = ("success", "failed", "rolled_back", "invalid")
 
 
@@ -61,6 +63,7 @@ class Daemon:
         self.first_loaded = threading.Event()
         self.heartbeat = time.monotonic()
         self._dirty: dict[str, str] = {}
+        self._held_envs: dict[str, EnvironmentDesired] = {}
         self._locks: dict[str, threading.Lock] = {}
         self._state_lock = threading.Lock()
         self.scheduler = BackgroundScheduler(
@@ -270,6 +273,10 @@ class Daemon:
         if env is None:
             return
         record = self.store.environment(name)
+        held = self._held(name, env, record)
+        if held is not None:
+            self._resync_held(held, env)
+            return
         new = record is None or record.applied_revision != env.revision
         execute = new or env.spec.sync.selfHeal
         trigger = reason if new else "resync"
@@ -302,6 +309,63 @@ class Daemon:
                 "environment": name, "revision": env.revision, "errors": "; ".join((outcome.plan.errors + failed)[:5])})
         self._drive_runbooks(env, account)
 
+    # --- the rollback runbook's hold ------------------------------------------
+
+    def request_rollback(self, name: str, revision: str | None) -> str:
+        """Apply an earlier healthy revision of ``name`` and hold it until a newer commit arrives."""
+        env = self.loaded[name]
+        record = self.store.environment(name) or EnvironmentRecord(name)
+        target = revision or health.last_healthy_before(record, env)
+        if not target:
+            raise LensopsError(f"environment {name} has no earlier healthy revision to go back to")
+        held = self._load_revision(name, target)
+        account = self.runner.account_for(name, env.spec)
+        outcome = self.engine.reconcile(held, account, execute=True, record=True, trigger="rollback", allow_mass_prune=True)
+        record = self.store.environment(name) or EnvironmentRecord(name)
+        record.data = {**record.data, HOLD_KEY: {"revision": target, "after": env.revision}}
+        record.status = "held" if outcome.ok else "failed"
+        record.message = f"held on {target[:12]} by the rollback runbook until a commit newer than {env.revision[:12]}"
+        self.store.put_environment(record)
+        self._held_envs[name] = held
+        log.warning("environment_held", environment=name, revision=target, until_newer_than=env.revision)
+        if not outcome.ok:
+            raise LensopsError(f"rollback to {target[:12]} failed: {'; '.join(outcome.plan.errors) or 'see status'}")
+        return target
+
+    def _load_revision(self, name: str, revision: str) -> EnvironmentDesired:
+        checkout = self.runner.source.export(revision)
+        result = load_tree(checkout.root, [name], account=self._account)
+        if name not in result.environments:
+            problems = "; ".join(str(p) for p in result.problems.get(name, [])[:3])
+            raise LensopsError(f"revision {revision[:12]} of {name} cannot be loaded: {problems}")
+        held = result.environments[name]
+        held.revision = revision
+        held.resources = [r for r in held.resources if r.kind != "RunbookRun"]
+        return held
+
+    def _held(self, name: str, env: EnvironmentDesired, record: EnvironmentRecord | None) -> EnvironmentDesired | None:
+        """The revision the environment is held on, or None (a newer commit lifts the hold)."""
+        hold = record.data.get(HOLD_KEY) if record else None
+        if not hold or record is None:
+            return None
+        if env.revision != hold["after"]:
+            record.data = {k: v for k, v in record.data.items() if k != HOLD_KEY}
+            self.store.put_environment(record)
+            self._held_envs.pop(name, None)
+            log.info("hold_lifted", environment=name, revision=env.revision)
+            return None
+        if name not in self._held_envs:
+            self._held_envs[name] = self._load_revision(name, hold["revision"])
+        return self._held_envs[name]
+
+    def _resync_held(self, held: EnvironmentDesired, env: EnvironmentDesired) -> None:
+        """Keep the held revision live (self-heal as usual), and drive the current commit's runbooks."""
+        account = self.runner.account_for(env.name, env.spec)
+        outcome = self.engine.reconcile(held, account, execute=held.spec.sync.selfHeal, record=True, trigger="hold", retry_failed=False)
+        if not held.spec.sync.selfHeal:
+            metrics.RECONCILE_TOTAL.labels(env.name, outcome.result).inc()
+        self._drive_runbooks(env, account)
+
     # --- runbooks ------------------------------------------------------------
 
     def _drive_runbooks(self, env: EnvironmentDesired, account: str) -> None:
@@ -309,9 +373,9 @@ class Daemon:
         when one waits, a one-off job schedules the environment again at its next check."""
         if self.stop_event.is_set() or not any(r.kind == "RunbookRun" for r in env.resources):
             return
-        hold = getattr(self.engine, "request_rollback", None)  # the engine's rollback hold, once it has one
-        requester = (lambda revision: str(hold(env.name, revision))) if hold is not None else None
-        progress = drive_runbooks(self.store, env, self.engine.context(env, account), request_rollback=requester)
+        progress = drive_runbooks(
+            self.store, env, self.engine.context(env, account), request_rollback=lambda revision: self.request_rollback(env.name, revision)
+        )
         due = [p.next_check for p in progress if p.next_check is not None]
         if due and not self.stop_event.is_set():
             when = dt.datetime.fromtimestamp(min(due), dt.timezone.utc)

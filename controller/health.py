@@ -19,7 +19,7 @@ from typing import Any
 
 from controller import logs, metrics
 from controller.diff import diff
-from controller.engine import BAKE_KEY, Engine, Outcome, desired_from_record
+from controller.engine import BAKE_KEY, Engine, Outcome, desired_from_record, spec_hash
 from controller.manifests.model import EnvironmentDesired
 from controller.manifests.types import parse_duration
 from controller.notify import notify
@@ -28,6 +28,19 @@ from controller.state import EnvironmentRecord
 from reconcilers.base import KINDS, Context, chunks
 
 log = logs.get("lensops.health")
+
+HEALTHY_HISTORY = "healthy_revisions"
+"""The environment's last healthy revisions, oldest first, each with its content digest
+(the targets of the rollback runbook)."""
+
+
+def last_healthy_before(record: EnvironmentRecord, env: EnvironmentDesired) -> str:
+    """The newest healthy revision whose content differs from ``env``'s, or ''."""
+    current = content_digest(env)
+    for entry in reversed(record.data.get(HEALTHY_HISTORY, [])):
+        if entry["digest"] != current:
+            return str(entry["revision"])
+    return ""
 
 
 @dataclass
@@ -99,7 +112,7 @@ def start(engine: Engine, env: EnvironmentDesired, outcome: Outcome) -> Gate | N
     record = engine.store.environment(env.name) or EnvironmentRecord(env.name)
     names = alarm_names(env, outcome.applied) if outcome.applied else []
     if not names and not outcome.rollouts:
-        mark_healthy(engine, env.name, env.revision)
+        mark_healthy(engine, env, env.revision)
         return None
     bake = parse_duration(env.spec.health.bakeTime) if names else 0
     gate = Gate(
@@ -167,11 +180,21 @@ def pending(engine: Engine, name: str) -> Gate | None:
     return Gate(**data) if data else None
 
 
-def mark_healthy(engine: Engine, name: str, revision: str) -> None:
+def content_digest(env: EnvironmentDesired) -> str:
+    """What an environment's revision asks of AWS (RunbookRuns aside), to tell revisions apart."""
+    return spec_hash({r.ident: r.spec for r in env.resources if r.kind != "RunbookRun"})
+
+
+def mark_healthy(engine: Engine, env: EnvironmentDesired, revision: str) -> None:
+    """The revision passed its gate: its applied state becomes the healthy one."""
+    name = env.name
     engine.store.mark_healthy(name)
     record = engine.store.environment(name) or EnvironmentRecord(name)
     record.healthy_revision = revision
+    entry = {"revision": revision, "digest": content_digest(env)}
+    history = [h for h in record.data.get(HEALTHY_HISTORY, []) if h["revision"] != revision] + [entry]
     record.data = {k: v for k, v in record.data.items() if k != BAKE_KEY}
+    record.data[HEALTHY_HISTORY] = history[-20:]
     if record.status == "baking":
         record.status = "synced"
     engine.store.put_environment(record)
@@ -184,7 +207,7 @@ def check(engine: Engine, ctx: Context, env: EnvironmentDesired, gate: Gate, pro
         advance(engine, ctx, env, gate, progress)
         if gate.rollouts or time.time() < gate.until:
             return "baking"
-        mark_healthy(engine, env.name, gate.revision)
+        mark_healthy(engine, env, gate.revision)
         log.info("bake_passed", environment=env.name, revision=gate.revision)
         return "healthy"
     reason = f"health check failed: {', '.join(fired)} went to ALARM during the bake"

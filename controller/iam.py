@@ -12,6 +12,7 @@ _ALWAYS = ("sts:GetCallerIdentity",)
 def policy_for(environments: Iterable[EnvironmentDesired]) -> dict[str, Any]:
     """An IAM policy document with the actions each used kind's reconciler declares."""
     from reconcilers.base import KINDS
+    from runbooks import CATALOGUE as RUNBOOKS
 
     actions: set[str] = set(_ALWAYS)
     roles: set[str] = set()
@@ -23,6 +24,11 @@ def policy_for(environments: Iterable[EnvironmentDesired]) -> dict[str, Any]:
         if env.spec.health.alarms:
             actions.add("cloudwatch:DescribeAlarms")
         for resource in env.resources:
+            if resource.kind == "RunbookRun":
+                runbook = RUNBOOKS.get(str(resource.spec.get("runbook")))
+                if runbook is not None:
+                    actions.update(runbook.touches)
+                continue
             info = KINDS.get(resource.kind)
             if info and info.reconciler:
                 actions.update(info.reconciler.iam_read)

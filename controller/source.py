@@ -8,8 +8,11 @@ folder holding the layout of CONTRACT.md section 1 and its revision.
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import re
+import shutil
+import tarfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,6 +74,33 @@ class Source:
         if not layout.is_relative_to(root.resolve()):
             raise UsageError(f"LENSOPS_PATH {self.path!r} leaves the repository")
         return Checkout(layout, revision)
+
+    def export(self, revision: str) -> Checkout:
+        """An earlier revision's layout, extracted once into the cache (for a rollback to it)."""
+        if self.remote:
+            with self._lock:
+                work = self._sync_clone(fetch=False)
+        else:
+            try:
+                work = git.Repo(self.repo, search_parent_directories=True)
+            except (git.InvalidGitRepositoryError, git.NoSuchPathError):
+                raise UsageError(f"{self.repo} is not a Git repository: earlier revisions cannot be read") from None
+        sha = revision.removesuffix("-dirty")
+        target = self.cache_dir / "revisions" / hashlib.sha256(f"{self.repo}#{sha}".encode()).hexdigest()[:16]
+        if not target.is_dir():
+            partial = target.with_suffix(".partial")
+            shutil.rmtree(partial, ignore_errors=True)
+            partial.mkdir(parents=True)
+            try:
+                archive = work.git.archive(sha, "--format=tar", stdout_as_string=False)
+            except git.GitCommandError as exc:
+                raise UsageError(f"revision {sha[:12]} is not in {redact(self.repo)}: {str(exc.stderr).strip()}") from None
+            with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+                tar.extractall(partial, filter="data")
+            partial.rename(target)
+        prefix = Path(work.working_tree_dir or ".").resolve()
+        inside = Path(self.repo).resolve().relative_to(prefix) if not self.remote else Path(".")
+        return Checkout((target / inside / self.path).resolve(), sha)
 
     def _sync_clone(self, fetch: bool) -> git.Repo:
         digest = hashlib.sha256(f"{self.repo}#{self.branch}".encode()).hexdigest()[:16]

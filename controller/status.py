@@ -33,6 +33,7 @@ def status_document(store: StateStore, envs: list[str] | None = None) -> dict[st
             "lastSync": _when(record.last_sync),
             "lastSyncAgeSeconds": round(time.time() - record.last_sync, 1) if record.last_sync else None,
             "lastPass": record.data.get("last_pass", {}),
+            "hold": record.data.get("hold"),
             "counts": counts,
             "resources": [
                 {
