@@ -21,9 +21,15 @@ def status_document(store: StateStore, envs: list[str] | None = None) -> dict[st
         if envs and record.environment not in envs:
             continue
         resources = store.resources(record.environment)
-        counts: dict[str, int] = {}
-        for r in resources.values():
-            counts[r.sync] = counts.get(r.sync, 0) + 1
+        last_pass = record.data.get("last_pass", {})
+        counts = {
+            "total": len(resources),
+            "synced": sum(1 for r in resources.values() if r.sync == "synced"),
+            "drifted": len(last_pass.get("drifted", [])),
+            "failed": sum(1 for r in resources.values() if r.health == "degraded"),
+            "suspended": sum(1 for r in resources.values() if r.annotations.get("lensops.io/suspend", "").lower() == "true"),
+        }
+        gate = record.data.get("bake") or {}
         out["environments"][record.environment] = {
             "appliedRevision": record.applied_revision,
             "healthyRevision": record.healthy_revision,
@@ -35,6 +41,11 @@ def status_document(store: StateStore, envs: list[str] | None = None) -> dict[st
             "lastPass": record.data.get("last_pass", {}),
             "hold": record.data.get("hold"),
             "counts": counts,
+            "bake": {"revision": gate["revision"], "until": _when(gate["until"]), "alarms": gate["alarms"]} if gate else None,
+            "rollouts": [
+                {"resource": r["ident"], "step": r["index"] + 1, "steps": len(r["steps"]) + 1, "stepStartedAt": _when(r["step_started_at"])}
+                for r in gate.get("rollouts", [])
+            ],
             "resources": [
                 {
                     "kind": r.kind,
@@ -52,20 +63,51 @@ def status_document(store: StateStore, envs: list[str] | None = None) -> dict[st
     return out
 
 
+def _age(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.0f}{unit}"
+    return f"{seconds:.0f}s"
+
+
 def status_text(doc: dict[str, Any]) -> str:
+    """A table per environment, then what needs a look: errors, drift, rollouts, runbooks."""
     if not doc["environments"]:
         return "No environment has been reconciled yet."
-    lines = []
+    header = ("ENVIRONMENT", "STATUS", "REVISION", "SYNCED", "AGE", "RESOURCES", "DRIFTED", "FAILED", "SUSPENDED")
+    rows = [header]
     for name, env in doc["environments"].items():
-        counts = ", ".join(f"{v} {k}" for k, v in sorted(env["counts"].items())) or "no resources"
-        lines.append(f"{name}: {env['status']}  revision {env['appliedRevision'][:12] or '-'}  last sync {env['lastSync']}  ({counts})")
-        if env["message"]:
-            lines.append(f"  last error: {env['message']}")
-        for r in env["resources"]:
-            if r["sync"] != "synced" or r["health"] not in ("healthy",):
-                lines.append(f"  {r['kind']}/{r['name']}: {r['sync']}, {r['health']} {r['message']}".rstrip())
-        for run in env.get("runbooks", []):
-            lines.append("  " + _run_line(run))
+        c = env.get("counts", {})
+        rows.append((
+            name, env.get("status", "-"), (env.get("appliedRevision") or "-")[:12], _age(env.get("lastSyncAgeSeconds")), "",
+            str(c.get("total", 0)), str(c.get("drifted", 0)), str(c.get("failed", 0)), str(c.get("suspended", 0)),
+        ))
+    rows = [(r[0], r[1], r[2], r[4], r[3], *r[5:]) if i else r for i, r in enumerate(rows)]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows]
+    for name, env in doc["environments"].items():
+        details = []
+        if env.get("message"):
+            details.append(f"last error: {env['message']}")
+        for problem in env.get("invalid", []) or []:
+            details.append(f"refused: {problem}")
+        if env.get("hold"):
+            details.append(f"held on {env['hold']['revision'][:12]} until a commit newer than {env['hold']['after'][:12]}")
+        if env.get("bake"):
+            details.append(f"baking {env['bake']['revision'][:12]} until {env['bake']['until']}, watching {', '.join(env['bake']['alarms']) or 'no alarm'}")
+        for rollout in env.get("rollouts", []):
+            details.append(f"rollout {rollout['resource']}: step {rollout['step']} of {rollout['steps']} since {rollout['stepStartedAt']}")
+        for ident in env.get("lastPass", {}).get("drifted", []):
+            details.append(f"drifted: {ident}")
+        for r in env.get("resources", []):
+            if r["health"] == "degraded":
+                details.append(f"failed: {r['kind']}/{r['name']}: {r['message']}".rstrip(": "))
+        details.extend(_run_line(run) for run in env.get("runbooks", []))
+        if details:
+            lines.append(f"{name}:")
+            lines.extend(f"  {d}" for d in details)
     return "\n".join(lines)
 
 
@@ -111,7 +153,11 @@ def history_document(store: StateStore, envs: list[str] | None, limit: int) -> d
 def history_text(doc: dict[str, Any]) -> str:
     if not doc["revisions"]:
         return "No history yet."
-    lines = [f"{'STARTED':<21} {'ENVIRONMENT':<12} {'REVISION':<13} {'RESULT':<12} CHANGES"]
+    lines = [f"{'STARTED':<21} {'ENVIRONMENT':<12} {'REVISION':<13} {'TRIGGER':<9} {'RESULT':<12} {'CHANGES':<8} MESSAGE"]
     for r in doc["revisions"]:
-        lines.append(f"{r['startedAt']:<21} {r['environment']:<12} {r['revision'][:12]:<13} {r['result']:<12} {len(r['changes'])}")
+        put_back = " (put back)" if r["result"] == "rolled_back" else ""
+        lines.append(
+            f"{r['startedAt']:<21} {r['environment']:<12} {r['revision'][:12]:<13} {r['trigger'][:9]:<9} {r['result']:<12} "
+            f"{str(len(r['changes'])) + put_back:<8} {r['message'][:100]}".rstrip()
+        )
     return "\n".join(lines)

@@ -2,10 +2,11 @@
 
 Part of the embedded AWS emulator used by tests and ``lensops demo`` (moto in
 server mode plus what moto lacks). Each addition module (cloudwatch, budgets,
-backup, lambda_) subclasses moto's response class for its service and names
-the operations it answers. Being moto response classes, additions get moto's
-request parsing and its protocol-aware serialization of results and errors
-for free, and reach moto's backends the way moto's own operations do.
+backup, lambda_, cloudformation) subclasses moto's response class for its
+service and names the operations it answers. Being moto response classes,
+additions get moto's request parsing and its protocol-aware serialization of
+results and errors for free, and reach moto's backends the way moto's own
+operations do.
 """
 
 from __future__ import annotations

@@ -17,12 +17,12 @@ from typing import Any, NoReturn
 
 from moto.core.responses import BaseResponse
 
-from . import backup, budgets, cloudwatch, lambda_
+from . import backup, budgets, cloudformation, cloudwatch, lambda_
 from .dispatch import routing_table, serve
 from .faults import RESET, FaultInjector, FaultPlan
 from .wire import AwsCall, AwsError, error_response, identify
 
-ADDITIONS = (cloudwatch.ADDITION, budgets.ADDITION, backup.ADDITION, lambda_.ADDITION)
+ADDITIONS = (cloudwatch.ADDITION, budgets.ADDITION, backup.ADDITION, lambda_.ADDITION, cloudformation.ADDITION)
 
 
 class Gateway:
