@@ -76,15 +76,12 @@ def status_text(doc: dict[str, Any]) -> str:
     """A table per environment, then what needs a look: errors, drift, rollouts, runbooks."""
     if not doc["environments"]:
         return "No environment has been reconciled yet."
-    header = ("ENVIRONMENT", "STATUS", "REVISION", "SYNCED", "AGE", "RESOURCES", "DRIFTED", "FAILED", "SUSPENDED")
+    header = ("ENVIRONMENT", "STATUS", "REVISION", "AGE", "RESOURCES", "SYNCED", "DRIFTED", "FAILED", "SUSPENDED")
     rows = [header]
     for name, env in doc["environments"].items():
         c = env.get("counts", {})
-        rows.append((
-            name, env.get("status", "-"), (env.get("appliedRevision") or "-")[:12], _age(env.get("lastSyncAgeSeconds")), "",
-            str(c.get("total", 0)), str(c.get("drifted", 0)), str(c.get("failed", 0)), str(c.get("suspended", 0)),
-        ))
-    rows = [(r[0], r[1], r[2], r[4], r[3], *r[5:]) if i else r for i, r in enumerate(rows)]
+        counts = (c.get("total", 0), c.get("synced", 0), c.get("drifted", 0), c.get("failed", 0), c.get("suspended", 0))
+        rows.append((name, env.get("status", "-"), (env.get("appliedRevision") or "-")[:12], _age(env.get("lastSyncAgeSeconds")), *map(str, counts)))
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows]
     for name, env in doc["environments"].items():
