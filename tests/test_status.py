@@ -34,4 +34,4 @@ def test_status_and_history_after_applies(aws, client, tree, lensops):
     lines = history.out.splitlines()
     assert lines[0].startswith("STARTED") and "RESULT" in lines[0]
     assert "dev" in lines[1] and "success" in lines[1] and " cli " in lines[1]
-    assert json.loads(lensops("history", "--output", "json").out)["revisions"][0]["changes"][0]["action"] == "create"
+    assert json.loads(lensops("history", "--output", "json").out)["revisions"][-1]["changes"][0]["action"] == "create"
