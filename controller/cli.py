@@ -166,7 +166,7 @@ def _reconcile(args: argparse.Namespace, settings: Any, execute: bool) -> int:
             execute=execute,
             allow_mass_prune=getattr(args, "allow_mass_prune", False),
             force_window=getattr(args, "force_window", False),
-            progress=lambda line: print(line, file=sys.stderr, flush=True),
+            progress=_progress_printer(),
         )
     finally:
         runner.close()
@@ -184,6 +184,23 @@ def _reconcile(args: argparse.Namespace, settings: Any, execute: bool) -> int:
     if not execute and report.has_changes:
         return EXIT_CHANGES
     return EXIT_OK
+
+
+def _progress_printer() -> Callable[[str], None]:
+    """Progress lines: coloured through rich on a terminal, plain lines otherwise."""
+    if not sys.stderr.isatty() or "NO_COLOR" in os.environ:
+        return lambda line: print(line, file=sys.stderr, flush=True)
+    from rich.console import Console
+
+    console = Console(stderr=True, highlight=False)
+    styles = {"+ ": "green", "~ ": "yellow", "- ": "red", "! ": "bold red"}
+
+    def show(line: str) -> None:
+        _, _, body = line.partition(": ")
+        style = next((s for prefix, s in styles.items() if body.startswith(prefix)), "cyan")
+        console.print(line, style=style, markup=False)
+
+    return show
 
 
 def cmd_schema(args: argparse.Namespace, settings: Any) -> int:

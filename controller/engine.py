@@ -17,7 +17,7 @@ import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 from controller import logs, metrics
 from controller.aws import ClientFactory
@@ -180,6 +180,7 @@ class Engine:
         allow_mass_prune: bool = False,
         trigger: str = "cli",
         retry_failed: bool = True,
+        on_resource: Callable[[ResourcePlan], None] | None = None,
     ) -> Outcome:
         """One pass over an environment: plan only (``execute=False``) or apply.
 
@@ -192,7 +193,7 @@ class Engine:
         inventory = self.store.resources(env.name)
         plan = Plan(env.name, env.revision)
         observed, failures = self._observe(ctx, env, inventory)
-        run = _Pass(self, ctx, env, inventory, observed, failures, plan, execute, retry_failed)
+        run = _Pass(self, ctx, env, inventory, observed, failures, plan, execute, retry_failed, on_resource)
         history_id = self.store.start_revision(env.name, env.revision, trigger) if (record and execute) else 0
         try:
             run.walk()
@@ -325,8 +326,10 @@ class _Pass:
         plan: Plan,
         execute: bool,
         retry_failed: bool = True,
+        on_resource: Callable[[ResourcePlan], None] | None = None,
     ):
         self.engine = engine
+        self.on_resource = on_resource
         self.retry_failed = retry_failed
         self.permanent = {k.split("/", 1)[1]: v for k, v, _ in engine.store.list_items(FAILURE_NAMESPACE, f"{env.name}/")}
         self.state_hash: dict[str, str] = {}
@@ -452,7 +455,13 @@ class _Pass:
             log.error("resource_failed", environment=self.env.name, kind=resource.kind, name=resource.name, status=rp.status, error=rp.message)
             if self.execute and rp.status == "failed":
                 self._remember_failure(resource, rp)
+            self._report(rp)
         return None
+
+    def _report(self, rp: ResourcePlan) -> None:
+        """Tell the caller (the CLI's progress display) about a resource that was acted on."""
+        if self.on_resource is not None and self.execute:
+            self.on_resource(rp)
 
     def _decide_and_apply(self, resource: Resource, rp: ResourcePlan) -> _Settling | None:
         reconciler = self.reconciler(resource.kind)
@@ -569,6 +578,7 @@ class _Pass:
         self._remember(resource, result, state, desired, changed=True)
         with self.lock:
             self.applied.append({"kind": resource.kind, "name": resource.name, "action": rp.action, "fields": [c.path for c in rp.changes]})
+        self._report(rp)
 
     def _tags(self, resource: Resource, reconciler: Reconciler, spec: dict[str, Any]) -> dict[str, str]:
         if not reconciler.taggable:
@@ -693,4 +703,5 @@ class _Pass:
             self.pruned.append(dataclasses.asdict(rec))
             metrics.APPLIED_CHANGES.labels(self.env.name, rec.kind, "delete").inc()
             log.info("resource_pruned", environment=self.env.name, kind=rec.kind, name=rec.name, physical=rec.physical)
+            self._report(rp)
             self.applied.append({"kind": rec.kind, "name": rec.name, "action": "delete", "fields": []})

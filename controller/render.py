@@ -92,3 +92,15 @@ def plan_text(plan: Plan, colour: bool = False) -> str:
         lines.append(_paint(f"  ! {error}", "failed", colour))
     lines.append(summary_line(plan))
     return "\n".join(lines)
+
+
+_DONE = {"create": "created", "update": "updated", "delete": "deleted"}
+
+
+def resource_done(rp: ResourcePlan) -> str:
+    """One progress line for a resource an apply acted on."""
+    if rp.status in ("failed", "conflict", "blocked"):
+        return f"! {rp.ident} {rp.status}: {rp.message}"
+    what = _DONE.get(rp.action, rp.action)
+    extra = f" ({rp.message})" if rp.message else ""
+    return f"{_SYMBOL.get(rp.action, '?')} {rp.ident} {what}{extra}"

@@ -21,6 +21,7 @@ from controller.aws import ClientFactory, check_account
 from controller.engine import Engine, Outcome
 from controller.errors import LensopsError, Problem
 from controller.manifests.loader import load_tree
+from controller.render import resource_done
 from controller.manifests.model import EnvironmentSpec
 from controller.settings import Settings
 from controller.source import Source
@@ -151,7 +152,10 @@ class Runner:
                 report.errors.append(f"environment {name}: {hold}")
                 run_it = False
             acct = self.account_for(name, env.spec)
-            outcome = self.engine.reconcile(env, acct, execute=run_it, record=run_it, allow_mass_prune=allow_mass_prune, trigger=trigger)
+            outcome = self.engine.reconcile(
+                env, acct, execute=run_it, record=run_it, allow_mass_prune=allow_mass_prune, trigger=trigger,
+                on_resource=lambda rp, name=name: progress(f"{name}: {resource_done(rp)}"),
+            )
             report.outcomes.append(outcome)
             if run_it and outcome.ok:
                 self._gate(env, acct, outcome, report, progress)

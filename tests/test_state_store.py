@@ -1,22 +1,60 @@
-"""The SQLite state store: records round-trip, conditional item writes are exactly-once."""
+"""The state stores (SQLite, and DynamoDB on the emulator): records round-trip, conditional
+item writes are exactly-once, history is newest first, mark_healthy promotes the applied state."""
 
 from __future__ import annotations
 
 import threading
+from typing import Any
 
-from controller.state import ResourceRecord, open_store
+import pytest
+
+from controller.state import EnvironmentRecord, ResourceRecord, open_store
 
 
-def test_conditional_items_allow_exactly_one_claim(tmp_path):
-    store = open_store(f"sqlite:///{tmp_path}/s.db")
+@pytest.fixture
+def atomic_dynamodb(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make the emulator's DynamoDB writes atomic, as DynamoDB's are.
+
+    moto (serving the emulator from a thread of this process) reads an item, evaluates
+    the condition and writes in separate steps, without a lock, so two concurrent
+    conditional writes can both succeed, which DynamoDB never allows. Serialising moto's
+    write operations gives the emulator DynamoDB's per-item atomicity.
+    """
+    from moto.dynamodb.models import DynamoDBBackend
+
+    lock = threading.RLock()
+    for name in ("put_item", "update_item", "delete_item", "transact_write_items"):
+        original = getattr(DynamoDBBackend, name)
+
+        def locked(self: Any, *args: Any, _original: Any = original, **kwargs: Any) -> Any:
+            with lock:
+                return _original(self, *args, **kwargs)
+
+        monkeypatch.setattr(DynamoDBBackend, name, locked)
+
+
+@pytest.fixture(params=["sqlite", "dynamodb"])
+def url(request: pytest.FixtureRequest, tmp_path: Any) -> str:
+    """A state URL: each test runs once per store."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/s.db"
+    request.getfixturevalue("aws")  # the emulator, wiped
+    request.getfixturevalue("atomic_dynamodb")
+    return "dynamodb://lensops-state"
+
+
+def test_conditional_items_allow_exactly_one_claim(url):
+    store = open_store(url)
     wins: list[bool] = []
+    others = [open_store(url) for _ in range(8)]
+    barrier = threading.Barrier(8)
 
-    def claim() -> None:
-        other = open_store(f"sqlite:///{tmp_path}/s.db")
+    def claim(other: Any) -> None:
+        barrier.wait()
         wins.append(other.put_item("runbook", "dev/drill", {"owner": threading.get_ident()}, None))
         other.close()
 
-    threads = [threading.Thread(target=claim) for _ in range(8)]
+    threads = [threading.Thread(target=claim, args=(o,)) for o in others]
     for t in threads:
         t.start()
     for t in threads:
@@ -26,12 +64,116 @@ def test_conditional_items_allow_exactly_one_claim(tmp_path):
     assert version == 1
     assert store.put_item("runbook", "dev/drill", {"step": 1}, 1) is True
     assert store.put_item("runbook", "dev/drill", {"step": 2}, 1) is False
+    assert store.put_item("runbook", "dev/absent", {"step": 2}, 1) is False
     assert store.get_item("runbook", "dev/drill") == ({"step": 1}, 2)
+    assert store.get_item("runbook", "dev/absent") is None
     assert [k for k, _, _ in store.list_items("runbook", "dev/")] == ["dev/drill"]
 
 
-def test_resource_records_round_trip(tmp_path):
-    store = open_store(f"sqlite:///{tmp_path}/s.db")
+def test_items_list_by_prefix_in_key_order_and_delete(url):
+    store = open_store(url)
+    for key in ("prod/b", "dev/b", "dev/a", "devx/c"):
+        assert store.put_item("failures", key, {"k": key}, None)
+    store.put_item("other", "dev/z", {}, None)
+    assert [k for k, _, _ in store.list_items("failures", "dev/")] == ["dev/a", "dev/b"]
+    assert [k for k, _, _ in store.list_items("failures")] == ["dev/a", "dev/b", "devx/c", "prod/b"]
+    store.delete_item("failures", "dev/a")
+    store.delete_item("failures", "dev/never")
+    assert [(k, v, n) for k, v, n in store.list_items("failures", "dev/")] == [("dev/b", {"k": "dev/b"}, 1)]
+
+
+def test_resource_records_round_trip(url):
+    store = open_store(url)
     store.put_resource(ResourceRecord("dev", "MetricAlarm", "a", "a", spec={"threshold": 5.0}, annotations={"x": "y"}))
-    again = open_store(f"sqlite:///{tmp_path}/s.db").resources("dev")["MetricAlarm/a"]
+    again = open_store(url).resources("dev")["MetricAlarm/a"]
     assert again.spec == {"threshold": 5.0} and again.annotations == {"x": "y"}
+
+
+def test_every_resource_field_round_trips_and_delete_removes_one(url):
+    store = open_store(url)
+    full = ResourceRecord(
+        "dev", "Topic", "alerts", "alerts-dev", arn="arn:aws:sns:us-east-1:123456789012:alerts-dev",
+        spec={"name": "alerts-dev", "n": 0.1, "nested": [1, {"a": None}]}, healthy_spec={"name": "old"},
+        desired={"spec": {"name": "alerts-dev"}, "tags": {"t": "v"}}, healthy_desired=None,
+        revision="abc123", sync="synced", health="healthy", message="ok ✓", spec_hash="h",
+        annotations={"lensops.io/prune": "false"},
+    )
+    store.put_resource(full)
+    store.put_resource(ResourceRecord("dev", "MetricAlarm", "b", "b"))
+    store.put_resource(ResourceRecord("prod", "MetricAlarm", "b", "b"))
+    got = open_store(url).resources("dev")
+    assert sorted(got) == ["MetricAlarm/b", "Topic/alerts"]
+    assert got["Topic/alerts"] == full
+    store.delete_resource("dev", "MetricAlarm", "b")
+    store.delete_resource("dev", "MetricAlarm", "never")
+    assert sorted(store.resources("dev")) == ["Topic/alerts"]
+    assert sorted(store.resources("prod")) == ["MetricAlarm/b"]
+    assert store.resources("staging") == {}
+
+
+def test_environments_round_trip_in_name_order(url):
+    store = open_store(url)
+    assert store.environments() == [] and store.environment("dev") is None
+    for name in ("prod", "dev", "staging"):
+        store.put_environment(EnvironmentRecord(name, applied_revision=f"r-{name}", data={"last_pass": {"n": 1.5}}))
+    store.put_environment(EnvironmentRecord("dev", applied_revision="r2", status="synced", last_sync=12.25))
+    names = [e.environment for e in open_store(url).environments()]
+    assert names == ["dev", "prod", "staging"]
+    dev = store.environment("dev")
+    assert dev is not None and (dev.applied_revision, dev.status, dev.last_sync, dev.data) == ("r2", "synced", 12.25, {})
+    assert store.environment("prod").data == {"last_pass": {"n": 1.5}}
+
+
+def test_history_is_newest_first_per_environment_and_merged(url):
+    store = open_store(url)
+    ids = []
+    for i in range(4):
+        for env in ("dev", "prod"):
+            ids.append((env, store.start_revision(env, f"{env}-{i}", "poll")))
+    assert [i for _, i in ids] == sorted(i for _, i in ids) and len({i for _, i in ids}) == 8
+    # finished by another store object (another process, another replica)
+    other = open_store(url)
+    last_dev = [i for env, i in ids if env == "dev"][-1]
+    other.finish_revision(last_dev, "success", "done", [{"action": "create", "id": "Topic/a"}])
+    other.finish_revision(999_999, "success", "", [])  # unknown ids are ignored
+    dev = store.history("dev", limit=3)
+    assert [r.revision for r in dev] == ["dev-3", "dev-2", "dev-1"]
+    assert (dev[0].result, dev[0].message, dev[0].changes, dev[0].trigger) == (
+        "success", "done", [{"action": "create", "id": "Topic/a"}], "poll")
+    assert dev[0].finished_at >= dev[0].started_at > 0
+    assert dev[1].result == "running" and dev[1].finished_at == 0
+    merged = store.history(None, limit=5)
+    assert [r.revision for r in merged] == ["prod-3", "dev-3", "prod-2", "dev-2", "prod-1"]
+    assert [r.id for r in store.history()] == sorted((i for _, i in ids), reverse=True)
+    assert store.history("staging") == []
+
+
+def test_mark_healthy_promotes_the_applied_state_of_one_environment(url):
+    store = open_store(url)
+    for name in ("a", "b"):
+        store.put_resource(ResourceRecord("dev", "MetricAlarm", name, name, spec={"t": name}, desired={"spec": {"t": name}}))
+    store.put_resource(ResourceRecord("prod", "MetricAlarm", "a", "a", spec={"t": 1}))
+    store.mark_healthy("dev")
+    dev = store.resources("dev")
+    assert dev["MetricAlarm/a"].healthy_spec == {"t": "a"} and dev["MetricAlarm/a"].healthy_desired == {"spec": {"t": "a"}}
+    assert dev["MetricAlarm/b"].healthy_spec == {"t": "b"}
+    assert store.resources("prod")["MetricAlarm/a"].healthy_spec is None
+    store.mark_healthy("staging")  # nothing there: nothing happens
+
+
+def test_a_single_process_store_or_a_free_lease_is_granted(url):
+    store = open_store(url)
+    epoch = store.acquire_lease("dev", "replica-a", 30)
+    assert epoch == 1
+    owner, got_epoch, expires = store.lease_holder("dev")
+    assert (owner, got_epoch) == ("replica-a", 1) and expires > 0
+    store.fence("dev", "replica-a", epoch)
+    store.put_resource(ResourceRecord("dev", "MetricAlarm", "a", "a"))
+    assert store.put_item("runbook", "dev/x", {}, None)
+    store.unfence("dev")
+    store.heartbeat("replica-a", 30)
+    assert store.live_replicas() == ["replica-a"]
+    store.release_lease("dev", "replica-a")
+    assert store.lease_holder("dev") is None
+    store.ping()
+    store.close()

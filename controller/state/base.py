@@ -5,6 +5,24 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from controller.errors import LensopsError, PermanentError
+
+
+class LeaseLost(LensopsError):
+    """A fenced write was refused: another replica took over the environment's lease.
+
+    Raised by a store whose writes for ``environment`` were fenced (``fence``) once
+    the lease item no longer has the fenced owner and epoch. Nothing was written.
+    """
+
+    def __init__(self, environment: str):
+        self.environment = environment
+        super().__init__(f"lease on environment {environment!r} lost to another replica: write refused")
+
+
+class ItemTooLarge(PermanentError):
+    """A record does not fit in one state-store item (DynamoDB: 400 KB)."""
+
 
 @dataclass
 class ResourceRecord:
@@ -105,5 +123,37 @@ class StateStore(Protocol):
     def delete_item(self, namespace: str, key: str) -> None: ...
 
     def ping(self) -> None: ...
+
+    # Leases and fencing (several replicas). A single-process store grants every lease.
+
+    def acquire_lease(self, environment: str, owner: str, ttl_seconds: float) -> int | None:
+        """Take or renew the environment's lease for ``ttl_seconds``; its epoch, or None while
+        another owner holds a live lease. The epoch changes only when ownership changes hands."""
+        ...
+
+    def release_lease(self, environment: str, owner: str) -> None:
+        """Give the lease up, if ``owner`` holds it (else nothing)."""
+        ...
+
+    def lease_holder(self, environment: str) -> tuple[str, int, float] | None:
+        """(owner, epoch, expires) of the lease, expired or not; None when nobody holds it."""
+        ...
+
+    def heartbeat(self, owner: str, ttl_seconds: float) -> None:
+        """Announce that replica ``owner`` is alive for the next ``ttl_seconds``."""
+        ...
+
+    def live_replicas(self) -> list[str]:
+        """The replicas whose heartbeat has not expired, sorted."""
+        ...
+
+    def fence(self, environment: str, owner: str, epoch: int) -> None:
+        """From now on, every write of this store object concerning ``environment`` is applied
+        only while the lease still has ``owner`` and ``epoch``; otherwise it raises LeaseLost."""
+        ...
+
+    def unfence(self, environment: str) -> None:
+        """Stop fencing the writes concerning ``environment``."""
+        ...
 
     def close(self) -> None: ...
