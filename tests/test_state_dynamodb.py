@@ -16,10 +16,6 @@ import pytest
 from controller.errors import UsageError
 from controller.state import EnvironmentRecord, ItemTooLarge, LeaseLost, ResourceRecord, open_store
 from controller.state.dynamodb import DynamoStore
-from test_state_store import atomic_dynamodb  # noqa: F401 - the fixture, used below
-
-pytestmark = pytest.mark.usefixtures("atomic_dynamodb")
-
 TABLE = "lensops-state"
 URL = f"dynamodb://{TABLE}"
 

@@ -11,35 +11,12 @@ import pytest
 from controller.state import EnvironmentRecord, ResourceRecord, open_store
 
 
-@pytest.fixture
-def atomic_dynamodb(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Make the emulator's DynamoDB writes atomic, as DynamoDB's are.
-
-    moto (serving the emulator from a thread of this process) reads an item, evaluates
-    the condition and writes in separate steps, without a lock, so two concurrent
-    conditional writes can both succeed, which DynamoDB never allows. Serialising moto's
-    write operations gives the emulator DynamoDB's per-item atomicity.
-    """
-    from moto.dynamodb.models import DynamoDBBackend
-
-    lock = threading.RLock()
-    for name in ("put_item", "update_item", "delete_item", "transact_write_items"):
-        original = getattr(DynamoDBBackend, name)
-
-        def locked(self: Any, *args: Any, _original: Any = original, **kwargs: Any) -> Any:
-            with lock:
-                return _original(self, *args, **kwargs)
-
-        monkeypatch.setattr(DynamoDBBackend, name, locked)
-
-
 @pytest.fixture(params=["sqlite", "dynamodb"])
 def url(request: pytest.FixtureRequest, tmp_path: Any) -> str:
     """A state URL: each test runs once per store."""
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path}/s.db"
     request.getfixturevalue("aws")  # the emulator, wiped
-    request.getfixturevalue("atomic_dynamodb")
     return "dynamodb://lensops-state"
 
 

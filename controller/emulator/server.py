@@ -18,6 +18,7 @@ from werkzeug.serving import BaseWSGIServer, make_server
 
 from .faults import FaultPlan
 from .gateway import Gateway
+from .dynamodb import make_writes_atomic
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +87,7 @@ class Emulator:
 
 def start(host: str = "127.0.0.1", port: int = 0) -> Emulator:
     """Serve a new emulator on ``host``:``port`` (0: a free port); returns once it answers."""
+    make_writes_atomic()
     gateway = Gateway(DomainDispatcherApplication(create_backend_app))
     server = make_server(host, port, gateway, threaded=True, request_handler=_RequestHandler)
     thread = threading.Thread(target=server.serve_forever, name="lensops-aws-emulator", daemon=True)
