@@ -30,9 +30,10 @@ from controller.manifests.model import EnvironmentDesired, EnvironmentSpec
 from controller.notify import notify
 from controller.runner import Runner
 from controller.server import Server
+from controller.leases import Leases
 from controller.settings import Settings
 from controller.source import redact
-from controller.state import EnvironmentRecord
+from controller.state import EnvironmentRecord, LeaseLost
 from controller.status import status_document
 from controller.windows import changes_allowed
 from runbooks.executor import drive as drive_runbooks
@@ -73,6 +74,7 @@ class Daemon:
         )
         host, port = settings.http_host_port
         self.server = Server(host, port, self, settings.webhook_secret)
+        self.leases = Leases(self.store, float(settings.lease_ttl))
 
     # --- lifecycle -----------------------------------------------------------
 
@@ -89,6 +91,7 @@ class Daemon:
         self.server.start()
         now = dt.datetime.now(dt.timezone.utc)
         self.scheduler.add_job(self._beat, "interval", seconds=5, id="heartbeat", next_run_time=now)
+        self.scheduler.add_job(self._lease_job, "interval", seconds=self.leases.interval, id="leases", next_run_time=now)
         self.scheduler.add_job(self.fetch, "interval", seconds=self.settings.poll_interval, id="fetch", next_run_time=now, kwargs={"reason": "poll"})
         self.scheduler.start()
         if not self.runner.source.remote:
@@ -108,6 +111,7 @@ class Daemon:
         if done.is_alive():
             log.warning("daemon_stop_timeout", seconds=SHUTDOWN_SECONDS)
             os._exit(0)
+        self.leases.release_all()
         self.runner.close()
         log.info("daemon_stopped")
 
@@ -201,6 +205,10 @@ class Daemon:
             self._ensure_env(name)
             self.schedule(name, "revision")
         self.first_loaded.set()
+        try:  # take the leases of newly loaded environments now, not at the next tick
+            self.scheduler.modify_job("leases", next_run_time=dt.datetime.now(dt.timezone.utc))
+        except LookupError:
+            pass
 
     def _refuse(self, name: str, revision: str, problems: list[Problem]) -> None:
         metrics.RECONCILE_TOTAL.labels(name, "invalid").inc()
@@ -217,7 +225,7 @@ class Daemon:
         interval = env.spec.interval_seconds(self.settings.resync_interval)
         job_id = f"reconcile:{name}"
         self._locks.setdefault(name, threading.Lock())
-        metrics.LEADER.labels(name).set(1)
+        metrics.LEADER.labels(name).set(1 if self.leases.holds(name) else 0)
         for result in RESULTS:
             metrics.RECONCILE_TOTAL.labels(name, result)
         for resource in env.resources:
@@ -226,12 +234,25 @@ class Daemon:
         job = self.scheduler.get_job(job_id)
         if job is None:
             self.scheduler.add_job(self._reconcile_job, "interval", seconds=interval, id=job_id, args=[name])
-            gate = health.pending(self.engine, name)
-            if gate is not None:
-                log.info("bake_resumed", environment=name, revision=gate.revision)
-                self._schedule_bake(name, 0.0)
         elif getattr(job.trigger, "interval", None) != dt.timedelta(seconds=interval):
             self.scheduler.reschedule_job(job_id, trigger="interval", seconds=interval)
+
+    # --- leases ----------------------------------------------------------------
+
+    def _lease_job(self) -> None:
+        """Renew, take and give up environments; a gained one is reconciled (and its bake resumed) at once."""
+        try:
+            gained, lost = self.leases.tick(sorted(self.loaded))
+        except LensopsError as exc:
+            log.error("lease_check_failed", error=str(exc))
+            return
+        for name in lost:
+            log.info("environment_handed_over", environment=name)
+        for name in gained:
+            if health.pending(self.engine, name) is not None:
+                log.info("bake_resumed", environment=name)
+                self._schedule_bake(name, 0.0)
+            self.schedule(name, "lease")
 
     # --- reconcile ------------------------------------------------------------
 
@@ -257,7 +278,10 @@ class Daemon:
                 with self._state_lock:
                     reason = self._dirty.pop(name, reason)
                 try:
-                    self.reconcile(name, reason)
+                    if self.leases.holds(name):
+                        self.reconcile(name, reason)
+                except LeaseLost:
+                    self.leases.lost(name)
                 except Exception as exc:  # noqa: BLE001 - a bug must not stop the environment's schedule
                     metrics.RECONCILE_TOTAL.labels(name, "failed").inc()
                     log.exception("reconcile_crashed", environment=name, error=f"{type(exc).__name__}: {exc}")
@@ -295,7 +319,9 @@ class Daemon:
             log.error("account_guard_failed", environment=name, error=str(exc))
             metrics.RECONCILE_TOTAL.labels(name, "failed").inc()
             return
-        outcome = self.engine.reconcile(env, account, execute=execute, record=True, trigger=trigger, retry_failed=False)
+        outcome = self.engine.reconcile(
+            env, account, execute=execute, record=True, trigger=trigger, retry_failed=False, may_write=lambda: self.leases.holds(name)
+        )
         if not execute:
             metrics.RECONCILE_TOTAL.labels(name, outcome.result).inc()
         elif outcome.ok and new:
@@ -391,12 +417,15 @@ class Daemon:
         """Re-check an environment's health gate; reschedule while it bakes."""
         env = self.loaded.get(name)
         gate = health.pending(self.engine, name)
-        if env is None or gate is None or self.stop_event.is_set():
+        if env is None or gate is None or self.stop_event.is_set() or not self.leases.holds(name):
             return
         with self._locks[name]:
             try:
                 ctx = self.engine.context(env, self.runner.account_for(name, env.spec))
                 result = health.check(self.engine, ctx, env, gate)
+            except LeaseLost:
+                self.leases.lost(name)
+                return
             except Exception as exc:  # noqa: BLE001 - an unreadable alarm keeps the gate open, it never rolls back
                 log.warning("bake_check_failed", environment=name, error=f"{type(exc).__name__}: {exc}")
                 result = "baking"

@@ -181,6 +181,7 @@ class Engine:
         trigger: str = "cli",
         retry_failed: bool = True,
         on_resource: Callable[[ResourcePlan], None] | None = None,
+        may_write: Callable[[], bool] | None = None,
     ) -> Outcome:
         """One pass over an environment: plan only (``execute=False``) or apply.
 
@@ -194,6 +195,7 @@ class Engine:
         plan = Plan(env.name, env.revision)
         observed, failures = self._observe(ctx, env, inventory)
         run = _Pass(self, ctx, env, inventory, observed, failures, plan, execute, retry_failed, on_resource)
+        run.may_write = may_write
         history_id = self.store.start_revision(env.name, env.revision, trigger) if (record and execute) else 0
         try:
             run.walk()
@@ -330,6 +332,8 @@ class _Pass:
     ):
         self.engine = engine
         self.on_resource = on_resource
+        self.may_write: Callable[[], bool] | None = None
+        """The daemon's lease check: False once this replica may no longer write."""
         self.retry_failed = retry_failed
         self.permanent = {k.split("/", 1)[1]: v for k, v, _ in engine.store.list_items(FAILURE_NAMESPACE, f"{env.name}/")}
         self.state_hash: dict[str, str] = {}
@@ -419,6 +423,9 @@ class _Pass:
         blocked = [d for d in sorted(deps) if d in self.decisions and self.decisions[d].status in ("failed", "conflict", "blocked")]
         if self.execute and self.engine.stopping.is_set():
             rp.status, rp.message = "blocked", "not applied: lensops is shutting down"
+            return None
+        if self.execute and self.may_write is not None and not self.may_write():
+            rp.status, rp.message = "blocked", "not applied: this replica's lease on the environment has ended"
             return None
         if self.execute and blocked:
             rp.status, rp.message = "blocked", f"dependency not ready: {', '.join(blocked)}"

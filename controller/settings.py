@@ -29,9 +29,10 @@ class Settings(BaseModel):
     webhook_secret: str | None = Field(default=None, repr=False)
     log_format: Literal["json", "console"] = "json"
     concurrency: int = Field(default=8, ge=1, le=256)
+    lease_ttl: int = Field(default=30, ge=3)
     cache_dir: str = Field(default_factory=lambda: os.path.join(os.path.expanduser("~"), ".cache", "lensops"))
 
-    @field_validator("poll_interval", "resync_interval", mode="before")
+    @field_validator("poll_interval", "resync_interval", "lease_ttl", mode="before")
     @classmethod
     def _duration(cls, value: Any) -> int:
         return parse_duration(value)
