@@ -435,6 +435,7 @@ class Daemon:
 
 def run_daemon(settings: Settings, repo: str | None = None, envs: list[str] | None = None) -> int:
     """``lensops run``: serve until SIGTERM or SIGINT, then exit 0."""
+    logs.configure(settings.log_format, "info")
     daemon = Daemon(settings, repo, envs)
     stop = threading.Event()
 
