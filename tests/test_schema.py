@@ -53,3 +53,13 @@ def test_schema_rejects_an_unknown_spec_field(lensops):
     validator = jsonschema.Draft202012Validator(_schema(lensops))
     doc = {"apiVersion": "lensops.io/v1", "kind": "Topic", "metadata": {"name": "alerts"}, "spec": {"nmae": "x"}}
     assert not validator.is_valid(doc)
+
+
+def test_the_schema_in_desired_state_is_current(lensops):
+    """desired-state/lensops.schema.json is what editors load (each manifest names it in a
+    yaml-language-server modeline); regenerate with `lensops schema > desired-state/lensops.schema.json`."""
+    committed = json.loads((ROOT / "desired-state" / "lensops.schema.json").read_text())
+    assert committed == _schema(lensops)
+    for path in (ROOT / "desired-state").rglob("*.yaml"):
+        if "templates" not in path.parts:
+            assert path.read_text().startswith("# yaml-language-server: $schema="), path
