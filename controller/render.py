@@ -53,6 +53,10 @@ def change_lines(change: Change, create: bool = False) -> list[str]:
         return [f"{change.path}:"] + [f"  {line}" for line in _lines(change.new)[:40]]
     if len(new) <= _SHORT and len(old) <= _SHORT:
         return [f"{change.path}: {old} -> {new}"]
+    if change.old is None:
+        return [f"{change.path}: (added)"] + [f"  + {line}" for line in _lines(change.new)[:40]]
+    if change.new is None:
+        return [f"{change.path}: (removed)"] + [f"  - {line}" for line in _lines(change.old)[:40]]
     diff = difflib.unified_diff(_lines(change.old) if change.old is not None else [], _lines(change.new), lineterm="", n=1)
     body = [line for line in diff if not line.startswith(("---", "+++"))]
     return [f"{change.path}:"] + [f"  {line}" for line in body]

@@ -1,0 +1,58 @@
+"""The plan a reviewer reads for a change of every kind, against the expected text in tests/golden/."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+from controller.demo import seed
+
+ROOT = Path(__file__).resolve().parent.parent
+GOLDEN = Path(__file__).resolve().parent / "golden" / "plan_every_kind.txt"
+
+CHANGES = {
+    "environments/dev/environment.yaml": [
+        ("lambdaErrorsPerMinute: 10", "lambdaErrorsPerMinute: 12"),  # MetricAlarm
+        ("monthlyBudgetUsd: 100", "monthlyBudgetUsd: 150"),  # Budget
+        ("apiRateLimit: 500", "apiRateLimit: 800"),  # WebACL
+        ("backupRetentionDays: 7", "backupRetentionDays: 14"),  # BackupPlan
+        ("queueRetentionSeconds: 86400", "queueRetentionSeconds: 172800"),  # Stack
+        ('scenarioVersion: "2"', 'scenarioVersion: "1"'),  # LambdaAlias
+        ("bakeTime: 1m", "bakeTime: 1s"),
+    ],
+    "base/alarms.yaml": [("API is failing or slow", "API is failing or too slow")],  # CompositeAlarm
+    "base/dashboard.yaml": [("title: Database CPU (%)", "title: Database CPU")],  # Dashboard
+    "base/topics.yaml": [("DisplayName: EconLens {{ env.name }} alerts", "DisplayName: EconLens {{ env.name }} alarms")],  # Topic
+    "base/waf.yaml": [("    - 198.51.100.0/24", "    - 198.51.100.0/25")],  # IPSet
+    "base/backup.yaml": [("  backupVaultName: econlens-{{ env.name }}-vault\n", "  backupVaultName: econlens-{{ env.name }}-vault\n  tags: {tier: gold}\n")],  # BackupVault
+}
+
+
+def _rewrite(repo: Path, changes: dict[str, list[tuple[str, str]]]) -> None:
+    for relative, edits in changes.items():
+        path = repo / relative
+        text = path.read_text()
+        for old, new in edits:
+            assert old in text, f"{relative}: {old!r} not found"
+            text = text.replace(old, new)
+        path.write_text(text)
+
+
+def test_plan_text_for_a_change_of_every_kind(aws, tree, lensops):
+    seed(aws.url)
+    shutil.copytree(ROOT / "desired-state", tree.root, dirs_exist_ok=True)
+    _rewrite(tree.root, {"environments/dev/environment.yaml": [("bakeTime: 1m", "bakeTime: 1s")]})
+    assert lensops("apply", "--repo", str(tree.root), "--env", "dev").code == 0
+    changes = dict(CHANGES)
+    changes["environments/dev/environment.yaml"] = [c for c in CHANGES["environments/dev/environment.yaml"] if "bakeTime" not in c[0]]
+    _rewrite(tree.root, changes)
+    planned = lensops("plan", "--repo", str(tree.root), "--env", "dev")
+    assert planned.code == 2, planned.err
+    text = re.sub(r"\(revision [0-9a-z-]+\)", "(revision REV)", planned.out)
+    text = re.sub(r"lensops-plan-[0-9a-f]+", "lensops-plan-ID", text)
+    if not GOLDEN.exists():
+        GOLDEN.write_text(text)
+    assert text == GOLDEN.read_text()
+    kinds = set(re.findall(r"^  ~ (\w+)/", text, re.M))
+    assert kinds == {"MetricAlarm", "CompositeAlarm", "Dashboard", "Topic", "Stack", "LambdaAlias", "Budget", "BackupVault", "BackupPlan", "IPSet", "WebACL"}
