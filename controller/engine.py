@@ -471,6 +471,7 @@ class _Pass:
             self.on_resource(rp)
 
     def _decide_and_apply(self, resource: Resource, rp: ResourcePlan) -> _Settling | None:
+        """Decide what one resource needs and, when applying, do it."""
         reconciler = self.reconciler(resource.kind)
         if reconciler is None:
             rp.status, rp.message = "failed", f"kind {resource.kind} has no reconciler in this version"
@@ -479,6 +480,19 @@ class _Pass:
             rp.status, rp.message = "failed", f"observe: {self.failures[resource.kind]}"
             return None
         live = self.observed.get(resource.kind, {}).get(resource.physical)
+        decided = self._decide(resource, rp, reconciler, live)
+        if decided is None:
+            return None
+        desired, state = decided
+        if rp.status != "ok" or rp.action == "noop" or not self.execute:
+            self._publish(resource, self._known_outputs(reconciler, resource, live))
+            if self.execute and rp.status == "ok":
+                self._remember(resource, live, state, desired, changed=rp.adopt)
+            return None
+        return self._apply(resource, rp, reconciler, desired, state, live)
+
+    def _decide(self, resource: Resource, rp: ResourcePlan, reconciler: Reconciler, live: Live | None) -> tuple[Desired, dict[str, Any]] | None:
+        """Fill ``rp`` with the action, changes and drift; None when the resource cannot go on."""
         record = self.inventory.get(resource.ident)
         with self.lock:
             outputs = dict(self.outputs)
@@ -497,17 +511,15 @@ class _Pass:
             owned = (record is not None and record.physical == resource.physical) or (
                 live.owner == resource.ident and live.owner_env == self.env.name
             )
-            if not owned:
-                if resource.annotation_true(ANNOTATION_ADOPT):
-                    rp.adopt = True
-                else:
-                    rp.status = "conflict"
-                    rp.message = (
-                        f"{resource.physical} exists in AWS and is not managed by lensops; "
-                        'annotate lensops.io/adopt: "true" to take it over'
-                    )
-                    self._publish(resource, live.attrs or {"arn": live.arn})
-                    return None
+            if not owned and not resource.annotation_true(ANNOTATION_ADOPT):
+                rp.status = "conflict"
+                rp.message = (
+                    f"{resource.physical} exists in AWS and is not managed by lensops; "
+                    'annotate lensops.io/adopt: "true" to take it over'
+                )
+                self._publish(resource, live.attrs or {"arn": live.arn})
+                return None
+            rp.adopt = not owned
             view = reconciler.compare_view(live, state)
             rp.changes = diff(state, view, ignore)
             rp.action = "update" if rp.changes else "noop"
@@ -524,11 +536,12 @@ class _Pass:
         if active is not None and rp.action == "update" and spec_hash(active["final"]) == spec_hash(state):
             rp.status = "progressing"
             rp.message = f"rollout step {active['index'] + 1} of {len(active['steps']) + 1}"
-        if rp.status != "ok" or rp.action == "noop" or not self.execute:
-            self._publish(resource, self._known_outputs(reconciler, resource, live))
-            if self.execute and rp.status == "ok":
-                self._remember(resource, live, state, desired, changed=rp.adopt)
-            return None
+        return desired, state
+
+    def _apply(
+        self, resource: Resource, rp: ResourcePlan, reconciler: Reconciler, desired: Desired, state: dict[str, Any], live: Live | None
+    ) -> _Settling | None:
+        """Create or update one resource (or start its rollout); a change AWS is still making is returned to settle."""
         digest = spec_hash(state)
         known = self.permanent.get(resource.ident)
         if known and not self.retry_failed and known["hash"] == digest and known["revision"] == self.env.revision:
@@ -536,13 +549,13 @@ class _Pass:
             rp.message = f"{known['message']} (not retried until the spec or the revision changes)"
             return None
         self.state_hash[resource.ident] = digest
-        if rp.action == "create":
+        if live is None:
             result = reconciler.create(desired, state)
         else:
-            assert live is not None
             steps = reconciler.rollout_steps(desired, state, live)
             if steps:
-                return self._start_rollout(resource, rp, reconciler, desired, state, live, steps)
+                self._start_rollout(resource, rp, reconciler, desired, state, live, steps)
+                return None
             result = reconciler.update(desired, state, live, rp.changes)
         settled = reconciler.settle(desired, result)
         if settled is None:
