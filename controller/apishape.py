@@ -15,6 +15,7 @@ import botocore.session
 from botocore.model import ListShape, MapShape, Shape, StructureShape
 
 
+@functools.lru_cache(maxsize=4096)
 def lower_camel(name: str) -> str:
     """``AlarmName`` -> ``alarmName``, ``OKActions`` -> ``okActions``, ``ARN`` -> ``arn``."""
     run = 0

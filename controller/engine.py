@@ -529,7 +529,8 @@ class _Pass:
                 if key in state and key in view:
                     state[key] = view[key]
             if record is not None and record.spec is not None and record.physical == resource.physical:
-                rp.drift = diff(record.spec, reconciler.compare_view(live, record.spec), ignore)
+                same = record.spec_hash == spec_hash(state)  # then the drift is the change set just computed
+                rp.drift = list(rp.changes) if same else diff(record.spec, reconciler.compare_view(live, record.spec), ignore)
         if rp.action != "noop" and resource.annotation_true(ANNOTATION_SUSPEND):
             rp.status, rp.message = "suspended", "lensops.io/suspend: observed only"
         active = self.active.get(resource.ident)

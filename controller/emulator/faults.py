@@ -1,4 +1,4 @@
-"""Injected faults: throttling, 5xx answers, dropped connections, latency, services that are down.
+"""Injected faults: throttling, 5xx answers, dropped connections, access denied, latency, services that are down.
 
 Part of the embedded AWS emulator used by tests and ``lensops demo`` (moto in
 server mode plus what moto lacks). Reliability tests describe the weather with
@@ -20,6 +20,9 @@ from typing import Literal
 from .wire import AwsError
 
 FAULT_KINDS: frozenset[str] = frozenset({"throttle", "5xx", "reset"})
+"""The transient kinds: a plan's default, what botocore retries."""
+KNOWN_FAULT_KINDS: frozenset[str] = FAULT_KINDS | {"denied"}
+"""Every kind a plan may name: the transient ones, and ``denied`` (a permanent error, never retried)."""
 
 THROTTLING = AwsError(400, "Throttling", "ThrottlingException", "Rate exceeded", sender_fault=True)
 INTERNAL_FAILURE = AwsError(
@@ -32,6 +35,23 @@ INTERNAL_FAILURE = AwsError(
 SERVICE_UNAVAILABLE = AwsError(
     503, "ServiceUnavailable", "ServiceUnavailableException", "Service is unavailable. Try again later.", sender_fault=False
 )
+
+
+def access_denied(service: str) -> AwsError:
+    """AccessDenied as AWS answers a caller whose policy does not allow the call (HTTP 403).
+
+    Query services and CloudWatch's query-compatible JSON say ``AccessDenied``,
+    the other JSON and REST-JSON services ``AccessDeniedException``.
+    """
+    return AwsError(
+        403,
+        "AccessDenied",
+        "AccessDeniedException",
+        f"User: arn:aws:sts::123456789012:assumed-role/lensops/lensops is not authorized to perform: {service}:* "
+        "with an explicit deny in an identity-based policy",
+        sender_fault=True,
+    )
+
 
 RESET = "reset"
 """The decision to close the connection without answering."""
@@ -46,7 +66,8 @@ class FaultPlan:
     ``error_rate``: fraction of requests (0..1) answered with a fault drawn
     evenly from ``kinds``: ``throttle`` (HTTP 400 Throttling), ``5xx``
     (HTTP 500 InternalFailure or 503 ServiceUnavailable), ``reset`` (the
-    connection closes without an answer). ``services`` limits ``error_rate``
+    connection closes without an answer), ``denied`` (HTTP 403 AccessDenied:
+    a permanent error, not in the default kinds). ``services`` limits ``error_rate``
     and ``latency_ms`` to those boto3 client names (None: every service).
     ``latency_ms`` delays each of those requests. Services in ``down`` answer
     every request with 503, whatever ``services`` says. ``seed`` seeds the draws.
@@ -67,8 +88,8 @@ class FaultPlan:
             object.__setattr__(self, "services", _names("services", self.services))
         if not 0.0 <= self.error_rate <= 1.0:
             raise ValueError(f"error_rate must be within 0..1, got {self.error_rate}")
-        if unknown := self.kinds - FAULT_KINDS:
-            raise ValueError(f"unknown fault kinds {sorted(unknown)}; known: {sorted(FAULT_KINDS)}")
+        if unknown := self.kinds - KNOWN_FAULT_KINDS:
+            raise ValueError(f"unknown fault kinds {sorted(unknown)}; known: {sorted(KNOWN_FAULT_KINDS)}")
         if self.error_rate > 0 and not self.kinds:
             raise ValueError("error_rate > 0 needs at least one fault kind")
         if self.latency_ms < 0:
@@ -115,6 +136,8 @@ class FaultInjector:
                 return THROTTLING
             if kind == "5xx":
                 return self._random.choice((INTERNAL_FAILURE, SERVICE_UNAVAILABLE))
+            if kind == "denied":
+                return access_denied(service)
             return RESET
 
 

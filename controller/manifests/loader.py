@@ -44,7 +44,8 @@ class _Doc:
 
     @property
     def kind(self) -> str:
-        return str(self.data.get("kind", ""))
+        kind = self.data.get("kind", "")
+        return kind if isinstance(kind, str) else ""
 
     @property
     def name(self) -> str:
@@ -225,7 +226,10 @@ class _Loader:
             report(doc.line("apiVersion"), f"unknown apiVersion {data.get('apiVersion')!r}, expected {API_VERSION}")
             ok = False
         kind = data.get("kind")
-        if kind != "Environment" and kind not in self.kinds:
+        if not isinstance(kind, str):
+            report(doc.line("kind"), f"kind must be a string, not {type(kind).__name__}")
+            ok = False
+        elif kind != "Environment" and kind not in self.kinds:
             close = difflib.get_close_matches(str(kind), known_kinds(), n=1)
             hint = f" (did you mean {close[0]}?)" if close else ""
             report(doc.line("kind"), f"unknown kind {kind!r}{hint}")

@@ -17,11 +17,23 @@ class Spec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=False, populate_by_name=True)
 
 
+MAX_DURATION = 366 * 24 * 3600
+
+
 def parse_duration(value: Any) -> int:
-    """Seconds in a duration written as ``90``, ``"90s"``, ``"5m"``, ``"1h30m"``."""
+    """Seconds in a duration written as ``90``, ``"90s"``, ``"5m"``, ``"1h30m"`` (at most a year)."""
+    seconds = _duration_seconds(value)
+    if seconds > MAX_DURATION:
+        raise ValueError(f"{value!r} is longer than a year")
+    return seconds
+
+
+def _duration_seconds(value: Any) -> int:
     if isinstance(value, bool):
         raise ValueError("a duration is a number of seconds or a string like 30s, 5m, 1h")
     if isinstance(value, (int, float)):
+        if value != value or value in (float("inf"), float("-inf")):
+            raise ValueError("a duration must be a finite number")
         if value < 0:
             raise ValueError("a duration cannot be negative")
         return int(value)

@@ -79,7 +79,11 @@ def load_documents(text: str | bytes) -> list[Document]:
         if node is None:
             continue
         builder = _Builder()
-        data = builder.build(node, ())
+        try:
+            data = builder.build(node, ())
+        except yaml.MarkedYAMLError as exc:
+            mark = exc.problem_mark or exc.context_mark
+            raise YamlProblem(f"YAML error: {exc.problem or exc.context}", mark.line + 1 if mark else 0) from None
         docs.append(Document(data=data, line=node.start_mark.line + 1, lines=builder.lines))
     return docs
 
@@ -165,4 +169,7 @@ class _Builder:
         constructor = _SCALARS.yaml_constructors.get(node.tag)
         if constructor is None:
             raise YamlProblem(f"unsupported YAML tag {node.tag}", node.start_mark.line + 1)
-        return constructor(_SCALARS, node)
+        try:
+            return constructor(_SCALARS, node)
+        except (ValueError, KeyError, IndexError, TypeError, yaml.YAMLError):
+            raise YamlProblem(f"cannot read {node.value!r} as {node.tag.rsplit(':', 1)[-1]}", node.start_mark.line + 1) from None

@@ -88,6 +88,33 @@ def test_reset_faults_close_the_connection_without_an_answer(emulator: Emulator,
     assert client("sts").get_caller_identity()["Account"] == ACCOUNT_ID
 
 
+@pytest.mark.parametrize(
+    ("service", "call", "code", "operation"),
+    [
+        ("cloudwatch", lambda c: c.describe_alarms(), "AccessDenied", "DescribeAlarms"),  # JSON, query-compatible
+        ("sns", lambda c: c.list_topics(), "AccessDenied", "ListTopics"),  # query
+        ("budgets", lambda c: c.describe_budgets(AccountId=ACCOUNT_ID), "AccessDeniedException", "DescribeBudgets"),  # JSON
+        ("lambda", lambda c: c.list_functions(), "AccessDeniedException", "ListFunctions"),  # REST-JSON
+    ],
+)
+def test_denied_is_a_403_in_each_protocol_and_botocore_does_not_retry_it(
+    emulator: Emulator, client: Any, service: str, call: Any, code: str, operation: str
+) -> None:
+    emulator.set_faults(FaultPlan(error_rate=1.0, kinds={"denied"}, services={service}))
+
+    with pytest.raises(ClientError) as raised:
+        call(client(service, attempts=5))
+
+    assert error_of(raised) == (403, code)
+    assert "is not authorized to perform" in raised.value.response["Error"]["Message"]
+    assert emulator.requests() == {(service, operation): 1}  # throttling would have been sent 5 times
+
+
+def test_denied_is_only_drawn_when_named() -> None:
+    assert "denied" not in FaultPlan(error_rate=0.5).kinds
+    assert FaultPlan(error_rate=0.5, kinds={"denied", "throttle"}).kinds == {"denied", "throttle"}
+
+
 def test_faults_are_limited_to_the_plans_services(emulator: Emulator, client: Any) -> None:
     emulator.set_faults(FaultPlan(error_rate=1.0, kinds={"throttle"}, services={"budgets"}))
 

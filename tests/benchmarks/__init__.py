@@ -1,0 +1,1 @@
+"""Performance figures (``make bench``): a table printed at the end, no assertion on time."""

@@ -1,0 +1,582 @@
+"""Hostile input: hypothesis over the manifest loader and over the generic differ.
+
+The loader (``load_tree``) must answer any tree with a clean list of
+problems, never an exception: random YAML-ish text, and valid manifests
+mutated (wrong types, unknown fields, deep nesting, aliases, huge numbers,
+unicode, bad names, interpolation placeholders, ``ref:`` strings). The differ
+(``controller/diff.py``) must be total and consistent: ``diff(a, a)`` is
+empty, an empty ``diff(a, b)`` means equal on ``a``'s keys, and each change's
+path names where the values differ. The CLI's ``validate`` answers exit 1
+and no traceback on generated trees.
+
+Examples: 2,000 in total (derandomized, no deadline), printed per test.
+Inputs that hit a crash already reported by an ``xfail(strict=True)`` test
+below are counted apart (``KNOWN_CRASHES``); any other exception fails.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import re
+import shutil
+import textwrap
+from collections import Counter
+from contextlib import redirect_stderr, redirect_stdout
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from conftest import alarm
+from controller.diff import Change, diff
+from controller.errors import Problem
+from controller.manifests.loader import LoadResult, load_tree
+
+FUZZ = settings(
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much],
+)
+
+
+def fuzz(examples: int) -> settings:
+    """The settings of every property here, with its share of the 2,000 examples."""
+    return settings(FUZZ, max_examples=examples)
+
+# --- known crashes: each has its xfail(strict=True) test at the end of this file -------------
+
+KNOWN_CRASHES: list[tuple[str, type[BaseException], str]] = []  # every crash found so far is fixed
+
+
+def known_crash(exc: BaseException) -> str | None:
+    """The name of an already reported crash ``exc`` is, else None."""
+    for name, kind, pattern in KNOWN_CRASHES:
+        if type(exc) is kind and re.search(pattern, str(exc)):
+            return name
+    return None
+
+
+# --- the tree ------------------------------------------------------------------------------------
+
+ENVIRONMENT = """apiVersion: lensops.io/v1
+kind: Environment
+metadata:
+  name: dev
+spec:
+  region: us-east-1
+  account: "123456789012"
+  tags: {app: econlens}
+  vars: {limit: 5, team: platform}
+  sync: {prune: true, selfHeal: true, interval: 5m}
+  health: {alarms: [ref:MetricAlarm/api-5xx], bakeTime: 2m, rollback: auto}
+  notifications: {topic: ref:Topic/alerts}
+"""
+
+MANIFESTS = [
+    alarm("api-5xx", extra="alarmActions: [ref:Topic/alerts]\nalarmDescription: 'team {{ vars.team }} in {{ env.name }}'"),
+    """apiVersion: lensops.io/v1
+kind: Topic
+metadata: {name: alerts, annotations: {lensops.io/prune: "false"}}
+spec:
+  attributes: {DisplayName: EconLens alerts}
+  subscriptions: [{protocol: email, endpoint: ops@econlens.example}]
+  tags: {team: platform}
+""",
+    """apiVersion: lensops.io/v1
+kind: CompositeAlarm
+metadata: {name: api-health, dependsOn: [MetricAlarm/api-5xx]}
+spec:
+  alarmRule: ALARM("api-5xx") OR ALARM(api-5xx)
+  alarmActions: [ref:Topic/alerts.arn]
+""",
+    """apiVersion: lensops.io/v1
+kind: Dashboard
+metadata: {name: operations}
+spec:
+  body:
+    widgets:
+      - {type: text, x: 0, y: 0, width: 6, height: 3, properties: {markdown: "EconLens {{ env.region }}"}}
+""",
+    """apiVersion: lensops.io/v1
+kind: Budget
+metadata: {name: monthly}
+spec:
+  limit: {amount: 400, unit: USD}
+  timeUnit: MONTHLY
+  costFilters: {Service: [AWS Lambda]}
+  notifications:
+    - {notificationType: ACTUAL, threshold: 80, subscribers: [{subscriptionType: EMAIL, address: ops@econlens.example}]}
+""",
+    """apiVersion: lensops.io/v1
+kind: IPSet
+metadata: {name: blocked}
+spec:
+  addresses: ["203.0.113.0/24", "198.51.100.7/32"]
+  tags: {team: security}
+""",
+    """apiVersion: lensops.io/v1
+kind: WebACL
+metadata: {name: edge}
+spec:
+  defaultAction: {allow: {}}
+  rules:
+    - name: block-listed
+      priority: 0
+      action: {block: {}}
+      statement:
+        ipSetReferenceStatement: {arn: "ref:IPSet/blocked"}
+""",
+    """apiVersion: lensops.io/v1
+kind: LambdaAlias
+metadata: {name: live}
+spec:
+  functionName: billing
+  name: live
+  functionVersion: "3"
+  deployment: {type: canary, stepPercent: 10, interval: 1m, alarms: [ref:MetricAlarm/api-5xx]}
+""",
+]
+DOCUMENTS = [yaml.safe_load(text) for text in [ENVIRONMENT, *MANIFESTS]]
+
+
+class Workspace:
+    """One folder rewritten for each example: environments/dev/ and nothing else."""
+
+    def __init__(self, root: Path):
+        self.root = root
+
+    def write(self, files: dict[str, str | bytes]) -> Path:
+        shutil.rmtree(self.root, ignore_errors=True)
+        for relative, body in files.items():
+            path = self.root / relative
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(body if isinstance(body, bytes) else body.encode("utf-8", "surrogatepass"))
+        return self.root
+
+
+def check_result(result: Any) -> None:
+    """A LoadResult whose problems are well formed."""
+    assert isinstance(result, LoadResult)
+    for problem in result.all_problems:
+        assert isinstance(problem, Problem)
+        assert isinstance(problem.path, str) and problem.path
+        assert isinstance(problem.line, int) and problem.line >= 0
+        assert isinstance(problem.message, str) and problem.message
+        str(problem)
+    for name, env in result.environments.items():
+        assert not result.problems.get(name)
+        assert all(r.environment == name for r in env.resources)
+
+
+def load_or_known(root: Path, stats: Counter[str]) -> LoadResult | None:
+    """load_tree(root); a known crash is counted and gives None, any other exception fails the test."""
+    try:
+        result = load_tree(root)
+    except Exception as exc:  # noqa: BLE001 - the property under test
+        name = known_crash(exc)
+        if name is None:
+            raise
+        stats[f"known crash: {name}"] += 1
+        return None
+    check_result(result)
+    stats["valid" if result.ok else "problems"] += 1
+    return result
+
+
+# --- strategies: hostile values and mutations --------------------------------------------------
+
+NAMES = st.sampled_from(["", "A", "-x", "x-", "a_b", "a" * 64, "ünï", "a.b", "0", "a--b", "🙂", "x" * 1000, "api-5xx", "alerts"])
+PLACEHOLDERS = st.sampled_from([
+    "{{ vars.limit }}", "{{ vars.nope }}", "{{ env.name }}", "{{ env.account }}", "{{ env.secret }}", "{{", "}}",
+    "{{ }}", "{{ vars. }}", "{{vars.team}}-{{env.region}}", "{{ {{ vars.limit }} }}", "{{ env.name.upper }}",
+])
+REFS = st.sampled_from([
+    "ref:", "ref:Topic", "ref:Topic/", "ref:Topic/alerts", "ref:Topic/alerts.arn", "ref:Topic/missing", "ref:Nope/x",
+    "ref:MetricAlarm/api-5xx.arn", "ref:Topic/ALERTS", "ref:Topic/alerts.", "ref:Topic/alerts..x", "ref:WebACL/edge",
+    "ref:CompositeAlarm/api-health", "ref:Environment/dev",
+])
+SCALARS = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.integers(min_value=-(10**400), max_value=10**400),
+    st.floats(),
+    st.text(max_size=30),
+    st.text(alphabet=st.characters(codec="utf-8", exclude_categories=["Cs"]), max_size=30),
+    NAMES,
+    PLACEHOLDERS,
+    REFS,
+    st.sampled_from(["5m", "1h30m", "-1s", "99999999999999999999h", "off", "on", "yes", "no", "~", "null", "0x1F", "1e400", ".inf", "-.nan"]),
+)
+VALUES = st.recursive(
+    SCALARS,
+    lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(st.one_of(st.text(max_size=8), NAMES), inner, max_size=4)),
+    max_leaves=12,
+)
+
+
+def deep(depth: int, leaf: Any = 1) -> Any:
+    value = leaf
+    for level in range(depth):
+        value = {"a": value} if level % 2 else [value]
+    return value
+
+
+def paths_of(value: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """Every path into nested dicts and lists, the root included."""
+    found = [prefix]
+    if isinstance(value, dict):
+        for key, item in value.items():
+            found += paths_of(item, prefix + (key,))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            found += paths_of(item, prefix + (index,))
+    return found
+
+
+def get_at(value: Any, path: tuple[Any, ...]) -> Any:
+    for part in path:
+        value = value[part]
+    return value
+
+
+@st.composite
+def mutated(draw: Any, data: Any) -> Any:
+    """``data`` with one to three mutations at random paths."""
+    import copy
+
+    data = copy.deepcopy(data)
+    for _ in range(draw(st.integers(1, 3))):
+        paths = paths_of(data)
+        path = draw(st.sampled_from(paths))
+        operation = draw(st.sampled_from(["replace", "replace", "unknown-field", "delete", "deep", "wrap-list", "wrap-dict"]))
+        if not path:
+            if operation == "replace":
+                data = draw(VALUES)
+            continue
+        parent, last = get_at(data, path[:-1]), path[-1]
+        if operation == "replace":
+            parent[last] = draw(VALUES)
+        elif operation == "unknown-field":
+            target = parent[last] if isinstance(parent[last], dict) else parent
+            if isinstance(target, dict):
+                target[draw(st.sampled_from(["threshhold", "extra", "Spec", "apiversion", "metadata", "", "kind "]))] = draw(VALUES)
+        elif operation == "delete":
+            del parent[last]
+        elif operation == "deep":
+            parent[last] = deep(draw(st.integers(1, 80)), parent[last])
+        elif operation == "wrap-list":
+            parent[last] = [parent[last]]
+        else:
+            parent[last] = {"value": parent[last]}
+    return data
+
+
+def dump(documents: list[Any]) -> str:
+    return yaml.safe_dump_all(documents, allow_unicode=True, sort_keys=False, width=1 << 20)
+
+
+TEXT_SNIPPETS = st.sampled_from([
+    "\n", ": ", "- ", "---\n", "...\n", "{", "}", "[", "]", ",", "&a ", "*a", "*b ", "<<: ", "!!int ", "!!str ", "!!binary ",
+    "!!timestamp ", "!!python/object:os.system ", "!custom ", "? ", "|\n  ", ">\n  ", "\t", "  ", "#", "'", '"', "\\",
+    "%YAML 1.1\n", "%TAG ! tag:x,2000:\n", "apiVersion: lensops.io/v1\n", "kind: MetricAlarm\n", "kind: Environment\n",
+    "metadata:\n  name: x\n", "spec:\n", "threshold: 1e400\n", "name: ünï\n", "\x00", "\ufeff", "\u2028", "🙂", "{{ vars.x }}",
+    "ref:Topic/alerts", "9" * 400, "1.5e-400", "0o777", "0b101", ".nan", "~", "null", "yes", "on", "2001-12-14t21:59:43.10-05:00",
+])
+BILLION_LAUGHS = "a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join(['*' + chr(97 + i)] * 10)}]\n" for i in range(6)
+)
+SPECIALS = [
+    BILLION_LAUGHS,
+    "a: " + "[" * 70 + "]" * 70 + "\n",
+    "a: " + "{b: " * 70 + "1" + "}" * 70 + "\n",
+    "spec: &s {x: *s}\n",
+    "a: *undefined\n",
+    "a: 1\na: 2\n",
+    "[1, 2]: x\n",
+    "? [a, b]\n: c\n",
+    "---\n" * 50,
+    "a: !!binary aGVsbG8=\n",
+    "a: !!set {x, y}\n",
+    "a: !!omap [{x: 1}]\n",
+    "a: !!python/name:os.system\n",
+]
+
+
+@st.composite
+def yamlish(draw: Any) -> str | bytes:
+    """Random text made of YAML's punctuation and pieces of manifests, or a hostile classic."""
+    choice = draw(st.integers(0, 9))
+    if choice == 0:
+        return draw(st.sampled_from(SPECIALS))
+    if choice == 1:
+        return draw(st.binary(max_size=200))
+    if choice == 2:
+        return draw(st.text(max_size=200))
+    pieces = draw(st.lists(st.one_of(TEXT_SNIPPETS, st.text(max_size=6)), max_size=40))
+    return "".join(pieces)
+
+
+# --- the loader --------------------------------------------------------------------------------
+
+
+def test_loader_answers_random_yamlish_text_with_problems(tmp_path):
+    stats: Counter[str] = Counter()
+    space = Workspace(tmp_path / "tree")
+
+    @fuzz(500)
+    @given(text=yamlish(), where=st.sampled_from(["environments/dev/fuzz.yaml", "environments/dev/environment.yaml", "base/fuzz.yaml"]))
+    def check(text: str | bytes, where: str) -> None:
+        files: dict[str, str | bytes] = {"environments/dev/environment.yaml": ENVIRONMENT}
+        files[where] = text
+        load_or_known(space.write(files), stats)
+
+    check()
+    print(f"\nloader, random YAML-ish text: {sum(stats.values())} examples, {dict(stats)}")
+    assert stats["problems"] > 0
+
+
+def test_loader_answers_mutated_manifests_with_problems(tmp_path):
+    stats: Counter[str] = Counter()
+    space = Workspace(tmp_path / "tree")
+
+    @fuzz(800)
+    @given(data=st.data())
+    def check(data: Any) -> None:
+        index = data.draw(st.integers(0, len(DOCUMENTS) - 1))
+        documents = list(DOCUMENTS)
+        documents[index] = data.draw(mutated(DOCUMENTS[index]))
+        try:
+            text = dump(documents[1:])
+            env_text = dump([documents[0]])
+        except yaml.representer.RepresenterError:
+            return
+        if data.draw(st.booleans()):  # text-level damage too: an alias, a merge, a tag...
+            at = data.draw(st.integers(0, len(text)))
+            text = text[:at] + data.draw(TEXT_SNIPPETS) + text[at:]
+        load_or_known(space.write({"environments/dev/environment.yaml": env_text, "environments/dev/manifests.yaml": text}), stats)
+
+    check()
+    print(f"\nloader, mutated manifests: {sum(stats.values())} examples, {dict(stats)}")
+    assert stats["problems"] > 0
+
+
+def test_the_valid_tree_loads(tmp_path):
+    root = Workspace(tmp_path / "tree").write({"environments/dev/environment.yaml": ENVIRONMENT, "environments/dev/m.yaml": dump(DOCUMENTS[1:])})
+    result = load_tree(root)
+    assert result.ok, result.all_problems
+    assert len(result.environments["dev"].resources) == len(MANIFESTS)
+
+
+def test_validate_command_on_generated_trees(tmp_path):
+    """controller.cli.main(["validate", path]) on a handful of generated invalid trees: exit 1, a clean message."""
+    from controller.cli import main
+
+    space = Workspace(tmp_path / "tree")
+    seen: list[int] = []
+
+    @fuzz(25)
+    @given(data=st.data())
+    def check(data: Any) -> None:
+        index = data.draw(st.integers(1, len(DOCUMENTS) - 1))
+        documents = list(DOCUMENTS)
+        documents[index] = data.draw(mutated(DOCUMENTS[index]))
+        try:
+            text = dump(documents[1:])
+        except yaml.representer.RepresenterError:
+            return
+        root = space.write({"environments/dev/environment.yaml": ENVIRONMENT, "environments/dev/manifests.yaml": text})
+        stats: Counter[str] = Counter()
+        result = load_or_known(root, stats)
+        if result is None or result.ok:
+            return
+        out, err = io.StringIO(), io.StringIO()
+        with redirect_stdout(out), redirect_stderr(err):
+            code = main(["validate", str(root)])
+        assert code == 1, out.getvalue() + err.getvalue()
+        assert "Traceback" not in err.getvalue() and "internal error" not in err.getvalue(), err.getvalue()
+        lines = [line for line in err.getvalue().splitlines() if line.strip()]
+        assert lines and all(line.startswith(str(root)) for line in lines), lines
+        seen.append(len(lines))
+
+    check()
+    print(f"\nlensops validate on {len(seen)} generated invalid trees: exit 1, {sum(seen)} problem lines, no traceback")
+    assert len(seen) >= 5
+
+
+# --- the differ --------------------------------------------------------------------------------
+
+KEYS = st.text(alphabet="abcxyz-_0123456789", min_size=1, max_size=3)
+LEAVES = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**53), max_value=2**53),
+    st.floats(allow_nan=False, allow_infinity=False, width=32),
+    st.text(max_size=4),
+)
+TREES = st.recursive(LEAVES, lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(KEYS, inner, max_size=3)), max_leaves=10)
+DICTS = st.dictionaries(KEYS, TREES, max_size=5)
+
+
+def same(a: Any, b: Any) -> bool:
+    """The differ's notion of equality, written independently: numbers by value (bools apart),
+    maps key by key with an absent key as None, lists element by element."""
+    if isinstance(a, bool) or isinstance(b, bool):
+        return type(a) is type(b) and a == b
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
+        return a == b
+    if isinstance(a, dict) and isinstance(b, dict):
+        return all(same(a.get(k), b.get(k)) for k in set(a) | set(b))
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
+    return type(a) is type(b) and a == b
+
+
+_MISSING = object()
+
+
+def lookup(value: Any, path: list[str]) -> Any:
+    for part in path:
+        if not isinstance(value, dict):
+            return _MISSING
+        value = value.get(part)
+    return value
+
+
+def check_paths(desired: dict[str, Any], live: dict[str, Any], changes: list[Change], ignore: set[str]) -> None:
+    paths = [c.path for c in changes]
+    assert len(paths) == len(set(paths)), paths
+    for change in changes:
+        parts = change.path.split(".")
+        assert all(parts), change.path
+        assert parts[0] in desired, change.path
+        assert not any(".".join(parts[: i + 1]) in ignore for i in range(len(parts))), change.path
+        assert lookup(desired, parts) is change.new or lookup(desired, parts) == change.new, change
+        assert lookup(live, parts) is change.old or lookup(live, parts) == change.old, change
+        assert not same(change.new, change.old), change
+        # below the top level, a change's parents are maps on both sides (else the parent itself differs)
+        for i in range(1, len(parts)):
+            assert isinstance(lookup(desired, parts[:i]), dict) and isinstance(lookup(live, parts[:i]), dict), change
+
+
+@fuzz(250)
+@given(a=DICTS)
+def test_diff_of_a_state_with_itself_is_empty(a):
+    import copy
+
+    assert diff(a, a) == []
+    assert diff(a, copy.deepcopy(a)) == []
+
+
+@fuzz(400)
+def without(value: dict[str, Any], ignore: set[str]) -> dict[str, Any]:
+    """A copy of ``value`` without the ignored paths (dotted, through maps)."""
+    import copy
+
+    value = copy.deepcopy(value)
+    for path in ignore:
+        *parents, last = path.split(".")
+        target: Any = value
+        for part in parents:
+            target = target.get(part) if isinstance(target, dict) else None
+        if isinstance(target, dict):
+            target.pop(last, None)
+    return value
+
+
+IGNORED = st.sets(st.one_of(KEYS, st.builds(lambda a, b: f"{a}.{b}", KEYS, KEYS)), max_size=3)
+
+
+@given(a=DICTS, b=DICTS, ignore=IGNORED, mix=st.booleans())
+def test_diff_is_empty_only_for_equal_states_and_paths_are_well_formed(a, b, ignore, mix):
+    if mix:  # share part of the state, so that small differences are common
+        b = {**a, **{k: v for k, v in b.items() if len(k) == 1}}
+    changes = diff(a, b, ignore)
+    check_paths(a, b, changes, ignore)
+    a_seen, b_seen = without(a, ignore), without(b, ignore)
+    equal = all(same(a_seen[k], b_seen.get(k)) for k in a_seen)
+    assert (changes == []) == equal, (changes, a_seen, b_seen)
+
+
+@fuzz(25)
+@given(a=DICTS)
+def test_diff_with_numbers_written_differently_is_empty(a):
+    """1 and 1.0 are the same number: a state and its copy with whole floats as ints do not differ."""
+
+    def as_int(value: Any) -> Any:
+        if isinstance(value, float) and not isinstance(value, bool) and value.is_integer() and math.isfinite(value):
+            return int(value)
+        if isinstance(value, dict):
+            return {k: as_int(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [as_int(v) for v in value]
+        return value
+
+    assert diff(a, as_int(a)) == []
+
+
+# --- crashes found by fuzzing, fixed: each stays as a regression test --------------------------------------------
+
+
+MINIMAL_ENVIRONMENT = "apiVersion: lensops.io/v1\nkind: Environment\nmetadata: {name: dev}\nspec:\n  region: us-east-1\n"
+
+
+def _environment_with(tmp_path: Path, extra: str, manifests: str = "") -> Path:
+    """A tree whose environment.yaml is the minimal one plus ``extra`` under spec."""
+    files = {"environments/dev/environment.yaml": MINIMAL_ENVIRONMENT + f"  {extra}\n"}
+    if manifests:
+        files["environments/dev/manifests.yaml"] = manifests
+    return Workspace(tmp_path / "tree").write(files)
+
+
+def test_an_infinite_duration_is_a_problem(tmp_path):
+    result = load_tree(_environment_with(tmp_path, "health: {bakeTime: .inf}"))
+    assert "bakeTime" in str(result.all_problems)
+
+
+def test_a_merge_key_on_a_scalar_is_a_problem(tmp_path):
+    result = load_tree(_environment_with(tmp_path, "tags: {<<: 5}"))
+    assert "merg" in str(result.all_problems)
+
+
+@pytest.mark.parametrize("value", ["!!int abc", "!!float x", "!!bool maybe", "!!int ''"])
+def test_a_bad_explicit_tag_is_a_problem(tmp_path, value):
+    result = load_tree(_environment_with(tmp_path, f"tags: {{a: {value}}}"))
+    assert result.all_problems
+
+
+@pytest.mark.parametrize(("a", "b"), [(2**53, 2**53 + 1), (10**400, 10**400)], ids=["above-2**53", "beyond-float-range"])
+def test_diff_compares_big_integers_exactly(a, b):
+    assert diff({"n": a}, {"n": b}) == ([] if a == b else [Change("n", b, a)])
+
+
+@pytest.mark.parametrize("where", ["environment", "manifest"])
+def test_a_kind_that_is_not_a_string_is_a_problem(tmp_path, where):
+    if where == "environment":
+        root = Workspace(tmp_path / "tree").write({"environments/dev/environment.yaml": MINIMAL_ENVIRONMENT.replace("kind: Environment", "kind: [Environment]")})
+    else:
+        root = _environment_with(tmp_path, "tags: {}", alarm("api-5xx").replace("kind: MetricAlarm", "kind: {MetricAlarm: 1}"))
+    result = load_tree(root)
+    assert any("kind" in p.message for p in result.all_problems)
+
+
+def test_a_huge_sync_interval_does_not_stop_the_daemon(aws, client, tmp_path):
+    from daemon_helpers import DaemonProcess
+
+    root = Workspace(tmp_path / "tree").write({
+        "environments/dev/environment.yaml": MINIMAL_ENVIRONMENT + "  sync: {interval: 99999999999999999999h}\n",
+        "environments/dev/alarms.yaml": alarm("dev-5xx"),
+        "environments/prod/environment.yaml": MINIMAL_ENVIRONMENT.replace("name: dev", "name: prod"),
+        "environments/prod/alarms.yaml": alarm("prod-5xx"),
+    })
+    daemon = DaemonProcess(tmp_path, {"LENSOPS_REPO_URL": str(root), "LENSOPS_POLL_INTERVAL": "1s"})
+    try:
+        daemon.wait_until(lambda: client("cloudwatch").describe_alarms(AlarmNames=["prod-5xx"])["MetricAlarms"], timeout=8)
+        assert daemon.get("/readyz")[0] == 200
+    finally:
+        daemon.terminate()
