@@ -88,6 +88,15 @@ def at_version(client: Any, version: int) -> int:
     return done
 
 
+def failures(report: str) -> list[str]:
+    """The resources an apply's JSON report says failed, with their messages."""
+    try:
+        data = json.loads(report)
+    except ValueError:
+        return [f"(no JSON report) {report[-500:]}"]
+    return [f"{r['kind']}/{r['name']}: {r['message']}" for env in data["environments"] for r in env["resources"] if r["status"] != "ok"]
+
+
 def cli(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
     return subprocess.run([LENSOPS, *args], capture_output=True, text=True, timeout=timeout, env=os.environ.copy())
 
@@ -95,11 +104,16 @@ def cli(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
 def test_sigkill_at_random_points_of_a_500_resource_apply(aws, client, tree, tmp_path):
     rng = random.Random(SEED)
     write_estate(tree, 0)
-    started = time.monotonic()
-    first = cli("apply", "--repo", str(tree.root))
-    full = time.monotonic() - started
-    assert first.returncode == 0, first.stdout[-2000:] + first.stderr[-2000:]
-    print(f"\nfirst apply of {N_ALARMS + N_TOPICS} resources: {full:.1f}s")
+    setup = []
+    while len(setup) < 3:  # moto's SNS backend is not thread-safe (see below): the set-up may take a second apply
+        started = time.monotonic()
+        first = cli("apply", "--repo", str(tree.root), "--output", "json")
+        setup.append((first.returncode, round(time.monotonic() - started, 1), failures(first.stdout)))
+        if first.returncode == 0:
+            break
+    full = setup[0][1]
+    print(f"\nfirst apply of {N_ALARMS + N_TOPICS} resources: {full:.1f}s; set-up runs (exit, seconds, failed): {setup}")
+    assert first.returncode == 0, first.stderr[-2000:]
 
     rows = []
     kills = version = 0
@@ -122,7 +136,7 @@ def test_sigkill_at_random_points_of_a_500_resource_apply(aws, client, tree, tmp
         started = time.monotonic()
         after = cli("apply", "--repo", str(tree.root), "--output", "json")
         took = time.monotonic() - started
-        assert after.returncode == 0, f"apply after kill {kills} (version {version}, {delay:.2f}s):\n{after.stdout[-3000:]}\n{after.stderr[-3000:]}"
+        assert after.returncode == 0, f"apply after kill {kills} (version {version}, {delay:.2f}s): {failures(after.stdout)}\n{after.stderr[-3000:]}"
         changed = len(json.loads(after.stdout)["environments"][0]["applied"])
         rows.append((version, delay, f"kill {kills}", written_before_kill, done_before_kill, proc.returncode, changed, took))
         # nothing missed, nothing done twice: the next apply changes exactly what the killed one had not done
