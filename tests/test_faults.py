@@ -349,7 +349,7 @@ def test_a_crash_before_recording_a_tagged_resource_is_recovered(aws, client, tr
 @pytest.mark.xfail(
     strict=True,
     reason="untaggable kinds (Dashboard, Budget, LambdaAlias) are owned only through the state store: a crash after "
-    "create() and before the record (controller/engine.py:553 reconciler.create, then :564 _finish -> "
+    "create() and before the record (controller/engine.py:554 reconciler.create, then :565 _finish -> "
     "_remember) leaves them as permanent 'conflict: exists in AWS and is not managed by lensops'. Fix: record an intent "
     "(ident, physical, spec hash) in the store before create() for untaggable kinds, and treat a live resource with a "
     "pending intent for the same physical as owned",
@@ -396,3 +396,28 @@ def test_a_killed_apply_does_not_stay_running_in_history(aws, tree, lensops):
     results = [h["result"] for h in json.loads(lensops("history", "--output", "json").out)["revisions"]]
     assert results[0] == "success" and len(results) == 2
     assert "running" not in results, results
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="after a crash between an update and its record, lensops's own change is reported as drift on the next pass "
+    "(the drift baseline, ResourceRecord.spec, is still the previous spec: controller/engine.py:531-533 compares it with "
+    "live) and counted in lensops_drift_detected_total; tests/soak shows 'drifted' in status after the kills while plan "
+    "is clean. Fix: the same intent record as above (a pending spec hash written before update(); the next pass takes "
+    "a live state equal to the pending spec as applied, not drifted)",
+)
+def test_a_crash_before_recording_an_update_is_not_reported_as_drift(aws, tree, lensops, monkeypatch):
+    tree.environment("dev")
+    tree.write("environments/dev/a.yaml", topic("alerts", "v1"))
+    assert lensops("apply", "--repo", str(tree.root)).code == 0
+    tree.write("environments/dev/a.yaml", topic("alerts", "v2"))
+    restore = _crash_before_recording(monkeypatch, {"Topic"})
+    assert lensops("apply", "--repo", str(tree.root)).code == 130
+    restore()
+
+    again = lensops("apply", "--repo", str(tree.root), "--output", "json")
+
+    assert again.code == 0, again.err
+    resources = json.loads(again.out)["environments"][0]["resources"]
+    assert [r["action"] for r in resources] == ["noop"]  # the change reached AWS before the crash
+    assert resources[0]["drift"] == [], resources[0]["drift"]

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import socket
-from typing import Any
 
 import boto3
 import pytest
