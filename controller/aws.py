@@ -59,7 +59,7 @@ class ClientFactory:
         self._clients: dict[tuple[str, str, str, str], Any] = {}
         self._sessions: dict[tuple[str, str], boto3.Session] = {}
         self._config = botocore.config.Config(
-            retries={"mode": retry_mode, "max_attempts": max_attempts},
+            retries={"mode": retry_mode, "total_max_attempts": max_attempts},
             connect_timeout=connect_timeout,
             read_timeout=read_timeout,
             max_pool_connections=max(10, concurrency * 2),

@@ -89,6 +89,10 @@ def desired_from_record(kind: str, name: str, data: dict[str, Any]) -> Desired:
     return Desired(kind, name, data["physical"], data["spec"], data.get("tags") or {}, data.get("annotations") or {})
 
 
+INTENT_NAMESPACE = "intent"
+"""State-store items written before a create or update and removed once it is recorded: after a
+crash in between, the resource is still known as ours and its new state is not taken for drift."""
+
 FAILURE_NAMESPACE = "failure"
 """State-store items of resources that failed with a permanent error, keyed ``env/Kind/name``."""
 
@@ -336,6 +340,7 @@ class _Pass:
         """The daemon's lease check: False once this replica may no longer write."""
         self.retry_failed = retry_failed
         self.permanent = {k.split("/", 1)[1]: v for k, v, _ in engine.store.list_items(FAILURE_NAMESPACE, f"{env.name}/")}
+        self.intents = {k.split("/", 1)[1]: v for k, v, _ in engine.store.list_items(INTENT_NAMESPACE, f"{env.name}/")}
         self.state_hash: dict[str, str] = {}
         self.ctx = ctx
         self.env = env
@@ -449,8 +454,9 @@ class _Pass:
 
     def _guarded(self, resource: Resource, rp: ResourcePlan, step: Any) -> _Settling | None:
         """Run one step for a resource; any error marks that resource failed and is logged."""
+        result: _Settling | None = None
         try:
-            return step()  # type: ignore[no-any-return]
+            result = step()
         except LensopsError as exc:
             rp.status, rp.message = "failed", str(exc)
             self._remember_permanent(resource, exc)
@@ -463,7 +469,7 @@ class _Pass:
             if self.execute and rp.status == "failed":
                 self._remember_failure(resource, rp)
             self._report(rp)
-        return None
+        return result
 
     def _report(self, rp: ResourcePlan) -> None:
         """Tell the caller (the CLI's progress display) about a resource that was acted on."""
@@ -487,7 +493,10 @@ class _Pass:
         if rp.status != "ok" or rp.action == "noop" or not self.execute:
             self._publish(resource, self._known_outputs(reconciler, resource, live))
             if self.execute and rp.status == "ok":
-                self._remember(resource, live, state, desired, changed=rp.adopt)
+                recovered = resource.ident in self.intents
+                self._remember(resource, live, state, desired, changed=rp.adopt or recovered)
+                if recovered:
+                    self._clear_intent(resource)
             return None
         return self._apply(resource, rp, reconciler, desired, state, live)
 
@@ -508,8 +517,11 @@ class _Pass:
             rp.action = "create"
             rp.changes = [Change(k, None, v) for k, v in state.items() if k not in ignore and v not in (None, "", [], {})]
         else:
-            owned = (record is not None and record.physical == resource.physical) or (
-                live.owner == resource.ident and live.owner_env == self.env.name
+            intent = self.intents.get(resource.ident)
+            owned = (
+                (record is not None and record.physical == resource.physical)
+                or (live.owner == resource.ident and live.owner_env == self.env.name)
+                or (intent is not None and intent["physical"] == resource.physical)
             )
             if not owned and not resource.annotation_true(ANNOTATION_ADOPT):
                 rp.status = "conflict"
@@ -528,7 +540,9 @@ class _Pass:
             for key in ignore:
                 if key in state and key in view:
                     state[key] = view[key]
-            if record is not None and record.spec is not None and record.physical == resource.physical:
+            if intent is not None:
+                rp.drift = []  # a change was interrupted before it was recorded: its result is not drift
+            elif record is not None and record.spec is not None and record.physical == resource.physical:
                 same = record.spec_hash == spec_hash(state)  # then the drift is the change set just computed
                 rp.drift = list(rp.changes) if same else diff(record.spec, reconciler.compare_view(live, record.spec), ignore)
         if rp.action != "noop" and resource.annotation_true(ANNOTATION_SUSPEND):
@@ -550,6 +564,9 @@ class _Pass:
             rp.message = f"{known['message']} (not retried until the spec or the revision changes)"
             return None
         self.state_hash[resource.ident] = digest
+        key = f"{self.env.name}/{resource.ident}"
+        pending = self.engine.store.get_item(INTENT_NAMESPACE, key)
+        self.engine.store.put_item(INTENT_NAMESPACE, key, {"physical": resource.physical, "hash": digest}, pending[1] if pending else None)
         if live is None:
             result = reconciler.create(desired, state)
         else:
@@ -597,6 +614,7 @@ class _Pass:
         log.info("resource_applied", environment=self.env.name, kind=resource.kind, name=resource.name, action=rp.action, fields=[c.path for c in rp.changes][:20])
         self._publish(resource, result.attrs or {"arn": result.arn})
         self._remember(resource, result, state, desired, changed=True)
+        self._clear_intent(resource)
         with self.lock:
             self.applied.append({"kind": resource.kind, "name": resource.name, "action": rp.action, "fields": [c.path for c in rp.changes]})
         self._report(rp)
@@ -620,6 +638,9 @@ class _Pass:
     def _publish(self, resource: Resource, attrs: dict[str, Any]) -> None:
         with self.lock:
             self.outputs[resource.ident] = attrs
+
+    def _clear_intent(self, resource: Resource) -> None:
+        self.engine.store.delete_item(INTENT_NAMESPACE, f"{self.env.name}/{resource.ident}")
 
     def _remember(self, resource: Resource, live: Live | None, state: dict[str, Any], desired: Desired, changed: bool) -> None:
         """Record the resource as applied and in sync (only when something changed)."""

@@ -19,7 +19,7 @@ from typing import Callable
 from controller import health, logs, metrics
 from controller.aws import ClientFactory, check_account
 from controller.engine import Engine, Outcome
-from controller.errors import LensopsError, Problem
+from controller.errors import LensopsError, Problem, classify
 from controller.manifests.loader import load_tree
 from controller.render import resource_done
 from controller.manifests.model import EnvironmentSpec
@@ -190,7 +190,15 @@ class Runner:
         ctx = self.engine.context(env, account)
         progress(f"{env.name}: baking {gate.until - time.time():.0f}s, watching {', '.join(gate.alarms)}")
         while True:
-            result = health.check(self.engine, ctx, env, gate, progress)
+            try:
+                result = health.check(self.engine, ctx, env, gate, progress)
+            except Exception as exc:  # noqa: BLE001 - an unreadable alarm keeps the gate open, it never rolls back
+                progress(f"{env.name}: health could not be checked: {classify(exc)}")
+                if time.time() >= gate.until and not gate.rollouts:
+                    outcome.result = "failed"
+                    report.errors.append(f"environment {env.name}: health could not be checked at the end of the bake: {classify(exc)}")
+                    return
+                result = "baking"
             if result != "baking":
                 break
             progress(f"{env.name}: baking, {max(0.0, gate.until - time.time()):.0f}s left, no alarm fired")

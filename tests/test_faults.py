@@ -192,12 +192,6 @@ def test_one_service_down_fails_only_its_kind_and_never_rolls_back(aws, client, 
     assert lensops("plan", "--repo", str(tree.root)).code == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="controller/engine.py:453 _Pass._guarded returns step() from inside its try: a resource failed without an "
-    "exception (observe failure, unresolved ref, conflict) is neither logged as resource_failed, nor shown as a "
-    "progress line, nor marked degraded in the state store (_remember_failure)",
-)
 def test_a_resource_whose_service_is_down_is_reported_and_marked_failed(aws, client, tree, lensops):
     mixed_estate(tree)
     assert lensops("apply", "--repo", str(tree.root)).code == 0
@@ -257,11 +251,6 @@ def test_cloudwatch_outage_during_the_bake_does_not_roll_back(aws, client, tree,
     assert status["status"] == "synced" and status["bake"] is None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="controller/runner.py:193 Runner._gate calls health.check unguarded: an AWS error while reading the health "
-    "alarms escapes as a raw botocore ClientError, printed by the CLI as 'lensops: internal error: ClientError ...'",
-)
 def test_cloudwatch_outage_during_the_bake_is_a_clean_error(aws, client, tree, lensops):
     code, err, status, history, display = _cloudwatch_down_during_a_bake(aws, client, tree, lensops)
     assert code == 1
@@ -346,14 +335,6 @@ def test_a_crash_before_recording_a_tagged_resource_is_recovered(aws, client, tr
     assert lensops("plan", "--repo", str(tree.root)).code == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="untaggable kinds (Dashboard, Budget, LambdaAlias) are owned only through the state store: a crash after "
-    "create() and before the record (controller/engine.py:554 reconciler.create, then :565 _finish -> "
-    "_remember) leaves them as permanent 'conflict: exists in AWS and is not managed by lensops'. Fix: record an intent "
-    "(ident, physical, spec hash) in the store before create() for untaggable kinds, and treat a live resource with a "
-    "pending intent for the same physical as owned",
-)
 def test_a_crash_before_recording_an_untaggable_resource_is_recovered(aws, tree, lensops, monkeypatch):
     tree.environment("dev")
     tree.write("environments/dev/a.yaml", DASHBOARD + "---\n" + budget())
@@ -367,13 +348,6 @@ def test_a_crash_before_recording_an_untaggable_resource_is_recovered(aws, tree,
     assert again.code == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a SIGKILLed apply leaves its history row 'running' for ever: controller/state/sqlite.py:195 start_revision "
-    "inserts result 'running' and only finish_revision (never reached) changes it; nothing marks it interrupted later "
-    "(tests/soak: 10 such rows after 20 kills). Fix: when a pass starts (engine.reconcile, with the environment's "
-    "lease/lock held), finish the environment's older 'running' rows as 'interrupted'",
-)
 def test_a_killed_apply_does_not_stay_running_in_history(aws, tree, lensops):
     tree.environment("dev")
     tree.write("environments/dev/alarms.yaml", "---\n".join(alarm(f"slow-{i}") for i in range(8)))
@@ -398,14 +372,6 @@ def test_a_killed_apply_does_not_stay_running_in_history(aws, tree, lensops):
     assert "running" not in results, results
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="after a crash between an update and its record, lensops's own change is reported as drift on the next pass "
-    "(the drift baseline, ResourceRecord.spec, is still the previous spec: controller/engine.py:531-533 compares it with "
-    "live) and counted in lensops_drift_detected_total; tests/soak shows 'drifted' in status after the kills while plan "
-    "is clean. Fix: the same intent record as above (a pending spec hash written before update(); the next pass takes "
-    "a live state equal to the pending spec as applied, not drifted)",
-)
 def test_a_crash_before_recording_an_update_is_not_reported_as_drift(aws, tree, lensops, monkeypatch):
     tree.environment("dev")
     tree.write("environments/dev/a.yaml", topic("alerts", "v1"))

@@ -372,6 +372,10 @@ class DynamoStore:
     # -- revisions (history) -------------------------------------------------------------------
 
     def start_revision(self, environment: str, revision: str, trigger: str) -> int:
+        # One pass at a time per environment: a row still running is from a killed process.
+        for old in self.history(environment, 10):
+            if old.result == "running":
+                self.finish_revision(old.id, "interrupted", "the pass was interrupted", old.changes)
         counted = self._call(
             "update_item",
             TableName=self.table,

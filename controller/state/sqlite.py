@@ -193,6 +193,11 @@ class SqliteStore:
         )
 
     def start_revision(self, environment: str, revision: str, trigger: str) -> int:
+        # One pass at a time per environment: a row still running is from a killed process.
+        self._exec(
+            "UPDATE revisions SET result = 'interrupted', finished_at = ? WHERE environment = ? AND result = 'running'",
+            (time.time(), environment),
+        )
         cursor = self._exec(
             "INSERT INTO revisions (environment, revision, started_at, trigger) VALUES (?,?,?,?)",
             (environment, revision, time.time(), trigger),
