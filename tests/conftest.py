@@ -200,3 +200,25 @@ def alarm(name: str, threshold: float = 5, extra: str = "", physical: str | None
 def alarms(names: list[str], threshold: float = 5) -> str:
     """Several MetricAlarm documents in one file."""
     return "---\n".join(alarm(n, threshold) for n in names)
+
+
+@pytest.fixture
+def daemon(aws: Emulator, git_remote: GitRemote, tmp_path: Path) -> Any:
+    """``daemon(**settings)``: `lensops run` as a subprocess watching ``git_remote``
+    (polling every second, resync every 2 s unless given); one still running at teardown
+    must exit 0 on SIGTERM (a test may have killed one on purpose)."""
+    from daemon_helpers import DaemonProcess
+
+    started: list[DaemonProcess] = []
+
+    def start(**env: str) -> DaemonProcess:
+        settings = {"LENSOPS_REPO_URL": git_remote.url, "LENSOPS_POLL_INTERVAL": "1s", "LENSOPS_RESYNC_INTERVAL": "2s", **env}
+        process = DaemonProcess(tmp_path, settings)
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        running = process.proc.poll() is None
+        code = process.terminate()
+        assert code == 0 or not running, process.logs()[-2000:]

@@ -5,29 +5,11 @@ from __future__ import annotations
 import json
 import time
 
-import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import alarm
-from daemon_helpers import DaemonProcess
 
 SECRET = "s3cret-webhook-key"
-
-
-@pytest.fixture
-def daemon(aws, git_remote, tmp_path):
-    started: list[DaemonProcess] = []
-
-    def start(**env: str) -> DaemonProcess:
-        settings = {"LENSOPS_REPO_URL": git_remote.url, "LENSOPS_POLL_INTERVAL": "1s", "LENSOPS_RESYNC_INTERVAL": "2s"}
-        settings.update(env)
-        process = DaemonProcess(tmp_path, settings)
-        started.append(process)
-        return process
-
-    yield start
-    for process in started:
-        process.terminate()
 
 
 def _estate(git_remote, threshold: float = 5, self_heal: bool = True) -> str:

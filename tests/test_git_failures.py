@@ -15,22 +15,6 @@ from conftest import alarm, alarms
 from daemon_helpers import DaemonProcess
 
 
-@pytest.fixture
-def daemon(aws, git_remote, tmp_path):
-    started: list[DaemonProcess] = []
-
-    def start(**env: str) -> DaemonProcess:
-        settings = {"LENSOPS_REPO_URL": git_remote.url, "LENSOPS_POLL_INTERVAL": "1s", "LENSOPS_RESYNC_INTERVAL": "1s"}
-        settings.update(env)
-        process = DaemonProcess(tmp_path, settings)
-        started.append(process)
-        return process
-
-    yield start
-    for process in started:
-        assert process.terminate() == 0, process.logs()[-2000:]
-
-
 def _metric(d: DaemonProcess, name: str, **labels: str) -> float:
     for family in text_string_to_metric_families(d.get("/metrics")[1].decode()):
         for sample in family.samples:
@@ -70,7 +54,7 @@ def _mend(git_remote, how: str) -> None:
 @pytest.mark.parametrize("how", ["repository gone", "branch deleted"])
 def test_unreachable_remote_keeps_the_last_applied_state(daemon, git_remote, client, how):
     first = _estate(git_remote, 5)
-    d = daemon()
+    d = daemon(LENSOPS_RESYNC_INTERVAL="1s")
     d.wait_until(lambda: d.applied_revision("dev") == first)
     failed_before = _metric(d, "lensops_git_fetch_total", result="failed")
 
@@ -98,7 +82,7 @@ def test_unreachable_remote_keeps_the_last_applied_state(daemon, git_remote, cli
 def test_force_push_of_older_history_is_applied(daemon, git_remote, client):
     older = _estate(git_remote, 5)
     newer = _estate(git_remote, 6)
-    d = daemon()
+    d = daemon(LENSOPS_RESYNC_INTERVAL="1s")
     d.wait_until(lambda: d.applied_revision("dev") == newer)
     assert _threshold(client) == 6
 
@@ -121,7 +105,7 @@ def test_a_commit_that_empties_an_environment_is_refused_by_the_mass_prune_guard
     git_remote.tree.environment("dev", "sync: {prune: true}")
     git_remote.tree.write("environments/dev/alarms.yaml", alarms(names))
     first = git_remote.commit("four alarms")
-    d = daemon()
+    d = daemon(LENSOPS_RESYNC_INTERVAL="1s")
     d.wait_until(lambda: d.applied_revision("dev") == first)
     assert _alarm_names(client) == set(names)
 

@@ -10,11 +10,9 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import alarm, run_cli
-from daemon_helpers import DaemonProcess
 
 HEALTH = "econlens-api-health"
 
@@ -126,20 +124,6 @@ def test_insufficient_data_never_rolls_back(aws, client, tree):
     out, err = running.communicate(timeout=60)
     assert running.returncode == 0, err
     assert _threshold(client) == 6
-
-
-@pytest.fixture
-def daemon(aws, git_remote, tmp_path):
-    started: list[DaemonProcess] = []
-
-    def start() -> DaemonProcess:
-        process = DaemonProcess(tmp_path, {"LENSOPS_REPO_URL": git_remote.url, "LENSOPS_POLL_INTERVAL": "1s", "LENSOPS_RESYNC_INTERVAL": "2s"})
-        started.append(process)
-        return process
-
-    yield start
-    for process in started:
-        process.terminate()
 
 
 def test_daemon_rolls_back_holds_the_commit_and_applies_a_newer_one(daemon, git_remote, client):

@@ -217,21 +217,6 @@ def test_the_recovery_point_path_against_recorded_answers(aws):
 # --- the daemon, as a subprocess ------------------------------------------------------------
 
 
-@pytest.fixture
-def daemon(aws, git_remote, tmp_path):
-    started: list[DaemonProcess] = []
-
-    def start(**env: str) -> DaemonProcess:
-        settings = {"LENSOPS_REPO_URL": git_remote.url, "LENSOPS_POLL_INTERVAL": "1s", "LENSOPS_RESYNC_INTERVAL": "2s", **env}
-        process = DaemonProcess(tmp_path, settings)
-        started.append(process)
-        return process
-
-    yield start
-    for process in started:
-        process.terminate()
-
-
 def _commit_run(git_remote: Any) -> str:
     git_remote.tree.environment("dev")
     git_remote.tree.write("environments/dev/dr.yaml", _run())

@@ -11,23 +11,12 @@ from typing import Any
 
 import pytest
 
+from opt_in import opt_in_collector
+
 HERE = Path(__file__).resolve().parent
 
 
-def _asked_for(config: pytest.Config) -> bool:
-    """True when a command-line argument is this folder or something in it."""
-    base = Path(config.invocation_params.dir)
-    for arg in config.args:
-        path = (base / arg.split("::", 1)[0]).resolve()
-        if path == HERE or HERE in path.parents:
-            return True
-    return False
-
-
-def pytest_collect_file(file_path: Path, parent: Any) -> Any:
-    if file_path.suffix == ".py" and file_path.name.startswith("bench_") and _asked_for(parent.config):
-        return pytest.Module.from_parent(parent, path=file_path)
-    return None
+pytest_collect_file = opt_in_collector(HERE, "bench_")
 
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:

@@ -8,24 +8,10 @@ modules, collected by this conftest only when asked for.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
-import pytest
+from opt_in import opt_in_collector
 
 HERE = Path(__file__).resolve().parent
 
 
-def _asked_for(config: pytest.Config) -> bool:
-    """True when a command-line argument is this folder or something in it."""
-    base = Path(config.invocation_params.dir)
-    for arg in config.args:
-        path = (base / arg.split("::", 1)[0]).resolve()
-        if path == HERE or HERE in path.parents:
-            return True
-    return False
-
-
-def pytest_collect_file(file_path: Path, parent: Any) -> Any:
-    if file_path.suffix == ".py" and file_path.name.startswith("soak_") and _asked_for(parent.config):
-        return pytest.Module.from_parent(parent, path=file_path)
-    return None
+pytest_collect_file = opt_in_collector(HERE, "soak_")

@@ -1,0 +1,34 @@
+"""Test folders run only when named on the command line (``make bench``, ``make soak``).
+
+Their files are named so that ``pytest tests`` does not match them as test
+modules (``bench_*.py``, ``soak_*.py``); the folder's conftest collects them
+with ``opt_in_collector`` only when the folder, or a file in it, is asked for.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+
+
+def _asked_for(config: pytest.Config, folder: Path) -> bool:
+    """True when a command-line argument is ``folder`` or something in it."""
+    base = Path(config.invocation_params.dir)
+    for arg in config.args:
+        path = (base / arg.split("::", 1)[0]).resolve()
+        if path == folder or folder in path.parents:
+            return True
+    return False
+
+
+def opt_in_collector(folder: Path, prefix: str) -> Callable[[Path, Any], Any]:
+    """A ``pytest_collect_file`` hook collecting ``<prefix>*.py`` in ``folder`` when it is asked for."""
+
+    def collect(file_path: Path, parent: Any) -> Any:
+        if file_path.suffix == ".py" and file_path.name.startswith(prefix) and _asked_for(parent.config, folder):
+            return pytest.Module.from_parent(parent, path=file_path)
+        return None
+
+    return collect
