@@ -53,7 +53,9 @@ class ClientFactory:
         connect_timeout: float = 10.0,
         read_timeout: float = 60.0,
     ):
-        self._semaphore = threading.BoundedSemaphore(max(1, concurrency))
+        self.concurrency = max(1, concurrency)
+        """Requests in flight at once, across every client the factory made."""
+        self._semaphore = threading.BoundedSemaphore(self.concurrency)
         self._held = threading.local()
         self._lock = threading.Lock()
         self._clients: dict[tuple[str, str, str, str], Any] = {}

@@ -39,6 +39,8 @@ def diff(desired: dict[str, Any], live: dict[str, Any], ignore: frozenset[str] |
 
 def _compare(path: str, new: Any, old: Any, ignore: frozenset[str] | set[str], out: list[Change]) -> None:
     if isinstance(new, dict) and isinstance(old, dict):
+        if _equal(new, old):
+            return  # the common case, settled without building a path per key
         for key in sorted(set(new) | set(old), key=str):
             sub = f"{path}.{key}"
             if sub in ignore:
@@ -49,7 +51,13 @@ def _compare(path: str, new: Any, old: Any, ignore: frozenset[str] | set[str], o
         out.append(Change(path, old, new))
 
 
+_SCALARS = frozenset({str, int, float, type(None)})
+
+
 def _equal(a: Any, b: Any) -> bool:
+    kind = type(a)
+    if kind is type(b) and kind in _SCALARS:
+        return bool(a == b)  # the common case: two values of one plain type
     if isinstance(a, bool) or isinstance(b, bool):
         return a is b or (isinstance(a, bool) and isinstance(b, bool) and a == b)
     if isinstance(a, (int, float)) and isinstance(b, (int, float)):

@@ -15,6 +15,7 @@ import hashlib
 import json
 import threading
 import time
+from collections import deque
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -356,6 +357,10 @@ class _Pass:
         self.active = active_rollouts(engine.store, env.name)
         self.lock = threading.Lock()
         self.decisions: dict[str, ResourcePlan] = {}
+        self.deps: dict[str, set[str]] = {}
+        self.hashes: dict[str, tuple[dict[str, Any], str]] = {}
+        self.referring: set[str] = set()
+        """Resources whose spec holds a ``ref:``: only theirs are resolved against the outputs."""
 
     def reconciler(self, kind: str) -> Reconciler | None:
         info = KINDS.get(kind)
@@ -368,7 +373,7 @@ class _Pass:
         resources = [r for r in self.env.resources if r.kind != "RunbookRun"]
         for resource in resources:
             self.decisions[resource.ident] = ResourcePlan(resource.kind, resource.name, resource.physical)
-        deps = {r.ident: self._deps(r) for r in resources}
+        deps = self.deps = {r.ident: self._deps(r) for r in resources}
         if not self.execute:
             for resource in resources:
                 self._one(resource, deps[resource.ident])
@@ -377,36 +382,53 @@ class _Pass:
         self.plan.resources.extend(self.decisions[r.ident] for r in resources)
 
     def _deps(self, resource: Resource) -> set[str]:
+        """What ``resource`` waits for: its ``dependsOn`` and the targets of its references."""
         from controller.manifests.graph import find_refs
 
-        found = set(resource.depends_on)
-        found.update(target for _, target, _ in find_refs(resource.spec))
+        refs = {target for _, target, _ in find_refs(resource.spec)}
+        if refs:
+            self.referring.add(resource.ident)
+        found = set(resource.depends_on) | refs
         found.discard(resource.ident)
         return found
 
     def _concurrently(self, resources: list[Resource], deps: dict[str, set[str]]) -> None:
-        """Run ready resources on the pool; changes still in progress are re-checked when due."""
+        """Run ready resources on the pool; changes still in progress are re-checked when due.
+
+        Linear in the resources: each keeps a count of its unfinished dependencies,
+        a finished one releases its dependents onto the ready queue, and at most
+        twice the pool's size is in flight, so each wait looks at few futures.
+        """
         by_ident = {r.ident: r for r in resources}
-        waiting = {ident: set(d) & set(by_ident) for ident, d in deps.items()}
-        done: set[str] = set()
+        unfinished = {ident: len(d & by_ident.keys()) for ident, d in deps.items()}
+        dependents: dict[str, list[str]] = {}
+        for ident, d in deps.items():
+            for dep in d & by_ident.keys():
+                dependents.setdefault(dep, []).append(ident)
+        ready = deque(r.ident for r in resources if unfinished[r.ident] == 0)
+        limit = 2 * self.engine.concurrency
         running: dict[Future[_Settling | None], str] = {}
         delayed: list[tuple[float, _Settling]] = []
         with ThreadPoolExecutor(max_workers=self.engine.concurrency) as pool:
-            while waiting or running or delayed:
-                ready = [i for i, d in waiting.items() if d <= done]
-                for ident in ready:
-                    del waiting[ident]
+            while ready or running or delayed:
+                while ready and len(running) < limit:
+                    ident = ready.popleft()
                     running[pool.submit(self._one, by_ident[ident], deps[ident])] = ident
                 if self.engine.stopping.is_set():
                     for _, settling in delayed:
                         rp = self.decisions[settling.resource.ident]
                         rp.status, rp.message = "blocked", "lensops stopped while AWS was still applying this change"
+                        self._release(settling.resource.ident, unfinished, dependents, ready)
                     delayed.clear()
                 now = time.monotonic()
-                for due, settling in [d for d in delayed if d[0] <= now]:
-                    delayed.remove((due, settling))
-                    running[pool.submit(self._settle, settling)] = settling.resource.ident
+                due = [d for d in delayed if d[0] <= now]
+                if due:
+                    delayed = [d for d in delayed if d[0] > now]
+                    for _, settling in due:
+                        running[pool.submit(self._settle, settling)] = settling.resource.ident
                 if not running:
+                    if ready:
+                        continue
                     if not delayed:
                         break
                     time.sleep(max(0.0, min(d[0] for d in delayed) - time.monotonic()))
@@ -419,7 +441,15 @@ class _Pass:
                     if pending is not None:
                         delayed.append((time.monotonic() + pending.reconciler.settle_interval, pending))
                     else:
-                        done.add(ident)
+                        self._release(ident, unfinished, dependents, ready)
+
+    @staticmethod
+    def _release(ident: str, unfinished: dict[str, int], dependents: dict[str, list[str]], ready: deque[str]) -> None:
+        """``ident`` is finished (whatever its status): dependents with nothing else to wait for are ready."""
+        for dependent in dependents.get(ident, ()):
+            unfinished[dependent] -= 1
+            if unfinished[dependent] == 0:
+                ready.append(dependent)
 
     # --- one resource ----------------------------------------------------
 
@@ -503,13 +533,14 @@ class _Pass:
     def _decide(self, resource: Resource, rp: ResourcePlan, reconciler: Reconciler, live: Live | None) -> tuple[Desired, dict[str, Any]] | None:
         """Fill ``rp`` with the action, changes and drift; None when the resource cannot go on."""
         record = self.inventory.get(resource.ident)
-        with self.lock:
-            outputs = dict(self.outputs)
-        try:
-            spec = resolve_refs(resource.spec, outputs, strict=self.execute)
-        except _Unresolved as exc:
-            rp.status, rp.message = "blocked", str(exc)
-            return None
+        spec = resource.spec
+        if resource.ident in self.referring:
+            try:
+                with self.lock:
+                    spec = resolve_refs(resource.spec, self.outputs, strict=self.execute)
+            except _Unresolved as exc:
+                rp.status, rp.message = "blocked", str(exc)
+                return None
         desired = Desired(resource.kind, resource.name, resource.physical, spec, self._tags(resource, reconciler, spec), resource.annotations)
         state = reconciler.desired_state(desired)
         ignore = resource.ignored_fields
@@ -542,9 +573,11 @@ class _Pass:
                     state[key] = view[key]
             if intent is not None:
                 rp.drift = []  # a change was interrupted before it was recorded: its result is not drift
-            elif record is not None and record.spec is not None and record.physical == resource.physical:
-                same = record.spec_hash == spec_hash(state)  # then the drift is the change set just computed
-                rp.drift = list(rp.changes) if same else diff(record.spec, reconciler.compare_view(live, record.spec), ignore)
+            elif record is not None and record.physical == resource.physical:
+                if record.spec_hash == self._hash(resource, state):
+                    rp.drift = list(rp.changes)  # the recorded spec is this one: its drift is the change set
+                elif record.spec is not None:
+                    rp.drift = diff(record.spec, reconciler.compare_view(live, record.spec), ignore)
         if rp.action != "noop" and resource.annotation_true(ANNOTATION_SUSPEND):
             rp.status, rp.message = "suspended", "lensops.io/suspend: observed only"
         active = self.active.get(resource.ident)
@@ -557,7 +590,7 @@ class _Pass:
         self, resource: Resource, rp: ResourcePlan, reconciler: Reconciler, desired: Desired, state: dict[str, Any], live: Live | None
     ) -> _Settling | None:
         """Create or update one resource (or start its rollout); a change AWS is still making is returned to settle."""
-        digest = spec_hash(state)
+        digest = self._hash(resource, state)
         known = self.permanent.get(resource.ident)
         if known and not self.retry_failed and known["hash"] == digest and known["revision"] == self.env.revision:
             rp.status = "failed"
@@ -619,6 +652,15 @@ class _Pass:
             self.applied.append({"kind": resource.kind, "name": resource.name, "action": rp.action, "fields": [c.path for c in rp.changes]})
         self._report(rp)
 
+    def _hash(self, resource: Resource, state: dict[str, Any]) -> str:
+        """``spec_hash(state)``, computed once per resource and state of this pass."""
+        known = self.hashes.get(resource.ident)
+        if known is not None and known[0] is state:
+            return known[1]
+        digest = spec_hash(state)
+        self.hashes[resource.ident] = (state, digest)
+        return digest
+
     def _tags(self, resource: Resource, reconciler: Reconciler, spec: dict[str, Any]) -> dict[str, str]:
         if not reconciler.taggable:
             return {}
@@ -645,7 +687,7 @@ class _Pass:
     def _remember(self, resource: Resource, live: Live | None, state: dict[str, Any], desired: Desired, changed: bool) -> None:
         """Record the resource as applied and in sync (only when something changed)."""
         record = self.inventory.get(resource.ident)
-        digest = spec_hash(state)
+        digest = self._hash(resource, state)
         revision = self.env.revision
         if (
             not changed
@@ -670,7 +712,7 @@ class _Pass:
                 health="healthy",
                 spec_hash=digest,
                 annotations=dict(resource.annotations),
-                desired=desired_record(desired, sorted(self._deps(resource))),
+                desired=desired_record(desired, sorted(self.deps[resource.ident] if resource.ident in self.deps else self._deps(resource))),
                 healthy_desired=record.healthy_desired if record else None,
             )
         )

@@ -305,7 +305,8 @@ class BackupPlanReconciler(Reconciler):
         if not physicals:
             return {}
         plans = self._plans()
-        return {name: self._read(name, plans[name]["BackupPlanId"]) for name in physicals if name in plans}
+        present = [name for name in physicals if name in plans]
+        return dict(zip(present, self.ctx.map(lambda name: self._read(name, plans[name]["BackupPlanId"]), present)))
 
     def _read(self, name: str, plan_id: str) -> Live:
         client = self.ctx.client("backup")

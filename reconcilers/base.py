@@ -15,12 +15,16 @@ spec with ``register_spec`` so that validate and schema know them.
 from __future__ import annotations
 
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar, TypeVar
+from typing import Any, Callable, ClassVar, Iterable, TypeVar
 
 from controller.aws import ClientFactory
 from controller.diff import Change
 from controller.manifests.types import Spec
+
+T = TypeVar("T")
+A = TypeVar("A")
 
 OWNER_ENV_TAG = "lensops:environment"
 OWNER_ID_TAG = "lensops:id"
@@ -42,17 +46,42 @@ class Context:
     bake_seconds: int = 0
     cache: dict[str, Any] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _key_locks: dict[str, threading.Lock] = field(default_factory=dict)
 
     def client(self, service: str) -> Any:
         """The boto3 client for ``service`` in this environment's account and region."""
         return self.factory.client(service, self.region, self.role_arn, self.account)
 
     def once(self, key: str, compute: Callable[[], Any]) -> Any:
-        """Compute a value once per pass (a listing shared by every resource of a kind)."""
+        """Compute a value once per pass (a listing shared by every resource of a kind).
+
+        Callers of one key wait for the first to compute it; other keys go on meanwhile.
+        """
         with self._lock:
+            lock = self._key_locks.setdefault(key, threading.Lock())
+        with lock:
             if key not in self.cache:
                 self.cache[key] = compute()
             return self.cache[key]
+
+    def gather(self, calls: Iterable[Callable[[], T]]) -> list[T]:
+        """Run independent reads concurrently; their results in the order given.
+
+        The pool is at most ``LENSOPS_CONCURRENCY`` threads, and the client
+        factory's semaphore bounds the requests in flight across every pool of
+        the process, so nesting (kinds in parallel, reads within a kind) never
+        sends more than that at once. The first error is raised once all have ended.
+        """
+        jobs = list(calls)
+        if len(jobs) <= 1:
+            return [job() for job in jobs]
+        with ThreadPoolExecutor(max_workers=min(len(jobs), self.factory.concurrency), thread_name_prefix="lensops-read") as pool:
+            futures = [pool.submit(job) for job in jobs]
+        return [future.result() for future in futures]
+
+    def map(self, read: Callable[[A], T], items: Iterable[A]) -> list[T]:
+        """``read`` of every item, concurrently as ``gather``; results in the items' order."""
+        return self.gather([lambda item=item: read(item) for item in items])
 
 
 @dataclass

@@ -246,14 +246,12 @@ class BudgetReconciler(Reconciler):
             return {}
         budgets = self._budgets()
         budget_shape = shape("budgets", "Budget")
+        present = [name for name in physicals if name in budgets]
         found: dict[str, Live] = {}
-        for name in physicals:
-            raw = budgets.get(name)
-            if raw is None:
-                continue
-            item = from_api(raw, budget_shape)
+        for name, notifications in zip(present, self.ctx.map(self._notifications, present)):
+            item = from_api(budgets[name], budget_shape)
             item["limit"] = item.get("budgetLimit")
-            state = _canonical(item, self._notifications(name))
+            state = _canonical(item, notifications)
             arn = self.arn(name)
             found[name] = Live(name, state, arn=arn, attrs={"arn": arn})
         return found

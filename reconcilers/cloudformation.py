@@ -290,7 +290,8 @@ class StackReconciler(Reconciler):
         if not physicals:
             return {}
         stacks = self._stacks()
-        return {name: self._live(stacks[name]) for name in physicals if name in stacks}
+        present = [name for name in physicals if name in stacks]
+        return dict(zip(present, self.ctx.map(lambda name: self._live(stacks[name]), present)))
 
     def _live(self, stack: dict[str, Any], drift: bool = True) -> Live:
         status = stack["StackStatus"]

@@ -242,35 +242,43 @@ class _AlarmReconciler(Reconciler):
         return f"arn:aws:cloudwatch:{self.ctx.region}:{self.ctx.account}:alarm:{physical}"
 
     def observe(self, physicals: list[str]) -> dict[str, Live]:
+        if not physicals:
+            return {}
         client = self.ctx.client("cloudwatch")
-        found: dict[str, Live] = {}
+        batches = chunks(sorted(set(physicals)), 100)
+        # The tag listing is serial by nature (page tokens): it runs beside the batches.
+        listing, *pages = self.ctx.gather(
+            [lambda: tagged_resources(self.ctx, "cloudwatch:alarm")] + [lambda batch=batch: self._describe(client, batch) for batch in batches]
+        )
         out_shape = shape("cloudwatch", self.alarm_type)
-        tags = tagged_resources(self.ctx, "cloudwatch:alarm") if physicals else {}
-        for batch in chunks(sorted(set(physicals)), 100):
-            token = None
-            while True:
-                kwargs: dict[str, Any] = {"AlarmNames": batch, "AlarmTypes": [self.alarm_type], "MaxRecords": 100}
-                if token:
-                    kwargs["NextToken"] = token
-                page = client.describe_alarms(**kwargs)
-                for raw in page.get(self.result_key, []):
-                    item = from_api(raw, out_shape)
-                    arn = raw.get("AlarmArn", "")
-                    state = self._canonical(item)
-                    owned = tags.get(arn)
-                    state["tags"] = owned or {}
-                    found[raw["AlarmName"]] = Live(
-                        physical=raw["AlarmName"],
-                        state=state,
-                        arn=arn,
-                        attrs={"arn": arn, "stateValue": raw.get("StateValue")},
-                        owner=(owned or {}).get(OWNER_ID_TAG),
-                        owner_env=(owned or {}).get(OWNER_ENV_TAG),
-                    )
-                token = page.get("NextToken")
-                if not token:
-                    break
+        found: dict[str, Live] = {}
+        for raws in pages:
+            for raw in raws:
+                arn = raw.get("AlarmArn", "")
+                state = self._canonical(from_api(raw, out_shape))
+                owned = listing.get(arn) or {}
+                state["tags"] = owned
+                found[raw["AlarmName"]] = Live(
+                    physical=raw["AlarmName"],
+                    state=state,
+                    arn=arn,
+                    attrs={"arn": arn, "stateValue": raw.get("StateValue")},
+                    owner=owned.get(OWNER_ID_TAG),
+                    owner_env=owned.get(OWNER_ENV_TAG),
+                )
         return found
+
+    def _describe(self, client: Any, names: list[str]) -> list[dict[str, Any]]:
+        """The alarms of this type among ``names`` (at most 100), every page of them."""
+        found: list[dict[str, Any]] = []
+        kwargs: dict[str, Any] = {"AlarmNames": names, "AlarmTypes": [self.alarm_type], "MaxRecords": 100}
+        while True:
+            page = client.describe_alarms(**kwargs)
+            found.extend(page.get(self.result_key, []))
+            token = page.get("NextToken")
+            if not token:
+                return found
+            kwargs["NextToken"] = token
 
     def desired_state(self, desired: Desired) -> dict[str, Any]:
         state = self._canonical(desired.spec)
@@ -404,18 +412,17 @@ class DashboardReconciler(Reconciler):
 
     def observe(self, physicals: list[str]) -> dict[str, Live]:
         client = self.ctx.client("cloudwatch")
-        found: dict[str, Live] = {}
-        for name in physicals:
+
+        def read(name: str) -> Live | None:
             try:
                 page = client.get_dashboard(DashboardName=name)
-            except client.exceptions.ResourceNotFound:
-                continue
-            except client.exceptions.DashboardNotFoundError:
-                continue
+            except (client.exceptions.ResourceNotFound, client.exceptions.DashboardNotFoundError):
+                return None
             body = json.loads(page.get("DashboardBody") or "{}")
             arn = page.get("DashboardArn") or self.arn(name)
-            found[name] = Live(name, {"body": body}, arn=arn, attrs={"arn": arn})
-        return found
+            return Live(name, {"body": body}, arn=arn, attrs={"arn": arn})
+
+        return {name: live for name, live in zip(physicals, self.ctx.map(read, physicals)) if live is not None}
 
     def desired_state(self, desired: Desired) -> dict[str, Any]:
         return {"body": desired.spec["body"]}

@@ -200,9 +200,11 @@ class LambdaAliasReconciler(Reconciler):
 
     def observe(self, physicals: list[str]) -> dict[str, Live]:
         found: dict[str, Live] = {}
+        functions = sorted({split_physical(p)[0] for p in physicals})
+        listings = dict(zip(functions, self.ctx.map(self._function, functions)))
         for physical in physicals:
             function, alias = split_physical(physical)
-            listing = self._function(function)
+            listing = listings[function]
             raw = listing.aliases.get(alias) if listing else None
             if listing is None or raw is None:
                 continue

@@ -128,12 +128,13 @@ class TopicReconciler(Reconciler):
         present = [arn for arn in wanted if arn in existing]
         if not present:
             return {}
-        subscriptions = self._subscriptions()
-        tags = tagged_resources(self.ctx, "sns:topic")
         client = self.ctx.client("sns")
+        subscriptions, tags, *read = self.ctx.gather(
+            [self._subscriptions, lambda: tagged_resources(self.ctx, "sns:topic")]
+            + [lambda arn=arn: client.get_topic_attributes(TopicArn=arn).get("Attributes", {}) for arn in present]
+        )
         found: dict[str, Live] = {}
-        for arn in present:
-            attributes = client.get_topic_attributes(TopicArn=arn).get("Attributes", {})
+        for arn, attributes in zip(present, read):
             subs = subscriptions.get(arn, [])
             owned = tags.get(arn) or {}
             state = {

@@ -291,14 +291,14 @@ class _WafReconciler(Reconciler):
             return {}
         # observe knows names only, not scopes: both scopes are listed, and a
         # name found in both keeps every variant for compare_view and update.
-        listings = {scope: self._listing(scope) for scope in SCOPES}
+        listings = dict(zip(SCOPES, self.ctx.map(self._listing, SCOPES)))
+        wanted = [(scope, name) for name in physicals for scope, listing in listings.items() if name in listing]
+        reads = self.ctx.map(lambda item: self._read(item[0], item[1], listings[item[0]][item[1]]["Id"]), wanted)
+        by_name: dict[str, dict[str, Live]] = {}
+        for (scope, name), live in zip(wanted, reads):
+            by_name.setdefault(name, {})[scope] = live
         found: dict[str, Live] = {}
-        for name in physicals:
-            variants = {
-                scope: self._read(scope, name, listing[name]["Id"]) for scope, listing in listings.items() if name in listing
-            }
-            if not variants:
-                continue
+        for name, variants in by_name.items():
             ours = [v for v in variants.values() if v.owner_env == self.ctx.environment]
             primary = ours[0] if ours else next(iter(variants.values()))
             primary.extra["scopes"] = variants

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sqlite3
@@ -56,6 +57,68 @@ def _load(text: str | None) -> Any:
     return None if text is None else json.loads(text)
 
 
+_LAZY_COLUMNS = ("spec", "healthy_spec", "desired", "healthy_desired")
+
+
+def _lazy_column(name: str) -> property:
+    """A record field kept as its JSON text until first read (then decoded once)."""
+    value_key, text_key = f"_value_{name}", f"_json_{name}"
+
+    def get(self: ResourceRecord) -> Any:
+        fields = self.__dict__
+        if value_key not in fields:
+            fields[value_key] = _load(fields.pop(text_key, None))
+        return fields[value_key]
+
+    def put(self: ResourceRecord, value: Any) -> None:
+        self.__dict__.pop(text_key, None)
+        self.__dict__[value_key] = value
+
+    return property(get, put)
+
+
+class _StoredRecord(ResourceRecord):
+    """A resource row whose JSON states are decoded on first read.
+
+    Every pass and every status page reads all of an environment's records,
+    and most of them never need their states (drift is settled by the spec
+    hash; baselines are read only by rollbacks and prunes).
+    """
+
+    spec = _lazy_column("spec")
+    healthy_spec = _lazy_column("healthy_spec")
+    desired = _lazy_column("desired")
+    healthy_desired = _lazy_column("healthy_desired")
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, ResourceRecord):
+            return NotImplemented
+        return all(getattr(self, f.name) == getattr(other, f.name) for f in dataclasses.fields(ResourceRecord))
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, as ResourceRecord
+
+    @classmethod
+    def from_row(cls, row: sqlite3.Row) -> "_StoredRecord":
+        record = cls(
+            environment=row["environment"],
+            kind=row["kind"],
+            name=row["name"],
+            physical=row["physical"],
+            arn=row["arn"],
+            revision=row["revision"],
+            sync=row["sync"],
+            health=row["health"],
+            message=row["message"],
+            spec_hash=row["spec_hash"],
+            annotations=_load(row["annotations"]) or {},
+            updated_at=row["updated_at"],
+        )
+        for column in _LAZY_COLUMNS:
+            record.__dict__.pop(f"_value_{column}", None)
+            record.__dict__[f"_json_{column}"] = row[column]
+        return record
+
+
 class SqliteStore:
     """A ``StateStore`` in one SQLite file."""
 
@@ -98,26 +161,9 @@ class SqliteStore:
 
     def resources(self, environment: str) -> dict[str, ResourceRecord]:
         rows = self._rows("SELECT * FROM resources WHERE environment = ?", (environment,))
-        out = {}
+        out: dict[str, ResourceRecord] = {}
         for row in rows:
-            record = ResourceRecord(
-                environment=row["environment"],
-                kind=row["kind"],
-                name=row["name"],
-                physical=row["physical"],
-                arn=row["arn"],
-                spec=_load(row["spec"]),
-                healthy_spec=_load(row["healthy_spec"]),
-                revision=row["revision"],
-                sync=row["sync"],
-                health=row["health"],
-                message=row["message"],
-                spec_hash=row["spec_hash"],
-                annotations=_load(row["annotations"]) or {},
-                updated_at=row["updated_at"],
-                desired=_load(row["desired"]),
-                healthy_desired=_load(row["healthy_desired"]),
-            )
+            record = _StoredRecord.from_row(row)
             out[record.ident] = record
         return out
 
