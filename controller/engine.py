@@ -35,7 +35,7 @@ from controller.manifests.model import (
 )
 from controller.plan import KNOWN_AFTER_APPLY, Plan, ResourcePlan
 from controller.state import EnvironmentRecord, ResourceRecord, StateStore
-from reconcilers.base import KINDS, OWNER_ENV_TAG, OWNER_ID_TAG, Context, Desired, Live, Reconciler
+from reconcilers.base import KINDS, OWNER_ENV_TAG, OWNER_ID_TAG, Context, Desired, Live, ReadCache, Reconciler
 
 log = logs.get("lensops.engine")
 
@@ -151,6 +151,8 @@ class Engine:
         self.concurrency = max(1, concurrency)
         self.stopping = threading.Event()
         """Set on shutdown: passes stop before their next resource (a safe point)."""
+        self.reads = ReadCache()
+        """Reads kept under their change markers for this engine's life (the daemon's resyncs)."""
 
     def context(self, env: EnvironmentDesired, account: str, execute: bool = False) -> Context:
         health = env.spec.health
@@ -171,6 +173,7 @@ class Engine:
             execute=execute,
             rollback_alarm_arns=tuple(alarms),
             bake_seconds=parse_duration(health.bakeTime),
+            reads=self.reads,
         )
 
     # --- the pass ----------------------------------------------------------

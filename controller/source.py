@@ -16,11 +16,13 @@ import tarfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-
-import git
+from typing import TYPE_CHECKING
 
 from controller import metrics
 from controller.errors import RetryableError, UsageError
+
+if TYPE_CHECKING:  # GitPython costs 0.15 s to import: only the runs that use Git load it
+    import git
 
 
 def redact(url: str) -> str:
@@ -77,6 +79,8 @@ class Source:
 
     def export(self, revision: str) -> Checkout:
         """An earlier revision's layout, extracted once into the cache (for a rollback to it)."""
+        import git
+
         if self.remote:
             with self._lock:
                 work = self._sync_clone(fetch=False)
@@ -103,6 +107,8 @@ class Source:
         return Checkout((target / inside / self.path).resolve(), sha)
 
     def _sync_clone(self, fetch: bool) -> git.Repo:
+        import git
+
         digest = hashlib.sha256(f"{self.repo}#{self.branch}".encode()).hexdigest()[:16]
         target = self.cache_dir / "repos" / digest
         try:
@@ -128,12 +134,16 @@ class Source:
 
 def _local_revision(root: Path) -> str:
     """The commit of a working copy (with ``-dirty`` when changed), or a digest of the files."""
-    try:
-        work = git.Repo(root, search_parent_directories=True)
-        sha = work.head.commit.hexsha
-        return sha + ("-dirty" if work.is_dirty(untracked_files=True) else "")
-    except (git.InvalidGitRepositoryError, git.NoSuchPathError, ValueError):
-        pass
+    resolved = root.resolve()
+    if any((folder / ".git").exists() for folder in (resolved, *resolved.parents)):
+        import git
+
+        try:
+            work = git.Repo(root, search_parent_directories=True)
+            sha = work.head.commit.hexsha
+            return sha + ("-dirty" if work.is_dirty(untracked_files=True) else "")
+        except (git.InvalidGitRepositoryError, git.NoSuchPathError, ValueError):
+            pass
     digest = hashlib.sha256()
     for file in sorted(root.rglob("*")):
         if file.is_file() and file.suffix in (".yaml", ".yml", ".json", ".template") and ".git" not in file.parts:

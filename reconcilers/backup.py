@@ -7,7 +7,10 @@ Call budget per pass, for N declared or recorded resources of a kind:
 - BackupPlan: one paginated ``ListBackupPlans`` (name -> id), then per
   existing plan one ``GetBackupPlan``, one ``ListTags`` (the tagging API does
   not list backup plans in moto) and one ``ListBackupSelections``, plus one
-  ``GetBackupSelection`` per selection: 1 + 3N + S reads.
+  ``GetBackupSelection`` per selection: 1 + 3N + S reads. Within one engine's
+  life (the daemon's resyncs), a plan whose listed ``VersionId`` is the one
+  it was read under comes from the read cache (``reconcilers.base.ReadCache``),
+  and so does every selection (a selection cannot change): 1 + 2N.
 
 A vault's only mutable part is its tags: a different ``encryptionKeyArn``
 means a new vault, which lensops leaves to a person. A plan's rules are
@@ -306,11 +309,14 @@ class BackupPlanReconciler(Reconciler):
             return {}
         plans = self._plans()
         present = [name for name in physicals if name in plans]
-        return dict(zip(present, self.ctx.map(lambda name: self._read(name, plans[name]["BackupPlanId"]), present)))
+        return dict(zip(present, self.ctx.map(lambda name: self._read(name, plans[name]["BackupPlanId"], plans[name].get("VersionId")), present)))
 
-    def _read(self, name: str, plan_id: str) -> Live:
+    def _read(self, name: str, plan_id: str, version: str | None = None) -> Live:
+        """One plan, its selections and tags; the plan and selections come from the read cache
+        while the listing's VersionId is the same (a selection cannot change: its id is its marker)."""
         client = self.ctx.client("backup")
-        got = client.get_backup_plan(BackupPlanId=plan_id)
+        base = (self.ctx.account, self.ctx.region, "backup-plan", plan_id)
+        got = self.ctx.reads.read(base, version, lambda: client.get_backup_plan(BackupPlanId=plan_id))
         arn = got["BackupPlanArn"]
         rules = from_api(got["BackupPlan"].get("Rules", []), shape("backup", "BackupRules"))
         tags = self._tags(arn)
@@ -319,10 +325,10 @@ class BackupPlanReconciler(Reconciler):
         for page in client.get_paginator("list_backup_selections").paginate(BackupPlanId=plan_id):
             for summary in page.get("BackupSelectionsList", []):
                 sid = summary["SelectionId"]
-                raw = from_api(
-                    client.get_backup_selection(BackupPlanId=plan_id, SelectionId=sid)["BackupSelection"],
-                    shape("backup", "BackupSelection"),
+                selection = self.ctx.reads.read(
+                    (*base, sid), sid, lambda sid=sid: client.get_backup_selection(BackupPlanId=plan_id, SelectionId=sid)["BackupSelection"]
                 )
+                raw = from_api(selection, shape("backup", "BackupSelection"))
                 selections.append({"id": sid, "selectionName": raw["selectionName"], **_selection(raw)})
         state = {
             "rules": _by_name(rules, "ruleName", _rule),

@@ -14,6 +14,7 @@ spec with ``register_spec`` so that validate and schema know them.
 
 from __future__ import annotations
 
+import copy
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -30,6 +31,39 @@ OWNER_ENV_TAG = "lensops:environment"
 OWNER_ID_TAG = "lensops:id"
 
 
+class ReadCache:
+    """Reads kept between passes, each under the change marker the API gave beside it.
+
+    A marker is what a service changes with every write to a resource: a WAFv2
+    LockToken, a Backup plan's VersionId; a backup selection cannot be changed,
+    so its id is its marker. When a listing shows the marker a read was kept
+    under, the read is answered from here, so a long-running daemon's resyncs
+    re-read only what changed. Without a marker, every read goes to AWS.
+    """
+
+    MAX_ENTRIES = 100_000
+    """Past this many, the cache starts again empty (resources deleted meanwhile stay otherwise)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._items: dict[tuple[str, ...], tuple[str, Any]] = {}
+
+    def read(self, key: tuple[str, ...], marker: str | None, fetch: Callable[[], T]) -> T:
+        """``fetch()``, unless ``key`` was read under ``marker`` already (then a copy of that read)."""
+        if not marker:
+            return fetch()
+        with self._lock:
+            found = self._items.get(key)
+        if found is not None and found[0] == marker:
+            return copy.deepcopy(found[1])  # type: ignore[no-any-return]
+        value = fetch()
+        with self._lock:
+            if len(self._items) >= self.MAX_ENTRIES:
+                self._items.clear()
+            self._items[key] = (marker, copy.deepcopy(value))
+        return value
+
+
 @dataclass
 class Context:
     """What a reconciler needs for one pass of one environment."""
@@ -44,6 +78,8 @@ class Context:
     rollback_alarm_arns: tuple[str, ...] = ()
     """The health alarms when ``rollback: auto`` (a Stack hands them to CloudFormation's own rollback)."""
     bake_seconds: int = 0
+    reads: ReadCache = field(default_factory=ReadCache)
+    """Reads kept across passes under their change markers (the engine's, for the daemon's life)."""
     cache: dict[str, Any] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _key_locks: dict[str, threading.Lock] = field(default_factory=dict)

@@ -6,7 +6,9 @@ region, CLOUDFRONT in us-east-1; paged on NextMarker, boto3 has no paginator
 for them), then per existing resource one ``GetIPSet`` / ``GetWebACL`` (which
 gives the LockToken, kept in ``Live.extra``) and one ``ListTagsForResource``
 (the tagging API does not list WAFv2 resources in moto, nor CLOUDFRONT-scope
-ones in AWS): 2 + 2N reads.
+ones in AWS): 2 + 2N reads. Within one engine's life (the daemon's resyncs),
+a resource whose listed LockToken is the one it was read under comes from the
+read cache (``reconcilers.base.ReadCache``): 2 + N.
 
 Writes carry the LockToken read by observe. When someone changed the resource
 since (``WAFOptimisticLockException``), ``update`` reads it once more,
@@ -272,8 +274,10 @@ class _WafReconciler(Reconciler):
                 return tags
             params["NextMarker"] = page["NextMarker"]
 
-    def _read(self, scope: str, name: str, ident: str) -> Live:
-        state, arn, token = self._get(scope, name, ident)
+    def _read(self, scope: str, name: str, ident: str, marker: str | None = None) -> Live:
+        """One resource with its tags; its body comes from the read cache while the listing's LockToken is the same."""
+        key = (self.ctx.account, self.ctx.region, scope, self.entity, ident)
+        state, arn, token = self.ctx.reads.read(key, marker, lambda: self._get(scope, name, ident))
         tags = self._tags(scope, arn)
         state["tags"] = tags
         return Live(
@@ -293,7 +297,9 @@ class _WafReconciler(Reconciler):
         # name found in both keeps every variant for compare_view and update.
         listings = dict(zip(SCOPES, self.ctx.map(self._listing, SCOPES)))
         wanted = [(scope, name) for name in physicals for scope, listing in listings.items() if name in listing]
-        reads = self.ctx.map(lambda item: self._read(item[0], item[1], listings[item[0]][item[1]]["Id"]), wanted)
+        reads = self.ctx.map(
+            lambda item: self._read(item[0], item[1], listings[item[0]][item[1]]["Id"], listings[item[0]][item[1]].get("LockToken")), wanted
+        )
         by_name: dict[str, dict[str, Live]] = {}
         for (scope, name), live in zip(wanted, reads):
             by_name.setdefault(name, {})[scope] = live
