@@ -208,22 +208,11 @@ TAGGING = "resourcegroupstaggingapi"
 def tagging_pages(tags_per_resource: list[int], emulator: bool = True) -> int:
     """GetResources pages for one owned-resource listing (``ResourcesPerPage=100``).
 
-    AWS: ``ceil(N/100)``. The emulator (moto 5.2.5) also ends a page before its
-    tags reach 100 (TagsPerPage defaults to 100), carrying the resource that did
-    not fit to the next page without counting its tags: simulated here.
-    A listing that finds nothing is still one call.
+    AWS: ``ceil(N/100)``. The emulator pages the same way (controller/emulator/tagging.py:
+    without ``TagsPerPage``, pages count resources, not tags), so ``emulator`` no longer
+    changes the figure. A listing that finds nothing is still one call.
     """
-    if not emulator:
-        return max(1, math.ceil(len(tags_per_resource) / 100))
-    pages, count, tags = 1, 0, 0
-    for t in tags_per_resource:
-        if count >= 100 or tags + t >= 100:
-            pages += 1
-            count, tags = 1, 0  # the carried resource: counted, its tags not
-            continue
-        count += 1
-        tags += t
-    return pages
+    return max(1, math.ceil(len(tags_per_resource) / 100))
 
 
 def alarm_floor(n: int, tags_each: int = 2, emulator: bool = True) -> dict[tuple[str, str], int]:

@@ -206,14 +206,16 @@ class CloudWatchAdditions(CloudWatchResponse):
         def wanted(alarm: Alarm) -> bool:
             return (
                 ("CompositeAlarm" if _is_composite(alarm) else "MetricAlarm") in types
-                and (not names or alarm.name in names)
                 and (not prefix or alarm.name.startswith(prefix))
                 and (not state or alarm.state_value == state)
                 and (not action_prefix or any(a.startswith(action_prefix) for a in alarm.alarm_actions))
                 and (after is None or alarm.name > after)
             )
 
-        selected = sorted((a for a in list(self.cloudwatch_backend.alarms.values()) if wanted(a)), key=lambda a: a.name)
+        alarms = self.cloudwatch_backend.alarms
+        # By name: look the (at most 100) names up rather than scan every alarm.
+        candidates = [alarms.get(name) for name in set(names)] if names else list(alarms.values())
+        selected = sorted((a for a in candidates if a is not None and wanted(a)), key=lambda a: a.name)
         page = selected[:max_records]
         result: dict[str, object] = {
             "MetricAlarms": [a for a in page if not _is_composite(a)],

@@ -4,7 +4,8 @@ Part of the embedded AWS emulator used by tests and ``lensops demo`` (moto in
 server mode plus what moto lacks). Every AWS request is decoded (wire.py),
 counted per (service, operation), delayed and possibly failed as the fault
 plan says (faults.py), then answered by an addition if one owns the operation
-(dispatch.py), else by moto. ``/moto-api/`` requests go straight to moto.
+(dispatch.py), else by moto (``dispatch.MotoApplication``). ``/moto-api/``
+requests go straight to moto.
 """
 
 from __future__ import annotations
@@ -17,16 +18,23 @@ from typing import Any, NoReturn
 
 from moto.core.responses import BaseResponse
 
-from . import backup, budgets, cloudformation, cloudwatch, lambda_
+from . import backup, budgets, cloudformation, cloudwatch, lambda_, tagging
 from .dispatch import routing_table, serve
 from .faults import RESET, FaultInjector, FaultPlan
 from .wire import AwsCall, AwsError, error_response, identify
 
-ADDITIONS = (cloudwatch.ADDITION, budgets.ADDITION, backup.ADDITION, lambda_.ADDITION, cloudformation.ADDITION)
+ADDITIONS = (
+    cloudwatch.ADDITION,
+    budgets.ADDITION,
+    backup.ADDITION,
+    lambda_.ADDITION,
+    cloudformation.ADDITION,
+    tagging.ADDITION,
+)
 
 
 class Gateway:
-    """WSGI application wrapping moto's ``DomainDispatcherApplication``."""
+    """WSGI application wrapping moto's application (``dispatch.MotoApplication``)."""
 
     def __init__(self, moto_app: Any) -> None:
         self._moto_app = moto_app

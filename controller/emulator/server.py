@@ -4,18 +4,29 @@ Part of the embedded AWS emulator used by tests and ``lensops demo`` (moto in
 server mode plus what moto lacks). moto keeps its state in process-wide
 backends, so every emulator of one process serves the same AWS state; fault
 plans and request counts are each emulator's own.
+
+The server speaks HTTP/1.1 with keep-alive, so a boto3 client reuses its
+pooled connections as it does against AWS, instead of connecting (and the
+server starting a thread) for every call: werkzeug's own handler closes every
+connection after one answer.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import logging
+import socket
 import threading
 import urllib.request
+from typing import Any, cast
 
-from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
-from werkzeug.serving import BaseWSGIServer, make_server
+from moto.moto_server.werkzeug_app import MotoRequestHandler
+from werkzeug.debug.tbtools import DebugTraceback
+from werkzeug.exceptions import InternalServerError
+from werkzeug.serving import ThreadedWSGIServer
 
+from .dispatch import MotoApplication, cache_method_names
 from .faults import FaultPlan
 from .gateway import Gateway
 from .dynamodb import make_writes_atomic
@@ -26,16 +37,140 @@ log = logging.getLogger(__name__)
 _MOTO_CONFIG = {"lambda": {"use_docker": False}}
 
 
+# Answers that carry no body whatever their headers say (RFC 9110 6.4.1).
+_BODYLESS_STATUSES = frozenset({204, 304})
+
+
+class _Server(ThreadedWSGIServer):
+    """werkzeug's threaded server, knowing its open connections so that it can close idle ones."""
+
+    def __init__(self, host: str, port: int, app: Any) -> None:
+        super().__init__(host, port, app, handler=_RequestHandler)
+        self._connections: set[socket.socket] = set()
+        self._connections_lock = threading.Lock()
+
+    def opened(self, connection: socket.socket) -> None:
+        """Remember ``connection`` until ``closed``."""
+        with self._connections_lock:
+            self._connections.add(connection)
+
+    def closed(self, connection: socket.socket) -> None:
+        """Forget ``connection``: its handler is done with it."""
+        with self._connections_lock:
+            self._connections.discard(connection)
+
+    def close_connections(self) -> None:
+        """Shut every open connection down: handlers waiting for a next request see its end and return."""
+        with self._connections_lock:
+            connections = list(self._connections)
+        for connection in connections:
+            try:
+                connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass  # already closed by the client or its handler
+
+
 class _RequestHandler(MotoRequestHandler):
+    """moto's request handler, answering over HTTP/1.1 keep-alive connections.
+
+    werkzeug's ``run_wsgi`` always answers ``Connection: close``, since it
+    cannot tell where an unread request body ends. This one reads each
+    request's body whole before the application runs, and sends each answer
+    whole with its Content-Length, so the next request on the connection
+    starts cleanly. The connection closes after an error, a dropped
+    connection (the ``reset`` fault), a client asking for it, or an answer
+    whose Content-Length is not its body's length.
+    """
+
+    protocol_version = "HTTP/1.1"
+    # Headers and body go out in two writes; without this, Nagle's algorithm
+    # holds the body back until the client's delayed ACK of the headers.
+    disable_nagle_algorithm = True
+
+    def setup(self) -> None:
+        super().setup()
+        cast(_Server, self.server).opened(self.connection)
+
+    def finish(self) -> None:
+        try:
+            super().finish()
+        finally:
+            cast(_Server, self.server).closed(self.connection)
+
     def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
         # werkzeug logs every request at INFO; tests and the demo make thousands.
         log.debug("%s %s", self.requestline, code)
+
+    def run_wsgi(self) -> None:
+        if self.headers.get("Expect", "").lower().strip(" \t") == "100-continue":
+            self.wfile.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        self.environ = environ = self.make_environ()
+        answer: list[Any] = []
+
+        def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+            answer[:] = [status, headers]
+            return body.append
+
+        body: list[bytes] = []
+        try:
+            environ["wsgi.input"] = io.BytesIO(self._read_body(environ))
+            iterable = self.server.app(environ, start_response)
+            try:
+                body.extend(iterable)
+            finally:
+                if hasattr(iterable, "close"):
+                    iterable.close()
+        except (ConnectionError, TimeoutError):
+            # The client went away, or the gateway dropped the connection on purpose.
+            self.close_connection = True
+            return
+        except Exception as error:
+            if self.server.passthrough_errors:
+                raise
+            self.server.log("error", f"Error on request:\n{DebugTraceback(error).render_traceback_text()}")
+            self.close_connection = True
+            body.clear()
+            body.extend(InternalServerError()(environ, start_response))
+        self._send(answer[0], answer[1], b"".join(body))
+
+    def _read_body(self, environ: dict[str, Any]) -> bytes:
+        """The whole request body; a body of unknown length closes the connection after the answer."""
+        if environ.get("wsgi.input_terminated"):
+            return bytes(environ["wsgi.input"].read())  # chunked: werkzeug's DechunkedInput ends with it
+        try:
+            length = int(environ.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            length = -1
+        if length < 0:
+            self.close_connection = True
+            return b""
+        return bytes(self.rfile.read(length)) if length else b""
+
+    def _send(self, status: str, headers: list[tuple[str, str]], body: bytes) -> None:
+        code_text, _, reason = status.partition(" ")
+        code = int(code_text)
+        self.send_response(code, reason)
+        length: str | None = None
+        for name, value in headers:
+            if name.lower() == "content-length":
+                length = value.strip()
+            self.send_header(name, value)
+        has_body = self.command != "HEAD" and code >= 200 and code not in _BODYLESS_STATUSES
+        if has_body and length is None:
+            self.send_header("Content-Length", str(len(body)))
+        elif has_body and length != str(len(body)):
+            self.close_connection = True  # the client cannot find where this answer ends
+        if self.close_connection:
+            self.send_header("Connection", "close")
+        self.end_headers()
+        if has_body and body:
+            self.wfile.write(body)
 
 
 class Emulator:
     """A running emulator: point boto3 clients at ``url``."""
 
-    def __init__(self, server: BaseWSGIServer, gateway: Gateway, thread: threading.Thread) -> None:
+    def __init__(self, server: _Server, gateway: Gateway, thread: threading.Thread) -> None:
         self._server = server
         self._gateway = gateway
         self._thread = thread
@@ -53,9 +188,10 @@ class Emulator:
         self._gateway.clear_requests()
 
     def stop(self) -> None:
-        """Stop serving and release the port."""
+        """Stop serving, close the connections clients keep open, and release the port."""
         self._server.shutdown()
         self._thread.join()
+        self._server.close_connections()
         self._server.server_close()
 
     def set_faults(self, faults: FaultPlan | None) -> None:
@@ -88,8 +224,9 @@ class Emulator:
 def start(host: str = "127.0.0.1", port: int = 0) -> Emulator:
     """Serve a new emulator on ``host``:``port`` (0: a free port); returns once it answers."""
     make_writes_atomic()
-    gateway = Gateway(DomainDispatcherApplication(create_backend_app))
-    server = make_server(host, port, gateway, threaded=True, request_handler=_RequestHandler)
+    cache_method_names()
+    gateway = Gateway(MotoApplication())
+    server = _Server(host, port, gateway)
     thread = threading.Thread(target=server.serve_forever, name="lensops-aws-emulator", daemon=True)
     thread.start()
     emulator = Emulator(server, gateway, thread)

@@ -234,6 +234,27 @@ def test_describe_alarms_filters_combine(cloudwatch: Any) -> None:
     assert [a["AlarmName"] for a in by_names["MetricAlarms"]] == ["api-latency", "db-cpu"]
 
 
+def test_describe_alarms_by_name_returns_exactly_those_in_name_order_among_many(cloudwatch: Any) -> None:
+    names = [f"alarm-{i:03d}" for i in range(250)]
+    for name in names:
+        put_metric_alarm(cloudwatch, name)
+    cloudwatch.put_composite_alarm(AlarmName="alarm-zz-composite", AlarmRule='ALARM("alarm-007")')
+    asked = names[200:] + names[3:50] + ["missing", "alarm-010", "alarm-zz-composite"]  # 100, unsorted, a duplicate
+
+    one_page = cloudwatch.describe_alarms(AlarmNames=asked, MaxRecords=100)
+    pages = list(cloudwatch.get_paginator("describe_alarms").paginate(AlarmNames=asked, PaginationConfig={"PageSize": 30}))
+    both_types = cloudwatch.describe_alarms(AlarmNames=["alarm-zz-composite", "alarm-100"], AlarmTypes=["MetricAlarm", "CompositeAlarm"])
+
+    wanted = sorted(names[3:50] + names[200:])
+    assert [a["AlarmName"] for a in one_page["MetricAlarms"]] == wanted
+    assert one_page["CompositeAlarms"] == [] and "NextToken" not in one_page
+    assert [len(page["MetricAlarms"]) for page in pages] == [30, 30, 30, 7]
+    assert [a["AlarmName"] for page in pages for a in page["MetricAlarms"]] == wanted
+    assert [a["AlarmName"] for a in both_types["MetricAlarms"]] == ["alarm-100"]
+    assert [a["AlarmName"] for a in both_types["CompositeAlarms"]] == ["alarm-zz-composite"]
+    assert one_page["MetricAlarms"][0]["Threshold"] == 1.0 and one_page["MetricAlarms"][0]["AlarmActions"] == [TOPIC]
+
+
 @pytest.mark.parametrize(
     ("arguments", "code"),
     [
