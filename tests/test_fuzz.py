@@ -9,7 +9,7 @@ empty, an empty ``diff(a, b)`` means equal on ``a``'s keys, and each change's
 path names where the values differ. The CLI's ``validate`` answers exit 1
 and no traceback on generated trees.
 
-Examples: 2,000 in total (derandomized, no deadline), printed per test.
+Examples: 2,150 in total (derandomized, no deadline), printed per test.
 Any exception fails; a crash reported but not fixed yet can be listed in
 ``KNOWN_CRASHES`` (counted apart) beside its ``xfail(strict=True)`` test.
 The crashes found so far are fixed and kept as regression tests at the end.
@@ -21,6 +21,7 @@ import io
 import math
 import re
 import shutil
+import time
 from collections import Counter
 from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
@@ -45,7 +46,7 @@ FUZZ = settings(
 
 
 def fuzz(examples: int) -> settings:
-    """The settings of every property here, with its share of the 2,000 examples."""
+    """The settings of every property here, with its share of the 2,150 examples."""
     return settings(FUZZ, max_examples=examples)
 
 
@@ -538,6 +539,46 @@ def _environment_with(tmp_path: Path, extra: str, manifests: str = "") -> Path:
 def test_an_infinite_duration_is_a_problem(tmp_path):
     result = load_tree(_environment_with(tmp_path, "health: {bakeTime: .inf}"))
     assert "bakeTime" in str(result.all_problems)
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "message"),
+    [
+        ("spec: " + "[" * 5000 + "]" * 5000 + "\n", 1, "nesting deeper than 64 levels"),
+        ("spec: " + "{a: " * 5000 + "1" + "}" * 5000 + "\n", 1, "nesting deeper than 64 levels"),
+        ("".join(" " * i + "- \n" for i in range(1000)), 65, "nesting deeper than 64 levels"),
+        ("[" * 500_000, 1, "nesting deeper than 64 levels"),
+        (BILLION_LAUGHS + "z: [*g, *g]\n", 5, "expands to more than 100000 nodes"),
+        ("a: &a [" + ", ".join(["x"] * 1000) + "]\n" + "".join(f"b{i}: *a\n" for i in range(100)), 100, "expands to more than 100000 nodes"),
+        ("a: &a [*a]\n", 1, "unknown alias *a"),
+    ],
+    ids=["flow-lists", "flow-maps", "block-lists", "half-a-mebibyte-of-brackets", "laughs", "wide-alias", "self-alias"],
+)
+def test_hostile_yaml_is_refused_quickly_in_one_pass(text, line, message):
+    from controller.manifests.yamlsafe import YamlProblem, load_documents
+
+    started = time.perf_counter()
+    with pytest.raises(YamlProblem) as caught:
+        load_documents(text)
+    assert time.perf_counter() - started < 0.25
+    assert (caught.value.line, message in str(caught.value)) == (line, True), (caught.value.line, str(caught.value))
+
+
+JSONISH = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=4),
+    max_leaves=20,
+)
+
+
+@fuzz(150)
+@given(documents=st.lists(JSONISH, min_size=1, max_size=3))
+def test_yaml_reads_as_pyyaml_safe_load_reads(documents):
+    """The one-pass reader gives PyYAML's own data for any dumped documents (string keys, no dates)."""
+    from controller.manifests.yamlsafe import load_documents
+
+    text = dump(documents)
+    assert [d.data for d in load_documents(text)] == list(yaml.safe_load_all(text)) == documents
 
 
 def test_a_merge_key_on_a_scalar_is_a_problem(tmp_path):

@@ -138,6 +138,13 @@ def test_deep_nesting(tree, lensops):
     _check(tree, lensops, "environments/dev/deep.yaml", 1, "nesting deeper than 64 levels")
 
 
+def test_deep_block_nesting(tree, lensops):
+    """Block style reaches the parser a level at a time: refused at the 65th level, on its line."""
+    tree.environment("dev")
+    tree.write("environments/dev/deep.yaml", "".join(" " * i + "k:\n" for i in range(1000)))
+    _check(tree, lensops, "environments/dev/deep.yaml", 65, "nesting deeper than 64 levels")
+
+
 def test_file_over_one_mebibyte(tree, lensops):
     tree.environment("dev")
     tree.write("environments/dev/big.yaml", "# " + "x" * (1024 * 1024) + "\n")

@@ -3,26 +3,34 @@
 from __future__ import annotations
 
 import re
-from typing import Any, Iterator
+from typing import Any
 
 REF_RE = re.compile(r"^ref:(?P<kind>[A-Za-z]+)/(?P<name>[a-z0-9]([-a-z0-9]*[a-z0-9])?)(?:\.(?P<attr>[A-Za-z0-9_.\-]+))?$")
 
 
-def find_refs(value: Any, path: tuple[Any, ...] = ()) -> Iterator[tuple[tuple[Any, ...], str, str | None]]:
-    """Every reference in a value: (path, ``Kind/name``, attribute or None)."""
-    if isinstance(value, str):
-        if value.startswith("ref:"):
-            match = REF_RE.match(value)
-            if match:
-                yield path, f"{match['kind']}/{match['name']}", match["attr"]
-            else:
-                yield path, value[4:], "\0invalid"
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            yield from find_refs(item, path + (key,))
+def find_refs(value: Any, path: tuple[Any, ...] = ()) -> list[tuple[tuple[Any, ...], str, str | None]]:
+    """Every reference in a value: (path, ``Kind/name``, attribute or None), in document order."""
+    found: list[tuple[tuple[Any, ...], str, str | None]] = []
+    _collect_refs(value, path, found)
+    return found
+
+
+def _collect_refs(value: Any, path: tuple[Any, ...], found: list[tuple[tuple[Any, ...], str, str | None]]) -> None:
+    if isinstance(value, dict):
+        items: Any = value.items()
     elif isinstance(value, list):
-        for index, item in enumerate(value):
-            yield from find_refs(item, path + (index,))
+        items = enumerate(value)
+    else:
+        if isinstance(value, str) and value.startswith("ref:"):
+            match = REF_RE.match(value)
+            found.append((path, f"{match['kind']}/{match['name']}", match["attr"]) if match else (path, value[4:], "\0invalid"))
+        return
+    for key, item in items:
+        if isinstance(item, str):
+            if item.startswith("ref:"):
+                _collect_refs(item, path + (key,), found)
+        elif isinstance(item, (dict, list)):
+            _collect_refs(item, path + (key,), found)
 
 
 def topological_order(nodes: list[str], edges: dict[str, set[str]]) -> tuple[list[str], list[str] | None]:

@@ -11,6 +11,7 @@ import copy
 import difflib
 import os
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Callable
 
@@ -27,7 +28,7 @@ from controller.manifests.model import (
     Resource,
 )
 from controller.manifests.types import NAME_RE
-from controller.manifests.yamlsafe import Document, YamlProblem, load_documents
+from controller.manifests.yamlsafe import Document, YamlProblem, load_documents, paused_gc
 
 MAX_TREE_DOCUMENTS = 50_000
 YAML_SUFFIXES = (".yaml", ".yml")
@@ -41,18 +42,20 @@ class _Doc:
     doc: Document
     data: dict[str, Any]
     from_base: bool = False
+    placeholders: bool = True
+    """Its file has a ``{{``: without one, interpolation would change nothing."""
 
-    @property
+    @cached_property
     def kind(self) -> str:
         kind = self.data.get("kind", "")
         return kind if isinstance(kind, str) else ""
 
-    @property
+    @cached_property
     def name(self) -> str:
         meta = self.data.get("metadata")
         return str(meta.get("name", "")) if isinstance(meta, dict) else ""
 
-    @property
+    @cached_property
     def ident(self) -> str:
         return f"{self.kind}/{self.name}" if self.kind and self.name else self.kind
 
@@ -100,7 +103,8 @@ def load_tree(root: str | os.PathLike[str], only: list[str] | None = None, accou
     ``only`` restricts to some environments; ``account`` gives an environment's
     account id when it is known (from STS) so that ``{{ env.account }}`` resolves.
     """
-    return _Loader(Path(root), only, account).load()
+    with paused_gc():  # hundreds of thousands of small dicts and lists, and no cycle
+        return _Loader(Path(root), only, account).load()
 
 
 class _Loader:
@@ -160,7 +164,8 @@ class _Loader:
             size = file.stat().st_size
             if size > 1024 * 1024:
                 raise YamlProblem(f"file is {size} bytes, more than the 1048576 allowed")
-            documents = load_documents(file.read_bytes())
+            raw = file.read_bytes()
+            documents = load_documents(raw)
         except YamlProblem as exc:
             self.problem(env, shown, exc.line, "", str(exc))
             return []
@@ -172,11 +177,12 @@ class _Loader:
             self.problem(env, shown, 0, "", f"more than {MAX_TREE_DOCUMENTS} documents in the tree")
             return []
         out = []
+        placeholders = b"{{" in raw
         for document in documents:
             if not isinstance(document.data, dict):
                 self.problem(env, shown, document.line, "", "a manifest must be a mapping with apiVersion, kind, metadata and spec")
                 continue
-            out.append(_Doc(shown, document, document.data, from_base))
+            out.append(_Doc(shown, document, document.data, from_base, placeholders))
         return out
 
     # --- one environment -------------------------------------------------
@@ -286,15 +292,18 @@ class _Loader:
             meta["annotations"] = {**(base_meta.get("annotations") or {}), **(meta.get("annotations") or {})}
             if "dependsOn" not in meta and "dependsOn" in base_meta:
                 meta["dependsOn"] = base_meta["dependsOn"]
-            merged.append(_Doc(override.path, override.doc, data))
+            merged.append(_Doc(override.path, override.doc, data, placeholders=doc.placeholders or override.placeholders))
         merged.extend(d for d in own if d.ident in seen and seen[d.ident] is d)
         return merged
 
     def resource(self, env: str, doc: _Doc, context: dict[str, Any], env_spec: EnvironmentSpec) -> Resource | None:
         try:
             data = dict(doc.data)
-            data["metadata"] = interpolate(data.get("metadata") or {}, context, env_spec.vars, ("metadata",))
-            data["spec"] = interpolate(data.get("spec") or {}, context, env_spec.vars, ("spec",))
+            if doc.placeholders:
+                data["metadata"] = interpolate(data.get("metadata") or {}, context, env_spec.vars, ("metadata",))
+                data["spec"] = interpolate(data.get("spec") or {}, context, env_spec.vars, ("spec",))
+            else:
+                data["metadata"], data["spec"] = data.get("metadata") or {}, data.get("spec") or {}
         except UnknownVariable as exc:
             self.problem(env, doc.path, doc.line(*exc.path), doc.ident, str(exc))
             return None
