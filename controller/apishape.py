@@ -78,12 +78,29 @@ def to_api(value: Any, s: Shape | None) -> Any:
     return value
 
 
+_SCALAR_TYPES = frozenset({"string", "integer", "long", "double", "float", "boolean", "timestamp", "blob"})
+
+
+@functools.lru_cache(maxsize=None)
+def _renames(struct: StructureShape) -> dict[str, tuple[str, Shape | None]]:
+    """API member -> (manifest name, its shape, or None for a scalar that converts as it is)."""
+    return {
+        member: (lower_camel(member), None if sub.type_name in _SCALAR_TYPES else sub) for member, sub in struct.members.items()
+    }
+
+
 def from_api(value: Any, s: Shape | None) -> Any:
     """API value -> manifest value: structure members in lowerCamelCase, map keys kept."""
     if s is None:
         return value
     if isinstance(s, StructureShape) and isinstance(value, dict):
-        return {lower_camel(k): from_api(v, s.members.get(k)) for k, v in value.items() if k in s.members}
+        renames = _renames(s)
+        out: dict[str, Any] = {}
+        for key, item in value.items():
+            found = renames.get(key)
+            if found is not None:
+                out[found[0]] = item if found[1] is None else from_api(item, found[1])
+        return out
     if isinstance(s, ListShape) and isinstance(value, list):
         return [from_api(item, s.member) for item in value]
     if isinstance(s, MapShape) and isinstance(value, dict):

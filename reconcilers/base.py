@@ -316,6 +316,29 @@ def tagged_resources(ctx: Context, resource_type: str) -> dict[str, dict[str, st
     return ctx.once(f"tags:{resource_type}", fetch)
 
 
+def tags_of(ctx: Context, arns: list[str]) -> dict[str, dict[str, str]]:
+    """ARN -> tags of the named resources (at most 100, as the API takes): one ``GetResources`` call.
+
+    For kinds whose reads return ARNs batch by batch: each batch's tags are read
+    beside the next batches, where a filtered listing pages serially by token.
+    Resources without tags are left out, as the API does.
+    """
+    from controller.apishape import tags_to_map
+
+    found: dict[str, dict[str, str]] = {}
+    if not arns:
+        return found
+    client = ctx.client("resourcegroupstaggingapi")
+    params: dict[str, Any] = {"ResourceARNList": arns}
+    while True:
+        page = client.get_resources(**params)
+        for item in page.get("ResourceTagMappingList", []):
+            found[item["ResourceARN"]] = tags_to_map(item.get("Tags"))
+        if not page.get("PaginationToken"):
+            return found
+        params["PaginationToken"] = page["PaginationToken"]
+
+
 def chunks(items: list[str], size: int) -> list[list[str]]:
     """``items`` in lists of at most ``size``."""
     return [items[i : i + size] for i in range(0, len(items), size)]

@@ -1,7 +1,10 @@
 """CloudWatch: MetricAlarm, CompositeAlarm and Dashboard.
 
-Alarms are read 100 names per ``DescribeAlarms`` call and their tags with
-one Resource Groups Tagging listing per hundred alarms; ``PutMetricAlarm``
+Alarms are read 100 names per ``DescribeAlarms`` call, and the tags of each
+batch's alarms with one ``GetResources(ResourceARNList=...)``; batches run
+concurrently, so neither the reads nor the tags wait on a serial page token.
+For N alarms of a kind: ceil(N/100) ``DescribeAlarms`` and as many
+``GetResources`` (none for a batch that found no alarm). ``PutMetricAlarm``
 and ``PutCompositeAlarm`` replace a whole alarm, so an update is one put
 (plus tag calls when tags changed). Dashboards have no batch read: one
 ``GetDashboard`` each.
@@ -29,7 +32,7 @@ from reconcilers.base import (
     only_tags_changed,
     register,
     tag_updates,
-    tagged_resources,
+    tags_of,
 )
 
 Statistic = Literal["SampleCount", "Average", "Sum", "Minimum", "Maximum"]
@@ -246,17 +249,13 @@ class _AlarmReconciler(Reconciler):
             return {}
         client = self.ctx.client("cloudwatch")
         batches = chunks(sorted(set(physicals)), 100)
-        # The tag listing is serial by nature (page tokens): it runs beside the batches.
-        listing, *pages = self.ctx.gather(
-            [lambda: tagged_resources(self.ctx, "cloudwatch:alarm")] + [lambda batch=batch: self._describe(client, batch) for batch in batches]
-        )
         out_shape = shape("cloudwatch", self.alarm_type)
         found: dict[str, Live] = {}
-        for raws in pages:
+        for raws, tags in self.ctx.map(lambda batch: self._describe(client, batch), batches):
             for raw in raws:
                 arn = raw.get("AlarmArn", "")
                 state = self._canonical(from_api(raw, out_shape))
-                owned = listing.get(arn) or {}
+                owned = tags.get(arn) or {}
                 state["tags"] = owned
                 found[raw["AlarmName"]] = Live(
                     physical=raw["AlarmName"],
@@ -268,8 +267,8 @@ class _AlarmReconciler(Reconciler):
                 )
         return found
 
-    def _describe(self, client: Any, names: list[str]) -> list[dict[str, Any]]:
-        """The alarms of this type among ``names`` (at most 100), every page of them."""
+    def _describe(self, client: Any, names: list[str]) -> tuple[list[dict[str, Any]], dict[str, dict[str, str]]]:
+        """The alarms of this type among ``names`` (at most 100), every page of them, and their tags by ARN."""
         found: list[dict[str, Any]] = []
         kwargs: dict[str, Any] = {"AlarmNames": names, "AlarmTypes": [self.alarm_type], "MaxRecords": 100}
         while True:
@@ -277,8 +276,9 @@ class _AlarmReconciler(Reconciler):
             found.extend(page.get(self.result_key, []))
             token = page.get("NextToken")
             if not token:
-                return found
+                break
             kwargs["NextToken"] = token
+        return found, tags_of(self.ctx, [raw["AlarmArn"] for raw in found if raw.get("AlarmArn")])
 
     def desired_state(self, desired: Desired) -> dict[str, Any]:
         state = self._canonical(desired.spec)

@@ -46,8 +46,8 @@ class Estate:
     budget_notifications: int = 0
     """Notifications over every budget (K summed over N)."""
     backup_selections: int = 0
-    tagged: dict[str, list[int]] = field(default_factory=dict)
-    """Tagging API resource type -> the number of tags of each owned resource of that type."""
+    tagged: dict[str, int] = field(default_factory=dict)
+    """Tagging API resource type -> owned resources of that type whose tags come from one filtered listing."""
     alarm_names: list[str] = field(default_factory=list)
 
     @property
@@ -109,14 +109,13 @@ def write_mixed(tree: Any, copies: int = 1, alarms_per_copy: int = 2, env_extra:
     tree.write("templates/network.yaml", NETWORK_TEMPLATE)
     tree.write("templates/app.yaml", APP_TEMPLATE)
     est = Estate(counts={k: 0 for k in KINDS})
-    tagged: dict[str, list[int]] = {"sns:topic": [], "cloudwatch:alarm": [], "backup:backup-vault": []}
+    tagged: dict[str, int] = {"sns:topic": 0, "backup:backup-vault": 0}
     for i in range(copies):
         docs: list[str] = [_topic(f"alerts-{i}")]
-        tagged["sns:topic"].append(3)  # team + the two ownership tags
+        tagged["sns:topic"] += 1
         names = [f"alarm-{i}-{j}" for j in range(alarms_per_copy)]
         docs += [alarm(n, threshold=5 + j) for j, n in enumerate(names)]
         docs.append(_composite(f"health-{i}", names[0]))
-        tagged["cloudwatch:alarm"] += [2] * (alarms_per_copy + 1)
         est.alarm_names += names
         docs.append(_dashboard(f"operations-{i}"))
         est.counts["Topic"] += 1
@@ -155,7 +154,7 @@ def write_mixed(tree: Any, copies: int = 1, alarms_per_copy: int = 2, env_extra:
             .replace("targetBackupVaultName: main", f"targetBackupVaultName: vault-{i}")
         )
         tree.write(f"environments/dev/backup-{i}.yaml", _join([vault, plan]))
-        tagged["backup:backup-vault"].append(3)
+        tagged["backup:backup-vault"] += 1
         est.counts["BackupVault"] += 1
         est.counts["BackupPlan"] += 1
         est.backup_selections += 1
@@ -205,32 +204,31 @@ def make_functions(make_client: Any, names: list[str]) -> None:
 TAGGING = "resourcegroupstaggingapi"
 
 
-def tagging_pages(tags_per_resource: list[int], emulator: bool = True) -> int:
-    """GetResources pages for one owned-resource listing (``ResourcesPerPage=100``).
+def tagging_pages(resources: int) -> int:
+    """GetResources pages for one listing of ``resources`` owned resources (``ResourcesPerPage=100``).
 
-    AWS: ``ceil(N/100)``. The emulator pages the same way (controller/emulator/tagging.py:
-    without ``TagsPerPage``, pages count resources, not tags), so ``emulator`` no longer
-    changes the figure. A listing that finds nothing is still one call.
+    ``ceil(N/100)``, in AWS and in the emulator alike (controller/emulator/tagging.py:
+    pages count resources, not tags). A listing that finds nothing is still one call.
     """
-    return max(1, math.ceil(len(tags_per_resource) / 100))
+    return max(1, math.ceil(resources / 100))
 
 
-def alarm_floor(n: int, tags_each: int = 2, emulator: bool = True) -> dict[tuple[str, str], int]:
-    """A no-op plan of n MetricAlarms alone: STS, ceil(n/100) DescribeAlarms, the tagging pages."""
+def alarm_floor(n: int) -> dict[tuple[str, str], int]:
+    """A no-op plan of n MetricAlarms alone: STS, then per hundred alarms one DescribeAlarms and one GetResources."""
     return {
         ("sts", "GetCallerIdentity"): 1,
         ("cloudwatch", "DescribeAlarms"): math.ceil(n / 100),
-        (TAGGING, "GetResources"): tagging_pages([tags_each] * n, emulator),
+        (TAGGING, "GetResources"): math.ceil(n / 100),
     }
 
 
-def mixed_floor(est: Estate, emulator: bool = True, drift_due: int = 0) -> dict[tuple[str, str], int]:
+def mixed_floor(est: Estate, drift_due: int = 0) -> dict[tuple[str, str], int]:
     """The no-op plan's reads per (service, operation), from each reconciler module's docstring budget.
 
     controller/runner.py: one ``GetCallerIdentity`` for the account guard.
     reconcilers/sns.py: ListTopics + ListSubscriptions listings, GetTopicAttributes per topic, tags from one tagging listing.
-    reconcilers/cloudwatch.py: 100 alarm names per DescribeAlarms (metric and composite alarms each), one
-      tagging listing per hundred alarms, one GetDashboard per dashboard.
+    reconcilers/cloudwatch.py: 100 alarm names per DescribeAlarms (metric and composite alarms each), and
+      one GetResources by ARN list per such batch, one GetDashboard per dashboard.
     reconcilers/cloudformation.py: one DescribeStacks listing, one GetTemplate per stack, and one
       DetectStackDrift per stack whose check is due (``drift_due``: never checked, or longer ago than
       ``drift_check_interval``); no DescribeStackResourceDrifts while no stack has drifted.
@@ -266,6 +264,8 @@ def mixed_floor(est: Estate, emulator: bool = True, drift_due: int = 0) -> dict[
         ("wafv2", "ListWebACLs"): 2,
         ("wafv2", "GetWebACL"): c["WebACL"],
         ("wafv2", "ListTagsForResource"): c["IPSet"] + c["WebACL"],
-        (TAGGING, "GetResources"): sum(tagging_pages(tags, emulator) for tags in est.tagged.values()),
+        (TAGGING, "GetResources"): sum(tagging_pages(owned) for owned in est.tagged.values())
+        + math.ceil(c["MetricAlarm"] / 100)
+        + math.ceil(c["CompositeAlarm"] / 100),
     }
     return {k: v for k, v in floor.items() if v}

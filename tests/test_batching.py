@@ -35,9 +35,8 @@ def test_noop_plan_of_1000_alarms_reads_in_batches(aws, tree, lensops):
     assert plan.code == 0, plan.out[-2000:]
     seen = aws.requests()
     print("no-op plan requests:", seen)
-    assert seen[("cloudwatch", "DescribeAlarms")] <= 11
-    # Tags come from one tagging listing, 100 resources a page in AWS; moto also caps a
-    # page at 100 tags, so with two ownership tags an alarm it answers 50 a page.
-    assert seen[("resourcegroupstaggingapi", "GetResources")] <= 21
+    assert seen[("cloudwatch", "DescribeAlarms")] == 10
+    # Each batch's tags: one GetResources by the batch's ARNs (100 at most, as the API takes).
+    assert seen[("resourcegroupstaggingapi", "GetResources")] == 10
     assert writes(seen) == {}
-    assert sum(seen.values()) <= 33
+    assert sum(seen.values()) == 21  # with the account guard's GetCallerIdentity

@@ -2,8 +2,8 @@
 
 The estate holds every kind (tests/mixed_estate.py, built from the kinds' own
 test helpers), with more than 100 alarms so that the batching shows: two
-``DescribeAlarms`` for the metric alarms, and tagging pages as the emulator
-cuts them. The expected counts are ``mixed_floor``: each term is quoted from a
+``DescribeAlarms`` for the metric alarms, each with one ``GetResources`` for
+its alarms' tags. The expected counts are ``mixed_floor``: each term is quoted from a
 reconciler module's docstring. A reconciler found reading more than its
 docstring says is a finding: its operation goes into ``OVER_BUDGET`` with the
 reason, which marks the test xfail(strict=True), so it fails the day the
@@ -60,9 +60,9 @@ def test_noop_plan_reads_exactly_the_documented_floor(aws, tree, lensops, applie
 
 
 def test_the_floor_is_what_the_docstrings_say_for_one_kind():
-    """The floor's arithmetic on its own: 250 alarms are 3 DescribeAlarms, tagging pages as the emulator cuts them."""
+    """The floor's arithmetic on its own: 250 alarms are 3 DescribeAlarms and 3 GetResources by ARN list."""
     from mixed_estate import alarm_floor, tagging_pages
 
     assert alarm_floor(250) == {("sts", "GetCallerIdentity"): 1, ("cloudwatch", "DescribeAlarms"): 3, ("resourcegroupstaggingapi", "GetResources"): 3}
-    assert tagging_pages([2] * 250, emulator=False) == 3
-    assert tagging_pages([2] * 100) == 1 and tagging_pages([2] * 101) == 2 and tagging_pages([]) == 1
+    assert tagging_pages(250) == 3
+    assert tagging_pages(100) == 1 and tagging_pages(101) == 2 and tagging_pages(0) == 1

@@ -7,7 +7,7 @@ are wrapped from outside, nothing in lensops changes. Timed, in seconds:
 ``imports`` (the CLI, the runner, the reconcilers, boto3), ``load`` (read,
 parse and validate the manifests), ``account guard`` (STS), ``state read``
 (the inventory), ``observe`` (every kind's reads, wall clock), inside it
-``observe: alarms' tagging listing``, ``decide`` (the walk: refs, desired
+``observe: longest alarm batch`` (one batch's ``DescribeAlarms`` and its tags), ``decide`` (the walk: refs, desired
 state, diff, and the writes of an apply), ``decide: scheduler CPU`` (CPU time
 of the thread running the walk, i.e. the scheduling loop when applying),
 ``record`` and ``render``; ``total`` is the CLI's main, ``cpu`` the process's
@@ -77,7 +77,8 @@ def main() -> int:
     engine.Engine._observe = _timed("observe", engine.Engine._observe)
     engine.Engine._record = _timed("record", engine.Engine._record)
     engine._Pass.walk = _timed("decide", engine._Pass.walk, "decide: scheduler CPU")
-    reconcilers.cloudwatch.tagged_resources = _timed("observe: alarms' tagging listing", reconcilers.base.tagged_resources, longest=True)
+    alarms = reconcilers.cloudwatch._AlarmReconciler
+    alarms._describe = _timed("observe: longest alarm batch", alarms._describe, longest=True)
     render.plan_text = _timed("render", render.plan_text)
     t = time.perf_counter()
     code = cli.main(argv)

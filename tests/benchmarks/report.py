@@ -20,7 +20,6 @@ class Row:
     change_s: float | None = None
     reads: int | None = None
     floor: int | None = None
-    floor_aws: int | None = None
     writes: int | None = None
     change_writes: dict[str, int] = field(default_factory=dict)
     calls: dict[tuple[str, str], int] = field(default_factory=dict)
@@ -86,9 +85,9 @@ class Results:
         if self.rows:
             out += [
                 "| estate | resources | validate (s) | first apply (s) | no-op plan (s) | one-field change (s) "
-                "| no-op reads / floor (emulator) | AWS floor | no-op writes | plan peak RSS (MB) "
+                "| no-op reads / floor | no-op writes | plan peak RSS (MB) "
                 "| boto3 loop: first apply (s) | boto3 loop: no-op check (s, calls) |",
-                "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+                "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
             ]
             for r in self.rows.values():
                 ratio = f" ({r.reads / r.floor:.2f}x)" if r.reads is not None and r.floor else ""
@@ -96,7 +95,7 @@ class Results:
                 out.append(
                     f"| {r.label} | {r.resources:,} | {_s(r.validate_s)} | {_s(r.apply_s)} | {_s(r.plan_s)} | {_s(r.change_s)} "
                     f"| {r.reads if r.reads is not None else '—'} / {r.floor if r.floor is not None else '—'}{ratio} "
-                    f"| {r.floor_aws if r.floor_aws is not None else '—'} | {r.writes if r.writes is not None else '—'} "
+                    f"| {r.writes if r.writes is not None else '—'} "
                     f"| {_s(r.rss_mb, 0)} | {_s(r.boto3_apply_s)} | {check} |"
                 )
             out.append("")
@@ -120,7 +119,7 @@ class Results:
         if self.phases:
             columns = [
                 "wall", "imports", "load", "account guard", "state read", "observe",
-                "observe: alarms' tagging listing", "decide", "decide: scheduler CPU", "record", "render", "cpu", "peak MB",
+                "observe: longest alarm batch", "decide", "decide: scheduler CPU", "record", "render", "cpu", "peak MB",
             ]
             out += [
                 "where the time goes (seconds; wall = the subprocess, cpu = its CPU time, peak MB = its VmHWM; "

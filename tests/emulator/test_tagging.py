@@ -65,3 +65,23 @@ def test_resources_per_page_out_of_range_is_refused(client: Any, per_page: int) 
         client("resourcegroupstaggingapi").get_resources(ResourcesPerPage=per_page)
 
     assert raised.value.response["Error"]["Code"] == "InvalidParameterException"
+
+
+def test_arn_list_answers_the_tags_of_the_resources_named(client: Any, alarm_arns: list[str]) -> None:
+    tagging = client("resourcegroupstaggingapi")
+    topic = client("sns").create_topic(Name="alerts", Tags=[{"Key": "team", "Value": "ops"}])["TopicArn"]
+    asked = alarm_arns[10:20] + [topic, "arn:aws:cloudwatch:us-east-1:123456789012:alarm:absent"]
+    answer = tagging.get_resources(ResourceARNList=asked)
+    got = {item["ResourceARN"]: {t["Key"]: t["Value"] for t in item["Tags"]} for item in answer["ResourceTagMappingList"]}
+    assert set(got) == set(alarm_arns[10:20]) | {topic}
+    assert got[alarm_arns[12]] == {"lensops:environment": "dev", "lensops:id": "MetricAlarm/alarm-012"}
+    assert got[topic] == {"team": "ops"}
+    assert not answer.get("PaginationToken")
+
+
+def test_arn_list_is_refused_with_tag_filters_or_over_a_hundred(client: Any, alarm_arns: list[str]) -> None:
+    tagging = client("resourcegroupstaggingapi")
+    for params in ({"ResourceARNList": alarm_arns[:2], "TagFilters": OWNED}, {"ResourceARNList": alarm_arns[:101]}):
+        with pytest.raises(ClientError) as raised:
+            tagging.get_resources(**params)
+        assert raised.value.response["Error"]["Code"] == "InvalidParameterException"
