@@ -42,6 +42,8 @@ class Gateway:
         self._faults = FaultInjector()
         self._lock = threading.Lock()
         self._requests: Counter[tuple[str, str]] = Counter()
+        self._in_flight = 0
+        self._peak = 0
 
     def set_faults(self, plan: FaultPlan | None) -> None:
         """Inject faults as ``plan`` says from the next request on; None stops."""
@@ -53,9 +55,15 @@ class Gateway:
             return dict(self._requests)
 
     def clear_requests(self) -> None:
-        """Forget the requests counted so far."""
+        """Forget the requests counted so far, and the peak of those in flight."""
         with self._lock:
             self._requests.clear()
+            self._peak = self._in_flight
+
+    def peak_in_flight(self) -> int:
+        """The most AWS requests answered at once since the last clear."""
+        with self._lock:
+            return self._peak
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
         if environ.get("PATH_INFO", "").startswith("/moto-api"):
@@ -63,6 +71,15 @@ class Gateway:
         call = identify(environ)
         with self._lock:
             self._requests[(call.service, call.operation)] += 1
+            self._in_flight += 1
+            self._peak = max(self._peak, self._in_flight)
+        try:
+            return self._answer(call, environ, start_response)
+        finally:
+            with self._lock:
+                self._in_flight -= 1
+
+    def _answer(self, call: AwsCall, environ: dict[str, Any], start_response: Any) -> Any:
         delay = self._faults.latency_seconds(call.service)
         if delay:
             time.sleep(delay)

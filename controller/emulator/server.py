@@ -207,8 +207,12 @@ class Emulator:
         return self._gateway.requests()
 
     def clear_requests(self) -> None:
-        """Forget the requests counted so far."""
+        """Forget the requests counted so far, and the peak of those in flight."""
         self._gateway.clear_requests()
+
+    def peak_in_flight(self) -> int:
+        """The most AWS requests being answered at once since the last clear or reset."""
+        return self._gateway.peak_in_flight()
 
     def _post(self, path: str, payload: dict[str, object]) -> None:
         request = urllib.request.Request(
