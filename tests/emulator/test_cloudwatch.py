@@ -19,8 +19,9 @@ def cloudwatch(client: Any) -> Any:
     return client("cloudwatch")
 
 
-def put_metric_alarm(cloudwatch: Any, name: str) -> None:
+def put_metric_alarm(cloudwatch: Any, name: str, **extra: Any) -> None:
     cloudwatch.put_metric_alarm(
+        **extra,
         AlarmName=name,
         Namespace="EconLens",
         MetricName="Errors",

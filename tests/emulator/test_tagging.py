@@ -7,6 +7,8 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
+from .test_cloudwatch import put_metric_alarm
+
 OWNED = [{"Key": "lensops:environment", "Values": ["dev"]}]
 
 
@@ -17,16 +19,8 @@ def alarm_arns(client: Any) -> list[str]:
     arns = []
     for i in range(250):
         name = f"alarm-{i:03d}"
-        cloudwatch.put_metric_alarm(
-            AlarmName=name,
-            Namespace="EconLens",
-            MetricName="Errors",
-            Statistic="Sum",
-            Period=60,
-            EvaluationPeriods=1,
-            Threshold=1,
-            ComparisonOperator="GreaterThanThreshold",
-            Tags=[{"Key": "lensops:environment", "Value": "dev"}, {"Key": "lensops:id", "Value": f"MetricAlarm/{name}"}],
+        put_metric_alarm(
+            cloudwatch, name, Tags=[{"Key": "lensops:environment", "Value": "dev"}, {"Key": "lensops:id", "Value": f"MetricAlarm/{name}"}]
         )
         arns.append(f"arn:aws:cloudwatch:us-east-1:123456789012:alarm:{name}")
     return arns
