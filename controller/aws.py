@@ -149,10 +149,27 @@ class ClientFactory:
         events = client.meta.events
         events.register("before-send", self._before_send)
         events.register("response-received", self._response_received)
+        events.register("after-call-error", self._call_failed)
 
     def _before_send(self, **_: Any) -> None:
         self._semaphore.acquire()
         self._held.value = getattr(self._held, "value", 0) + 1
+
+    def _call_failed(self, event_name: str, **_: Any) -> None:
+        """A call that raised before its answer was read (an answer botocore cannot parse, ...).
+
+        botocore then never sends ``response-received``: the attempt's slot is
+        freed here, or a long-running daemon would lose its concurrency one
+        slot at a time, and the attempt is counted as an error.
+        """
+        held = getattr(self._held, "value", 0)
+        if held <= 0:
+            return
+        self._held.value = 0
+        for _ in range(held):
+            self._semaphore.release()
+        _, service_id, operation = event_name.split(".", 2)
+        metrics.AWS_API_CALLS.labels(_SERVICE_LABEL.get(service_id, service_id), operation, "error").inc(held)
 
     def _response_received(
         self, event_name: str, parsed_response: Any = None, exception: Any = None, **_: Any

@@ -12,7 +12,7 @@ from typing import Any
 
 from controller import logs, metrics
 from controller.diff import diff
-from controller.engine import Engine, desired_from_record
+from controller.engine import Engine, desired_from_record, spec_hash
 from controller.errors import classify
 from controller.manifests.model import EnvironmentDesired
 from controller.state import ResourceRecord
@@ -39,7 +39,10 @@ def rollback(engine: Engine, ctx: Context, env: EnvironmentDesired, changed: lis
                     raise ValueError("no healthy spec recorded to recreate it from")
                 desired = desired_from_record(entry["kind"], entry["name"], data["healthy_desired"])
                 live = reconciler.create(desired, data["healthy_spec"])
-                record = ResourceRecord(**{**data, "spec": data["healthy_spec"], "desired": data["healthy_desired"], "arn": live.arn or data.get("arn", "")})
+                record = ResourceRecord(**{
+                    **data, "spec": data["healthy_spec"], "spec_hash": spec_hash(data["healthy_spec"]),
+                    "desired": data["healthy_desired"], "arn": live.arn or data.get("arn", ""),
+                })
                 engine.store.put_resource(record)
                 what = "recreated"
             else:
@@ -62,6 +65,7 @@ def rollback(engine: Engine, ctx: Context, env: EnvironmentDesired, changed: lis
                         if changes:
                             reconciler.update(desired, record.healthy_spec, live, changes)
                     record.spec, record.desired = record.healthy_spec, record.healthy_desired
+                    record.spec_hash = spec_hash(record.spec)  # the drift baseline is the restored spec
                     record.revision = "rollback"
                     engine.store.put_resource(record)
                     what = "restored"

@@ -325,18 +325,11 @@ def tags_of(ctx: Context, arns: list[str]) -> dict[str, dict[str, str]]:
     """
     from controller.apishape import tags_to_map
 
-    found: dict[str, dict[str, str]] = {}
     if not arns:
-        return found
-    client = ctx.client("resourcegroupstaggingapi")
-    params: dict[str, Any] = {"ResourceARNList": arns}
-    while True:
-        page = client.get_resources(**params)
-        for item in page.get("ResourceTagMappingList", []):
-            found[item["ResourceARN"]] = tags_to_map(item.get("Tags"))
-        if not page.get("PaginationToken"):
-            return found
-        params["PaginationToken"] = page["PaginationToken"]
+        return {}
+    # One answer: the API takes no page token (nor TagFilters) beside a ResourceARNList.
+    page = ctx.client("resourcegroupstaggingapi").get_resources(ResourceARNList=arns)
+    return {item["ResourceARN"]: tags_to_map(item.get("Tags")) for item in page.get("ResourceTagMappingList", [])}
 
 
 def chunks(items: list[str], size: int) -> list[list[str]]:

@@ -48,3 +48,32 @@ def test_throttling_backs_off_within_the_attempt_budget(aws, tree, lensops):
     assert ("cloudwatch", "PutMetricAlarm") not in seen  # nothing is written blind
     assert elapsed >= 1.0, "4 retries of a throttled call back off for a second or more"
     assert "throttl" in (result.out + result.err).lower()
+
+
+def test_an_unreadable_answer_frees_its_slot_and_is_counted(aws):
+    """An answer botocore cannot parse raises before botocore's response-received event: the slot must still come back."""
+    import threading
+
+    from prometheus_client import generate_latest
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from controller.aws import ClientFactory
+    from controller.metrics import REGISTRY
+
+    cloudformation = ClientFactory(concurrency=1, max_attempts=1).client("cloudformation", "us-east-1")
+    for _ in range(2):  # moto lacks the operation: an HTML page, which is not XML
+        try:
+            cloudformation.describe_generated_template(GeneratedTemplateName="absent")
+        except Exception as exc:  # noqa: BLE001 - the error's type is botocore's business; the slot is ours
+            assert "parse" in str(exc).lower()
+    answered: list[object] = []
+    worker = threading.Thread(target=lambda: answered.append(cloudformation.describe_stacks()), daemon=True)
+    worker.start()
+    worker.join(timeout=10)
+    assert answered, "the one slot was never given back: the next call waits for ever"
+
+    samples = [
+        s for f in text_string_to_metric_families(generate_latest(REGISTRY).decode()) if f.name == "lensops_aws_api_calls"
+        for s in f.samples if s.name.endswith("_total") and s.labels["operation"] == "DescribeGeneratedTemplate"
+    ]
+    assert sum(s.value for s in samples if s.labels["outcome"] == "error") >= 2

@@ -81,6 +81,11 @@ def test_apply_bakes_in_the_foreground_and_rolls_back(aws, client, tree):
     assert again.code == 1 and "held until a newer commit" in again.err
     assert _threshold(client) == 5
 
+    # Live is the restored spec: the held commit's changes are pending, and nothing has drifted.
+    plan = json.loads(run_cli("plan", "--repo", str(tree.root), "--output", "json").out)
+    resources = {f"{r['kind']}/{r['name']}": r for env in plan["environments"] for r in env["resources"]}
+    assert resources["MetricAlarm/api-5xx"]["changes"] and not resources["MetricAlarm/api-5xx"]["drift"]
+
 
 def test_hotfix_goes_out_while_the_alarm_already_fires(aws, client, tree):
     _health_alarm(client)

@@ -67,7 +67,8 @@ def _lazy_column(name: str) -> property:
     def get(self: ResourceRecord) -> Any:
         fields = self.__dict__
         if value_key not in fields:
-            fields[value_key] = _load(fields.pop(text_key, None))
+            # The text stays: two threads reading a field for the first time both decode it.
+            fields[value_key] = _load(fields.get(text_key))
         return fields[value_key]
 
     def put(self: ResourceRecord, value: Any) -> None:
