@@ -168,8 +168,7 @@ class ClientFactory:
         self._held.value = 0
         for _ in range(held):
             self._semaphore.release()
-        _, service_id, operation = event_name.split(".", 2)
-        metrics.AWS_API_CALLS.labels(_SERVICE_LABEL.get(service_id, service_id), operation, "error").inc(held)
+        _count(event_name, "error", held)
 
     def _response_received(
         self, event_name: str, parsed_response: Any = None, exception: Any = None, **_: Any
@@ -177,8 +176,6 @@ class ClientFactory:
         if getattr(self._held, "value", 0) > 0:
             self._held.value -= 1
             self._semaphore.release()
-        _, service_id, operation = event_name.split(".", 2)
-        service = _SERVICE_LABEL.get(service_id, service_id)
         outcome = "ok"
         if exception is not None:
             outcome = "error"
@@ -190,7 +187,13 @@ class ClientFactory:
                 outcome = "throttled"
             elif error or status >= 400:
                 outcome = "error"
-        metrics.AWS_API_CALLS.labels(service, operation, outcome).inc()
+        _count(event_name, outcome)
+
+
+def _count(event_name: str, outcome: str, attempts: int = 1) -> None:
+    """Count attempts into ``lensops_aws_api_calls_total``; ``event_name`` is botocore's ``<event>.<service-id>.<Operation>``."""
+    _, service_id, operation = event_name.split(".", 2)
+    metrics.AWS_API_CALLS.labels(_SERVICE_LABEL.get(service_id, service_id), operation, outcome).inc(attempts)
 
 
 def caller_account(factory: ClientFactory, region: str, role_arn: str = "") -> str:

@@ -361,6 +361,7 @@ class _Pass:
         self.lock = threading.Lock()
         self.decisions: dict[str, ResourcePlan] = {}
         self.deps: dict[str, set[str]] = {}
+        """Kind/name -> what it waits for (dependsOn and reference targets), filled by ``walk``."""
         self.hashes: dict[str, tuple[dict[str, Any], str]] = {}
         self.referring: set[str] = set()
         """Resources whose spec holds a ``ref:``: only theirs are resolved against the outputs."""
@@ -374,26 +375,22 @@ class _Pass:
     def walk(self) -> None:
         """Decide (and apply) every resource in dependency order, independent ones concurrently."""
         resources = [r for r in self.env.resources if r.kind != "RunbookRun"]
+        from controller.manifests.graph import find_refs
+
         for resource in resources:
             self.decisions[resource.ident] = ResourcePlan(resource.kind, resource.name, resource.physical)
-        deps = self.deps = {r.ident: self._deps(r) for r in resources}
+            # What a resource waits for: its dependsOn and the targets of its references.
+            refs = {target for _, target, _ in find_refs(resource.spec)}
+            if refs:
+                self.referring.add(resource.ident)
+            self.deps[resource.ident] = (set(resource.depends_on) | refs) - {resource.ident}
+        deps = self.deps
         if not self.execute:
             for resource in resources:
                 self._one(resource, deps[resource.ident])
         else:
             self._concurrently(resources, deps)
         self.plan.resources.extend(self.decisions[r.ident] for r in resources)
-
-    def _deps(self, resource: Resource) -> set[str]:
-        """What ``resource`` waits for: its ``dependsOn`` and the targets of its references."""
-        from controller.manifests.graph import find_refs
-
-        refs = {target for _, target, _ in find_refs(resource.spec)}
-        if refs:
-            self.referring.add(resource.ident)
-        found = set(resource.depends_on) | refs
-        found.discard(resource.ident)
-        return found
 
     def _concurrently(self, resources: list[Resource], deps: dict[str, set[str]]) -> None:
         """Run ready resources on the pool; changes still in progress are re-checked when due.
@@ -715,7 +712,7 @@ class _Pass:
                 health="healthy",
                 spec_hash=digest,
                 annotations=dict(resource.annotations),
-                desired=desired_record(desired, sorted(self.deps[resource.ident] if resource.ident in self.deps else self._deps(resource))),
+                desired=desired_record(desired, sorted(self.deps[resource.ident])),
                 healthy_desired=record.healthy_desired if record else None,
             )
         )

@@ -311,7 +311,7 @@ class BackupPlanReconciler(Reconciler):
         present = [name for name in physicals if name in plans]
         return dict(zip(present, self.ctx.map(lambda name: self._read(name, plans[name]["BackupPlanId"], plans[name].get("VersionId")), present)))
 
-    def _read(self, name: str, plan_id: str, version: str | None = None) -> Live:
+    def _read(self, name: str, plan_id: str, version: str | None) -> Live:
         """One plan, its selections and tags; the plan and selections come from the read cache
         while the listing's VersionId is the same (a selection cannot change: its id is its marker)."""
         client = self.ctx.client("backup")

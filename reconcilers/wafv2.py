@@ -274,7 +274,7 @@ class _WafReconciler(Reconciler):
                 return tags
             params["NextMarker"] = page["NextMarker"]
 
-    def _read(self, scope: str, name: str, ident: str, marker: str | None = None) -> Live:
+    def _read(self, scope: str, name: str, ident: str, marker: str | None) -> Live:
         """One resource with its tags; its body comes from the read cache while the listing's LockToken is the same."""
         key = (self.ctx.account, self.ctx.region, scope, self.entity, ident)
         state, arn, token = self.ctx.reads.read(key, marker, lambda: self._get(scope, name, ident))
@@ -296,12 +296,10 @@ class _WafReconciler(Reconciler):
         # observe knows names only, not scopes: both scopes are listed, and a
         # name found in both keeps every variant for compare_view and update.
         listings = dict(zip(SCOPES, self.ctx.map(self._listing, SCOPES)))
-        wanted = [(scope, name) for name in physicals for scope, listing in listings.items() if name in listing]
-        reads = self.ctx.map(
-            lambda item: self._read(item[0], item[1], listings[item[0]][item[1]]["Id"], listings[item[0]][item[1]].get("LockToken")), wanted
-        )
+        wanted = [(scope, name, listing[name]) for name in physicals for scope, listing in listings.items() if name in listing]
+        reads = self.ctx.map(lambda item: self._read(item[0], item[1], item[2]["Id"], item[2].get("LockToken")), wanted)
         by_name: dict[str, dict[str, Live]] = {}
-        for (scope, name), live in zip(wanted, reads):
+        for (scope, name, _), live in zip(wanted, reads):
             by_name.setdefault(name, {})[scope] = live
         found: dict[str, Live] = {}
         for name, variants in by_name.items():

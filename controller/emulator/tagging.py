@@ -60,16 +60,8 @@ class TaggingAdditions(ResourceGroupsTaggingAPIResponse):
             resources_per_page=resources_per_page,
             tags_per_page=sys.maxsize,  # no limit by tags
             resource_type_filters=self._get_param("ResourceTypeFilters", []),
-            resource_arn_list=self._get_param("ResourceARNList", []),
         )
-        return ActionResult(
-            {
-                "ResourceTagMappingList": [
-                    {"ResourceARN": r.arn, "Tags": [{"Key": k, "Value": v} for k, v in r.tags.items()]} for r in resources
-                ],
-                "PaginationToken": token,
-            }
-        )
+        return _answer({r.arn: r.tags for r in resources}, PaginationToken=token)
 
     def _by_arns(self, arns: list[str]) -> ActionResult:
         """The tags of the resources named (those that carry tags), in one answer."""
@@ -91,9 +83,14 @@ class TaggingAdditions(ResourceGroupsTaggingAPIResponse):
         if others:
             _, resources = self.backend.get_resources(resources_per_page=sys.maxsize, tags_per_page=sys.maxsize, resource_arn_list=others)
             found.update({r.arn: r.tags for r in resources})
-        return ActionResult(
-            {"ResourceTagMappingList": [{"ResourceARN": arn, "Tags": [{"Key": k, "Value": v} for k, v in tags.items()]} for arn, tags in found.items()]}
-        )
+        return _answer(found)
+
+
+def _answer(found: dict[str, dict[str, str]], **extra: Any) -> ActionResult:
+    """A GetResources answer: ARN -> tags, in order, and ``extra`` fields (the page token)."""
+    mappings = [{"ResourceARN": arn, "Tags": [{"Key": k, "Value": v} for k, v in tags.items()]} for arn, tags in found.items()]
+    return ActionResult({"ResourceTagMappingList": mappings, **extra})
+
 
 ADDITION = Addition(
     service="resourcegroupstaggingapi",
