@@ -19,7 +19,8 @@ MaxRecords and NextToken. Written from the CloudWatch API reference:
   ValidationError. AlarmNames, AlarmNamePrefix, StateValue and ActionPrefix
   (matched against AlarmActions, as moto does) filter together.
 - ``DeleteAlarms`` refuses, deleting nothing, more than 100 names, more than
-  one composite alarm, or an alarm a composite alarm depends on.
+  one composite alarm, or an alarm a composite alarm depends on; it deletes
+  the alarms' tags with them (moto kept them for the next alarm of the name).
 """
 
 from __future__ import annotations
@@ -240,6 +241,8 @@ class CloudWatchAdditions(CloudWatchResponse):
                     f"Cannot delete {','.join(depended_on)} as there are composite alarm(s) depending on {pronoun}."
                 )
             backend.delete_alarms(names)
+            for alarm in existing:  # moto keeps a deleted alarm's tags: a new alarm of its name would inherit them
+                backend.tagger.delete_all_tags_for_resource(alarm.alarm_arn)
         return EmptyResult()
 
     def set_alarm_state(self) -> ActionResult:

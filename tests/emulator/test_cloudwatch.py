@@ -191,6 +191,15 @@ def test_delete_alarms_refuses_an_alarm_a_composite_alarm_depends_on(cloudwatch:
     assert all_alarms(cloudwatch) == {}
 
 
+def test_a_deleted_alarms_tags_go_with_it(cloudwatch: Any) -> None:
+    """As in AWS: a new alarm of a deleted alarm's name starts untagged (moto kept the old tags)."""
+    put_metric_alarm(cloudwatch, "api-5xx", Tags=[{"Key": "lensops:id", "Value": "MetricAlarm/api-5xx"}])
+    arn = all_alarms(cloudwatch)["api-5xx"]["AlarmArn"]
+    cloudwatch.delete_alarms(AlarmNames=["api-5xx"])
+    put_metric_alarm(cloudwatch, "api-5xx")
+    assert cloudwatch.list_tags_for_resource(ResourceARN=arn)["Tags"] == []
+
+
 def test_delete_alarms_refuses_two_composite_alarms_at_once(cloudwatch: Any) -> None:
     put_metric_alarm(cloudwatch, "api-5xx")
     cloudwatch.put_composite_alarm(AlarmName="one", AlarmRule="ALARM(api-5xx)")
