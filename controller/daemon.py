@@ -18,12 +18,12 @@ import os
 import signal
 import threading
 import time
-from typing import Any
+from typing import Any, Callable
 
 from apscheduler.executors.pool import ThreadPoolExecutor as SchedulerPool
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from controller import health, logs, metrics
+from controller import health, logs, metrics, policy
 from controller.errors import LensopsError, Problem
 from controller.manifests.loader import load_tree
 from controller.manifests.model import EnvironmentDesired, EnvironmentSpec
@@ -33,17 +33,13 @@ from controller.server import Server
 from controller.leases import Leases
 from controller.settings import Settings
 from controller.source import redact
-from controller.state import EnvironmentRecord, LeaseLost
+from controller.state import EnvironmentRecord, LeaseLost, StateStore
 from controller.status import status_document
-from controller.windows import changes_allowed
 from runbooks.executor import drive as drive_runbooks
 
 log = logs.get("lensops.daemon")
 
 SHUTDOWN_SECONDS = 25.0
-HOLD_KEY = "hold"
-"""Where an environment's record keeps the rollback runbook's hold."""
-RESULTS = ("success", "failed", "rolled_back", "invalid")
 
 
 class Daemon:
@@ -64,6 +60,8 @@ class Daemon:
         self.first_loaded = threading.Event()
         self.heartbeat = time.monotonic()
         self._dirty: dict[str, str] = {}
+        self._refusals: dict[str, tuple[str, list[Problem]]] = {}
+        """Refused revisions to record under their environment's lock, at its next pass."""
         self._held_envs: dict[str, EnvironmentDesired] = {}
         self._locks: dict[str, threading.Lock] = {}
         self._state_lock = threading.Lock()
@@ -75,6 +73,8 @@ class Daemon:
         host, port = settings.http_host_port
         self.server = Server(host, port, self, settings.webhook_secret)
         self.leases = Leases(self.store, float(settings.lease_ttl))
+        self.clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.timezone.utc)
+        """Now, for sync windows (tests set it to open or close a window)."""
 
     # --- lifecycle -----------------------------------------------------------
 
@@ -195,12 +195,11 @@ class Daemon:
                 self.loaded[name] = env
                 self.invalid.pop(name, None)
                 changed.append(name)
-            for name, problems in result.problems.items():
-                if not name:
-                    continue
-                self.invalid[name] = problems
-                self._refuse(name, checkout.revision, problems)
+            refused = {name: problems for name, problems in result.problems.items() if name}
+            self.invalid.update(refused)
             self.fetched_revision = checkout.revision
+        for name, problems in sorted(refused.items()):
+            self._refuse(name, checkout.revision, problems)
         for name in sorted(changed):
             self._ensure_env(name)
             self.schedule(name, "revision")
@@ -211,14 +210,37 @@ class Daemon:
             pass
 
     def _refuse(self, name: str, revision: str, problems: list[Problem]) -> None:
-        metrics.RECONCILE_TOTAL.labels(name, "invalid").inc()
+        """An invalid revision of ``name``: counted and logged now; recorded by the replica that holds
+        the environment's lease, under its lock and fence (the record is read and rewritten whole:
+        never beside a pass or a bake check of it), at once or, when busy, by its next pass."""
+        metrics.count_result(name, "invalid")
         for problem in problems:
             log.error("manifest_invalid", environment=name, revision=revision, problem=str(problem))
-        record = self.store.environment(name) or EnvironmentRecord(name)
+        lock = self._locks.get(name)
+        if lock is None:  # never loaded (valid) anywhere here: no pass, no bake, no lease of it
+            self._record_refusal(name, revision, problems, self.store)
+            return
+        fenced = self._fenced(name)
+        if fenced is None:
+            return  # the replica that holds it records it
+        if lock.acquire(blocking=False):
+            try:
+                self._record_refusal(name, revision, problems, fenced[0])
+            finally:
+                lock.release()
+            return
+        with self._state_lock:
+            self._refusals[name] = (revision, problems)
+            self._dirty.setdefault(name, "resync")
+        self._run_soon(name)
+
+    @staticmethod
+    def _record_refusal(name: str, revision: str, problems: list[Problem], store: StateStore) -> None:
+        record = store.environment(name) or EnvironmentRecord(name)
         record.status = "invalid"
         record.message = f"revision {revision[:12]} refused: {problems[0]}" + (f" (+{len(problems) - 1} more)" if len(problems) > 1 else "")
         record.data = {**record.data, "invalid": {"revision": revision, "problems": [str(p) for p in problems[:100]]}}
-        self.store.put_environment(record)
+        store.put_environment(record)
 
     def _ensure_env(self, name: str) -> None:
         env = self.loaded[name]
@@ -226,8 +248,7 @@ class Daemon:
         job_id = f"reconcile:{name}"
         self._locks.setdefault(name, threading.Lock())
         metrics.LEADER.labels(name).set(1 if self.leases.holds(name) else 0)
-        for result in RESULTS:
-            metrics.RECONCILE_TOTAL.labels(name, result)
+        metrics.environment_seen(name)
         for resource in env.resources:
             metrics.DRIFT_DETECTED.labels(name, resource.kind)
             metrics.ROLLBACKS.labels(name, resource.kind)
@@ -249,7 +270,7 @@ class Daemon:
         for name in lost:
             log.info("environment_handed_over", environment=name)
         for name in gained:
-            if health.pending(self.engine, name) is not None:
+            if health.pending(self.store, name) is not None:
                 log.info("bake_resumed", environment=name)
                 self._schedule_bake(name, 0.0)
             self.schedule(name, "lease")
@@ -260,6 +281,9 @@ class Daemon:
         """Reconcile an environment now (or right after its running pass)."""
         with self._state_lock:
             self._dirty[name] = reason
+        self._run_soon(name)
+
+    def _run_soon(self, name: str) -> None:
         try:
             self.scheduler.modify_job(f"reconcile:{name}", next_run_time=dt.datetime.now(dt.timezone.utc))
         except LookupError:
@@ -283,7 +307,7 @@ class Daemon:
                 except LeaseLost:
                     self.leases.lost(name)
                 except Exception as exc:  # noqa: BLE001 - a bug must not stop the environment's schedule
-                    metrics.RECONCILE_TOTAL.labels(name, "failed").inc()
+                    metrics.count_result(name, "failed")
                     log.exception("reconcile_crashed", environment=name, error=f"{type(exc).__name__}: {exc}")
                 with self._state_lock:
                     if name not in self._dirty:
@@ -291,67 +315,94 @@ class Daemon:
         finally:
             lock.release()
 
+    def _fenced(self, name: str) -> tuple[StateStore, Callable[[], bool]] | None:
+        """The store and the write check of one pass, fenced on the lease epoch it starts under:
+        once the lease is lost (even if this replica takes it again), the pass writes nothing more."""
+        token = self.leases.token(name)
+        if token is None:
+            return None
+        owner, epoch = token
+        return self.store.fenced(name, owner, epoch), lambda: self.leases.holds_epoch(name, epoch)
+
     def reconcile(self, name: str, reason: str) -> None:
-        """One pass over one environment: apply a new revision, resync the applied one."""
+        """One pass over one environment, as the pass policy says: apply a new revision, resync the applied one."""
         env = self.loaded.get(name)
-        if env is None:
+        fenced = self._fenced(name)
+        if env is None or fenced is None:
             return
-        record = self.store.environment(name)
-        held = self._held(name, env, record)
-        if held is not None:
-            self._resync_held(held, env)
-            return
-        new = record is None or record.applied_revision != env.revision
-        execute = new or env.spec.sync.selfHeal
-        trigger = reason if new else "resync"
-        hold = health.held(self.engine, env)
-        if hold:
-            log.info("revision_held", environment=name, reason=hold)
-            execute, new = False, False
-        if execute:
-            allowed, why = changes_allowed(env.spec.sync.windows)
-            if not allowed:
-                log.info("sync_window_held", environment=name, reason=why)
-                execute = False
+        store, may_write = fenced
+        with self._state_lock:
+            refusal = self._refusals.pop(name, None)
+        if refusal is not None:
+            self._record_refusal(name, *refusal, store)
         try:
             account = self.runner.account_for(name, env.spec)
         except LensopsError as exc:
             log.error("account_guard_failed", environment=name, error=str(exc))
-            metrics.RECONCILE_TOTAL.labels(name, "failed").inc()
+            metrics.count_result(name, "failed")
             return
+        record = store.environment(name)
+        hold = policy.runbook_hold(record, env)
+        if hold is not None:
+            self._resync_held(env, hold, account, store, may_write)
+            return
+        if record is not None and record.data.get(policy.HOLD_KEY):
+            self._lift_hold(name, store)
+            record = store.environment(name)
+        decided = policy.decide(env, record, "sync", reason=reason, now=self.clock())
+        gate = health.pending(store, name)
+        if gate is not None and ((decided.execute and decided.new) or policy.rolling_back(record)):
+            # A newer revision during a bake: the bake's alarms are read first, and a failure
+            # rolls back to the healthy point before the newer revision is applied from there
+            # (a rollback cut short is finished first, too).
+            self._check_bake(name, env, gate, fenced)
+            decided = policy.decide(env, store.environment(name), "sync", reason=reason, now=self.clock())
+        if not decided.execute and decided.why:
+            log.info("pass_planned_only", environment=name, revision=env.revision, reason=decided.why)
         outcome = self.engine.reconcile(
-            env, account, execute=execute, record=True, trigger=trigger, retry_failed=False, may_write=lambda: self.leases.holds(name)
+            env, account, execute=decided.execute, trigger=decided.trigger, retry_failed=False,
+            keep_status=bool(health.held(store.environment(name), env)), may_write=may_write, store=store,
         )
-        if not execute:
-            metrics.RECONCILE_TOTAL.labels(name, outcome.result).inc()
-        elif outcome.ok and new:
-            gate = health.start(self.engine, env, outcome)
+        if decided.execute:
+            gate = health.after_pass(self.engine, env, outcome, new=decided.new, store=store)
             if gate is not None:
                 self._schedule_bake(name, gate.check_every)
         if not outcome.ok and not self.stop_event.is_set():
             ctx = self.engine.context(env, account)
             failed = [f"{r.ident}: {r.message}" for r in outcome.plan.resources if r.status in ("failed", "conflict", "blocked")]
-            notify(ctx, env.spec, health.topic_arn(self.engine, env), f"lensops: {name} reconcile failed", {
+            notify(ctx, env.spec, health.topic_arn(store, env), f"lensops: {name} reconcile failed", {
                 "environment": name, "revision": env.revision, "errors": "; ".join((outcome.plan.errors + failed)[:5])})
-        self._drive_runbooks(env, account)
+        self._drive_runbooks(env, account, store)
 
     # --- the rollback runbook's hold ------------------------------------------
 
     def request_rollback(self, name: str, revision: str | None) -> str:
-        """Apply an earlier healthy revision of ``name`` and hold it until a newer commit arrives."""
+        """Apply an earlier healthy revision of ``name`` and hold it until a commit changes the environment.
+
+        The earlier revision is rendered from Git and applied as any revision is (one
+        writer); it passed its bake once, so it becomes the healthy point again.
+        """
         env = self.loaded[name]
-        record = self.store.environment(name) or EnvironmentRecord(name)
+        fenced = self._fenced(name)
+        if fenced is None:
+            raise LensopsError(f"this replica no longer holds environment {name}'s lease")
+        store, may_write = fenced
+        record = store.environment(name) or EnvironmentRecord(name)
         target = revision or health.last_healthy_before(record, env)
         if not target:
             raise LensopsError(f"environment {name} has no earlier healthy revision to go back to")
         held = self._load_revision(name, target)
         account = self.runner.account_for(name, env.spec)
-        outcome = self.engine.reconcile(held, account, execute=True, record=True, trigger="rollback", allow_mass_prune=True)
-        record = self.store.environment(name) or EnvironmentRecord(name)
-        record.data = {**record.data, HOLD_KEY: {"revision": target, "after": env.revision}}
+        outcome = self.engine.reconcile(
+            held, account, execute=True, trigger="rollback", allow_mass_prune=True, keep_status=True, may_write=may_write, store=store
+        )
+        if outcome.ok:
+            health.mark_healthy(store, name, target, held.digest)
+        record = store.environment(name) or EnvironmentRecord(name)
+        record.data = {**record.data, policy.HOLD_KEY: {"revision": target, "after": env.revision, "after_digest": env.manifests_digest}}
         record.status = "held" if outcome.ok else "failed"
-        record.message = f"held on {target[:12]} by the rollback runbook until a commit newer than {env.revision[:12]}"
-        self.store.put_environment(record)
+        record.message = f"held on {target[:12]} by the rollback runbook until a commit changes the environment's manifests (after {env.revision[:12]})"
+        store.put_environment(record)
         self._held_envs[name] = held
         log.warning("environment_held", environment=name, revision=target, until_newer_than=env.revision)
         if not outcome.ok:
@@ -369,38 +420,39 @@ class Daemon:
         held.resources = [r for r in held.resources if r.kind != "RunbookRun"]
         return held
 
-    def _held(self, name: str, env: EnvironmentDesired, record: EnvironmentRecord | None) -> EnvironmentDesired | None:
-        """The revision the environment is held on, or None (a newer commit lifts the hold)."""
-        hold = record.data.get(HOLD_KEY) if record else None
-        if not hold or record is None:
-            return None
-        if env.revision != hold["after"]:
-            record.data = {k: v for k, v in record.data.items() if k != HOLD_KEY}
-            self.store.put_environment(record)
-            self._held_envs.pop(name, None)
-            log.info("hold_lifted", environment=name, revision=env.revision)
-            return None
+    def _lift_hold(self, name: str, store: StateStore) -> None:
+        """A commit changed the environment: the rollback runbook's hold ends."""
+        record = store.environment(name)
+        if record is None:
+            return
+        record.data = {k: v for k, v in record.data.items() if k != policy.HOLD_KEY}
+        store.put_environment(record)
+        self._held_envs.pop(name, None)
+        log.info("hold_lifted", environment=name, revision=self.loaded[name].revision)
+
+    def _resync_held(
+        self, env: EnvironmentDesired, hold: dict[str, Any], account: str, store: StateStore, may_write: Callable[[], bool]
+    ) -> None:
+        """Keep the held revision live (self-heal as usual), and drive the current commit's runbooks."""
+        name = env.name
         if name not in self._held_envs:
             self._held_envs[name] = self._load_revision(name, hold["revision"])
-        return self._held_envs[name]
-
-    def _resync_held(self, held: EnvironmentDesired, env: EnvironmentDesired) -> None:
-        """Keep the held revision live (self-heal as usual), and drive the current commit's runbooks."""
-        account = self.runner.account_for(env.name, env.spec)
-        outcome = self.engine.reconcile(held, account, execute=held.spec.sync.selfHeal, record=True, trigger="hold", retry_failed=False)
-        if not held.spec.sync.selfHeal:
-            metrics.RECONCILE_TOTAL.labels(env.name, outcome.result).inc()
-        self._drive_runbooks(env, account)
+        held = self._held_envs[name]
+        decided = policy.decide(held, store.environment(name), "sync", now=self.clock())
+        self.engine.reconcile(
+            held, account, execute=decided.execute, trigger="hold", retry_failed=False, keep_status=True, may_write=may_write, store=store
+        )
+        self._drive_runbooks(env, account, store)
 
     # --- runbooks ------------------------------------------------------------
 
-    def _drive_runbooks(self, env: EnvironmentDesired, account: str) -> None:
-        """Advance the environment's RunbookRuns (sync windows, holds and prune do not stop them);
-        when one waits, a one-off job schedules the environment again at its next check."""
+    def _drive_runbooks(self, env: EnvironmentDesired, account: str, store: StateStore) -> None:
+        """Advance the environment's RunbookRuns through the pass's fenced store (sync windows, holds and
+        prune do not stop them); when one waits, a one-off job schedules the environment again at its next check."""
         if self.stop_event.is_set() or not any(r.kind == "RunbookRun" for r in env.resources):
             return
         progress = drive_runbooks(
-            self.store, env, self.engine.context(env, account), request_rollback=lambda revision: self.request_rollback(env.name, revision)
+            store, env, self.engine.context(env, account), request_rollback=lambda revision: self.request_rollback(env.name, revision)
         )
         due = [p.next_check for p in progress if p.next_check is not None]
         if due and not self.stop_event.is_set():
@@ -415,22 +467,29 @@ class Daemon:
 
     def _bake_job(self, name: str) -> None:
         """Re-check an environment's health gate; reschedule while it bakes."""
-        env = self.loaded.get(name)
-        gate = health.pending(self.engine, name)
-        if env is None or gate is None or self.stop_event.is_set() or not self.leases.holds(name):
+        fenced = self._fenced(name)
+        if fenced is None or self.stop_event.is_set() or name not in self._locks:
             return
         with self._locks[name]:
-            try:
-                ctx = self.engine.context(env, self.runner.account_for(name, env.spec))
-                result = health.check(self.engine, ctx, env, gate)
-            except LeaseLost:
-                self.leases.lost(name)
+            # Read under the lock: a pass may just have applied a newer revision and replaced the gate.
+            env = self.loaded.get(name)
+            gate = health.pending(fenced[0], name)
+            if env is None or gate is None:
                 return
-            except Exception as exc:  # noqa: BLE001 - an unreadable alarm keeps the gate open, it never rolls back
-                log.warning("bake_check_failed", environment=name, error=f"{type(exc).__name__}: {exc}")
-                result = "baking"
+            result = self._check_bake(name, env, gate, fenced)
         if result == "baking":
             self._schedule_bake(name, gate.check_every)
+
+    def _check_bake(self, name: str, env: EnvironmentDesired, gate: health.Gate, fenced: tuple[StateStore, Callable[[], bool]]) -> str:
+        """One check of a gate (the caller holds the environment's lock), through the caller's fenced store."""
+        store, may_write = fenced
+        try:
+            return health.check(self.engine, env, self.runner.account_for(name, env.spec), gate, store=store, may_write=may_write)
+        except LeaseLost:
+            self.leases.lost(name)
+        except Exception as exc:  # noqa: BLE001 - an unreadable alarm keeps the gate open, it never rolls back
+            log.warning("bake_check_failed", environment=name, error=f"{type(exc).__name__}: {exc}")
+        return "baking"
 
 
 def run_daemon(settings: Settings, repo: str | None = None, envs: list[str] | None = None) -> int:

@@ -108,13 +108,14 @@ NOTES: dict[tuple[str, str], str] = {
     ),
     ("Environment", "health.alarms"): (
         "Alarm names or `ref:MetricAlarm/<name>` (`ref:CompositeAlarm/<name>`) watched for "
-        "`bakeTime` after an apply that changed something. Only a transition to `ALARM` during "
+        "`bakeTime` after a new revision is applied. Only a transition to `ALARM` during "
         "the bake counts."
     ),
     ("Environment", "health.bakeTime"): "How long the alarms are watched after an apply.",
     ("Environment", "health.rollback"): (
-        "`auto`: when an alarm fires, put every resource the revision changed back to its last "
-        "healthy spec and hold the revision until a newer commit. `off`: report only."
+        "`auto`: when an alarm fires, put every resource changed since the healthy point (the last "
+        "passed bake) back as it was then, and hold the revision until a commit changes the "
+        "environment. `off`: report only."
     ),
     ("Environment", "notifications.topic"): (
         "SNS topic ARN or `ref:Topic/<name>`: failures, rollbacks and runbook results are published to it."

@@ -1,59 +1,72 @@
 """Health gates: after a revision is applied, watch its alarms for the bake time.
 
-A gate starts when a pass changed something and the environment names
-health alarms (``health.alarms``, plus ``deployment.alarms`` of changed
-LambdaAliases). It is re-checked on a schedule, never by a sleeping thread
-in the daemon. An alarm that transitions to ``ALARM`` during the bake (its
-state changed after the apply started) fails the revision: with
-``rollback: auto`` everything the revision changed is put back and the
-revision is held until a newer commit. An alarm already in ``ALARM`` before
-the apply does not count, and ``INSUFFICIENT_DATA`` never does. The gate is
-stored in the state store, so a restarted daemon resumes it.
+An environment's healthy point is the last time it passed a bake; before any
+has passed, its first applied revision (the baseline). A gate opens when a
+new revision (new content) is applied and the environment names health
+alarms (``health.alarms``, plus ``deployment.alarms`` of changed LambdaAliases)
+or a progressive delivery is stepping. It is re-checked on a schedule, never
+by a sleeping thread in the daemon, and kept in the state store so that a
+restarted daemon resumes it.
+
+A newer revision applied during a bake does not pass it: the bake restarts
+and covers every change since the healthy point. A pass of the same content
+(self-heal, an unrelated commit) neither starts, ends nor passes a bake.
+
+An alarm that transitions to ``ALARM`` during the bake (its state changed
+after the first unpassed change started) fails it: with ``rollback: auto``
+the engine restores the healthy point (``Engine.restore``: every resource
+changed since goes back, with an apply's semantics), and the failed
+revision's content is held until a commit changes it. An alarm already in
+``ALARM`` before the apply does not count, and ``INSUFFICIENT_DATA`` never does.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 from controller import logs, metrics
-from controller.diff import diff
-from controller.engine import BAKE_KEY, Engine, Outcome, desired_from_record, spec_hash
+from controller.engine import APPLIED_DIGEST, BAKE_KEY, BASELINE_KEY, FAILED_DIGEST, Engine, Outcome, put_back
+from controller.engine.journal import POINT_KEY, clear_changes
+from controller.errors import LensopsError
 from controller.manifests.model import EnvironmentDesired
 from controller.manifests.types import parse_duration
 from controller.notify import notify
-from controller.rollback import rollback
-from controller.state import EnvironmentRecord
-from reconcilers.base import KINDS, Context, chunks
+from controller.state import EnvironmentRecord, StateStore
+from reconcilers.base import Context, chunks
 
 log = logs.get("lensops.health")
 
 HEALTHY_HISTORY = "healthy_revisions"
 """The environment's last healthy revisions, oldest first, each with its content digest
 (the targets of the rollback runbook)."""
+HEALTHY_DIGEST = "healthy_digest"
+ROLLING_BACK = "rolling_back"
+"""Where an environment's record keeps a failed bake's rollback until it has run to its end."""
 
+Progress = Callable[[str], None]
+MayWrite = Callable[[], bool]
 
-def last_healthy_before(record: EnvironmentRecord, env: EnvironmentDesired) -> str:
-    """The newest healthy revision whose content differs from ``env``'s, or ''."""
-    current = content_digest(env)
-    for entry in reversed(record.data.get(HEALTHY_HISTORY, [])):
-        if entry["digest"] != current:
-            return str(entry["revision"])
-    return ""
+CLOCK_SLACK = 0.1
+"""Seconds by which an alarm's transition (AWS's clock, milliseconds) may precede the pass start
+(this host's clock) and still count as during the bake. Small on purpose: an alarm that went to
+ALARM before a hotfix's apply must not roll the hotfix back; hosts keep NTP time (Amazon Time
+Sync), and a transition in the first instants of an apply is not caused by it."""
 
 
 @dataclass
 class Gate:
-    """A bake in progress for one revision of one environment."""
+    """A bake in progress: every change since the healthy point, watched for ``bake`` seconds."""
 
     revision: str
+    digest: str
     started_at: float
+    """When the first change not yet baked started: an alarm that went to ALARM since fails the bake."""
     until: float
     alarms: list[str]
-    changed: list[dict[str, Any]] = field(default_factory=list)
-    pruned: list[dict[str, Any]] = field(default_factory=list)
-    previous_healthy: str = ""
+    changed: list[str] = field(default_factory=list)
+    """Kind/name of what the revisions under this bake changed (its LambdaAliases add their alarms)."""
     bake: float = 0.0
     rollouts: list[dict[str, Any]] = field(default_factory=list)
     """Progressive deliveries still stepping; the bake time counts from the last one's end."""
@@ -66,13 +79,48 @@ class Gate:
         return max(0.25, every)
 
 
-def alarm_names(env: EnvironmentDesired, changed: list[dict[str, Any]]) -> list[str]:
-    """Physical names of the alarms that gate a revision of ``env`` that changed ``changed``."""
+def pending(store: StateStore, name: str) -> Gate | None:
+    """The gate an environment is baking, if any (to resume after a restart)."""
+    record = store.environment(name)
+    data = record.data.get(BAKE_KEY) if record else None
+    if not data:
+        return None
+    if "digest" not in data:  # opened by a lensops without content digests: its changes were not journaled
+        data = {
+            **{k: data[k] for k in ("revision", "started_at", "until", "alarms", "bake", "rollouts") if k in data},
+            "digest": "",
+            "changed": [f"{c['kind']}/{c['name']}" for c in data.get("changed", [])],
+        }
+    return Gate(**data)
+
+
+def held(record: EnvironmentRecord | None, env: EnvironmentDesired) -> str:
+    """Why ``env``'s revision must not be applied (its content failed a bake), or ''."""
+    if record is None or not record.failed_revision:
+        return ""
+    failed = record.data.get(FAILED_DIGEST)
+    if failed and failed != env.digest:
+        return ""
+    if not failed and record.failed_revision != env.revision:  # failed before content digests: the commit decides
+        return ""
+    return f"revision {record.failed_revision[:12]} failed its health check and is held until a commit changes the environment"
+
+
+def last_healthy_before(record: EnvironmentRecord, env: EnvironmentDesired) -> str:
+    """The newest healthy revision whose content differs from ``env``'s, or ''."""
+    for entry in reversed(record.data.get(HEALTHY_HISTORY, [])):
+        if entry["digest"] != env.digest:
+            return str(entry["revision"])
+    return ""
+
+
+def alarm_names(env: EnvironmentDesired, changed: list[str]) -> list[str]:
+    """Physical names of the alarms that gate a bake of ``env`` over the ``changed`` resources."""
     by_ident = env.by_ident()
     wanted = list(env.spec.health.alarms)
-    changed_idents = {f"{c['kind']}/{c['name']}" for c in changed}
-    for resource in env.resources:
-        if resource.kind == "LambdaAlias" and resource.ident in changed_idents:
+    for ident in changed:
+        resource = by_ident.get(ident)
+        if resource is not None and resource.kind == "LambdaAlias":
             wanted.extend((resource.spec.get("deployment") or {}).get("alarms") or [])
     names: list[str] = []
     for item in wanted:
@@ -87,7 +135,7 @@ def alarm_names(env: EnvironmentDesired, changed: list[dict[str, Any]]) -> list[
 
 
 def firing(ctx: Context, names: list[str], since: float) -> list[str]:
-    """The alarms among ``names`` that went to ALARM at or after ``since`` (Unix time)."""
+    """The alarms among ``names`` that went to ALARM at or after ``since`` (Unix time, less ``CLOCK_SLACK``)."""
     client = ctx.client("cloudwatch")
     fired: list[str] = []
     for batch in chunks(names, 100):
@@ -99,7 +147,7 @@ def firing(ctx: Context, names: list[str], since: float) -> list[str]:
             page = client.describe_alarms(**kwargs)
             for alarm in page.get("MetricAlarms", []) + page.get("CompositeAlarms", []):
                 updated = alarm.get("StateUpdatedTimestamp")
-                if alarm.get("StateValue") == "ALARM" and updated is not None and updated.timestamp() >= since - 1.0:
+                if alarm.get("StateValue") == "ALARM" and updated is not None and updated.timestamp() >= since - CLOCK_SLACK:
                     fired.append(alarm["AlarmName"])
             token = page.get("NextToken")
             if not token:
@@ -107,39 +155,75 @@ def firing(ctx: Context, names: list[str], since: float) -> list[str]:
     return sorted(fired)
 
 
-def start(engine: Engine, env: EnvironmentDesired, outcome: Outcome) -> Gate | None:
-    """After a successful apply: a gate to watch, or None when the revision is healthy already."""
-    record = engine.store.environment(env.name) or EnvironmentRecord(env.name)
-    names = alarm_names(env, outcome.applied) if outcome.applied else []
-    if not names and not outcome.rollouts:
-        mark_healthy(engine, env, env.revision)
+def after_pass(engine: Engine, env: EnvironmentDesired, outcome: Outcome, *, new: bool, store: StateStore | None = None) -> Gate | None:
+    """After an executing pass of ``env``: open, restart or keep the bake, or move the healthy point.
+
+    ``new``: the pass applied content other than the environment's applied one.
+    A new revision that wrote something (even if the pass failed on some other
+    resource) is baked, the bake restarting for it and covering every change
+    since the healthy point; one that changed nothing while nothing is baking is
+    healthy at once. A pass of the same content (self-heal) restarts an open
+    bake's time when it wrote, and hands the gate any rollout it started.
+    Returns the gate now open, if any.
+    """
+    store = store or engine.store
+    gate = pending(store, env.name)
+    wrote = [f"{a['kind']}/{a['name']}" for a in outcome.applied]
+    if not new and not outcome.rollouts:
+        if gate is not None and wrote:
+            gate.until = max(gate.until, time.time() + gate.bake)  # what it wrote gets a whole bake
+            _save(store, env.name, gate)
+        return gate
+    if not outcome.ok and not wrote:
+        return gate  # nothing new was written: the open bake, if any, goes on as it was
+    if gate is None and not outcome.unbaked:
+        if outcome.ok:
+            mark_healthy(store, env.name, env.revision, env.digest)  # nothing changed since the healthy point
         return None
+    changed = list(dict.fromkeys([*(gate.changed if gate else []), *wrote]))
+    names = alarm_names(env, changed)
+    # A newer write to a resource ends the rollout an older revision had it on.
+    rollouts = [r for r in (gate.rollouts if gate else []) if r["ident"] not in wrote] + outcome.rollouts
+    if not names and not rollouts:
+        if outcome.ok:
+            mark_healthy(store, env.name, env.revision, env.digest)  # no alarm to watch: healthy at once
+        else:
+            _save(store, env.name, None)
+        return None
+    revision, digest = (env.revision, env.digest) if new or gate is None else (gate.revision, gate.digest)
     bake = parse_duration(env.spec.health.bakeTime) if names else 0
     gate = Gate(
-        revision=env.revision,
-        started_at=outcome.started_at,
+        revision=revision,
+        digest=digest,
+        started_at=gate.started_at if gate else outcome.started_at,
         until=time.time() + bake,
         alarms=names,
-        changed=outcome.applied,
-        pruned=outcome.pruned,
-        previous_healthy=record.healthy_revision,
+        changed=changed,
         bake=bake,
-        rollouts=outcome.rollouts,
+        rollouts=rollouts,
     )
+    record = store.environment(env.name) or EnvironmentRecord(env.name)
     record.data = {**record.data, BAKE_KEY: asdict(gate)}
-    record.status = "baking"
-    engine.store.put_environment(record)
-    log.info("bake_started", environment=env.name, revision=env.revision, alarms=names, bake_s=bake, rollouts=len(gate.rollouts))
+    if record.status in ("synced", "out_of_sync", "unknown"):
+        record.status = "baking"
+    store.put_environment(record)
+    log.info("bake_started", environment=env.name, revision=revision, alarms=names, bake_s=bake, rollouts=len(gate.rollouts))
     return gate
 
 
-def _save(engine: Engine, name: str, gate: Gate) -> None:
-    record = engine.store.environment(name) or EnvironmentRecord(name)
-    record.data = {**record.data, BAKE_KEY: asdict(gate)}
-    engine.store.put_environment(record)
+def _save(store: StateStore, name: str, gate: Gate | None) -> None:
+    """Keep ``gate`` as the environment's bake (None: no bake)."""
+    record = store.environment(name) or EnvironmentRecord(name)
+    data = {k: v for k, v in record.data.items() if k != BAKE_KEY}
+    if gate is not None:
+        data[BAKE_KEY] = asdict(gate)
+    record.data = data
+    store.put_environment(record)
 
 
-def advance(engine: Engine, ctx: Context, env: EnvironmentDesired, gate: Gate, progress: Any = None) -> None:
+def advance(
+    engine: Engine, env: EnvironmentDesired, account: str, gate: Gate, store: StateStore, progress: Progress | None, may_write: MayWrite | None
+) -> None:
     """Apply each rollout's next step once its interval has passed; the bake starts after the last."""
     now = time.time()
     moved = False
@@ -149,13 +233,10 @@ def advance(engine: Engine, ctx: Context, env: EnvironmentDesired, gate: Gate, p
         index = rollout["index"] + 1
         final = index >= len(rollout["steps"])
         target = rollout["final"] if final else rollout["steps"][index]
-        reconciler = KINDS[rollout["kind"]].reconciler(ctx)  # type: ignore[misc]
-        desired = desired_from_record(rollout["kind"], rollout["name"], rollout["desired"])
-        live = reconciler.observe([rollout["physical"]]).get(rollout["physical"])
-        if live is None:
-            reconciler.create(desired, target)
-        else:
-            reconciler.update(desired, target, live, diff(target, reconciler.compare_view(live, target)))
+        outcome = engine.step(env, account, rollout, target, revision=gate.revision, may_write=may_write, store=store)
+        if not outcome.ok:
+            errors = "; ".join(f"{r.ident}: {r.message}" for r in outcome.plan.resources if r.status != "ok")
+            raise LensopsError(f"rollout step {index + 1} of {rollout['ident']} failed: {errors}")
         moved = True
         if final:
             gate.rollouts.remove(rollout)
@@ -170,89 +251,125 @@ def advance(engine: Engine, ctx: Context, env: EnvironmentDesired, gate: Gate, p
         if not gate.rollouts:
             gate.until = time.time() + gate.bake
     if moved:
-        _save(engine, env.name, gate)
+        _save(store, env.name, gate)
 
 
-def pending(engine: Engine, name: str) -> Gate | None:
-    """The gate an environment is baking, if any (to resume after a restart)."""
-    record = engine.store.environment(name)
-    data = record.data.get(BAKE_KEY) if record else None
-    return Gate(**data) if data else None
+def mark_healthy(store: StateStore, name: str, revision: str, digest: str) -> None:
+    """Environment ``name`` passed a bake on ``revision`` (content ``digest``): its healthy point moves here.
 
-
-def content_digest(env: EnvironmentDesired) -> str:
-    """What an environment's revision asks of AWS (RunbookRuns aside), to tell revisions apart."""
-    return spec_hash({r.ident: r.spec for r in env.resources if r.kind != "RunbookRun"})
-
-
-def mark_healthy(engine: Engine, env: EnvironmentDesired, revision: str) -> None:
-    """The revision passed its gate: its applied state becomes the healthy one."""
-    name = env.name
-    engine.store.mark_healthy(name)
-    record = engine.store.environment(name) or EnvironmentRecord(name)
+    One write of the environment's record moves the healthy point's number on, which
+    voids every journal entry of the old one; their removal follows.
+    """
+    record = store.environment(name) or EnvironmentRecord(name)
+    data = {k: v for k, v in record.data.items() if k not in (BAKE_KEY, BASELINE_KEY)}
+    data[POINT_KEY] = int(data.get(POINT_KEY, 0)) + 1
+    data[HEALTHY_DIGEST] = digest
+    history = [h for h in data.get(HEALTHY_HISTORY, []) if h["revision"] != revision] + [{"revision": revision, "digest": digest}]
+    data[HEALTHY_HISTORY] = history[-20:]
+    record.data = data
     record.healthy_revision = revision
-    entry = {"revision": revision, "digest": content_digest(env)}
-    history = [h for h in record.data.get(HEALTHY_HISTORY, []) if h["revision"] != revision] + [entry]
-    record.data = {k: v for k, v in record.data.items() if k != BAKE_KEY}
-    record.data[HEALTHY_HISTORY] = history[-20:]
     if record.status == "baking":
         record.status = "synced"
-    engine.store.put_environment(record)
+    store.put_environment(record)
+    clear_changes(store, name)
 
 
-def check(engine: Engine, ctx: Context, env: EnvironmentDesired, gate: Gate, progress: Any = None) -> str:
-    """One re-check of a gate: ``baking``, ``healthy``, ``rolled_back`` or ``unhealthy`` (rollback off)."""
-    fired = firing(ctx, gate.alarms, gate.started_at) if gate.alarms else []
-    if not fired:
-        advance(engine, ctx, env, gate, progress)
-        if gate.rollouts or time.time() < gate.until:
-            return "baking"
-        mark_healthy(engine, env, gate.revision)
-        log.info("bake_passed", environment=env.name, revision=gate.revision)
-        return "healthy"
-    reason = f"health check failed: {', '.join(fired)} went to ALARM during the bake"
-    record = engine.store.environment(env.name) or EnvironmentRecord(env.name)
-    record.data = {k: v for k, v in record.data.items() if k != BAKE_KEY}
-    if env.spec.health.rollback == "off":
-        record.status, record.message = "degraded", reason + " (rollback: off)"
-        engine.store.put_environment(record)
-        # A progressive delivery's own gate still holds: its traffic goes back.
-        stepping = {r["ident"] for r in gate.rollouts}
-        if stepping:
-            rollback(engine, ctx, env, [c for c in gate.changed if f"{c['kind']}/{c['name']}" in stepping], [])
-        log.error("health_check_failed", environment=env.name, revision=gate.revision, alarms=fired, rollback="off")
-        metrics.RECONCILE_TOTAL.labels(env.name, "failed").inc()
-        notify(ctx, env.spec, topic_arn(engine, env), f"lensops: {env.name} unhealthy after {gate.revision[:12]}", {"reason": reason, "rollback": "off"})
+def check(
+    engine: Engine,
+    env: EnvironmentDesired,
+    account: str,
+    expected: Gate,
+    *,
+    store: StateStore | None = None,
+    progress: Progress | None = None,
+    may_write: MayWrite | None = None,
+) -> str:
+    """One re-check of the bake ``expected``: ``baking``, ``healthy``, ``rolled_back``, ``failed``,
+    ``unhealthy`` (rollback off), or ``superseded`` (a newer revision's bake has replaced it).
+
+    A failed bake is first written down (the failed content held, the rollback due), then the
+    healthy point is restored; a restore cut short (shutdown, a lost lease) is taken up again by
+    the next check, whoever makes it, before any alarm is read again. ``store`` and
+    ``may_write`` are the caller's (the daemon's: fenced on its lease)."""
+    store = store or engine.store
+    gate = pending(store, env.name)
+    if gate is None or (gate.revision, gate.digest, gate.started_at) != (expected.revision, expected.digest, expected.started_at):
+        return "superseded"
+    record = store.environment(env.name) or EnvironmentRecord(env.name)
+    rolling = record.data.get(ROLLING_BACK)
+    if rolling is None:
+        fired = firing(engine.context(env, account), gate.alarms, gate.started_at) if gate.alarms else []
+        if not fired:
+            advance(engine, env, account, gate, store, progress, may_write)
+            if gate.rollouts or time.time() < gate.until:
+                return "baking"
+            mark_healthy(store, env.name, gate.revision, gate.digest)
+            log.info("bake_passed", environment=env.name, revision=gate.revision)
+            return "healthy"
+        off = env.spec.health.rollback == "off"
+        rolling = {
+            "reason": f"health check failed: {', '.join(fired)} went to ALARM during the bake",
+            "only": sorted(r["ident"] for r in gate.rollouts) if off else None,
+            "off": off,
+        }
+        log.error("health_check_failed", environment=env.name, revision=gate.revision, alarms=fired, rollback="off" if off else "auto")
+        data = {**record.data, ROLLING_BACK: rolling}
+        if not off:
+            data[FAILED_DIGEST] = gate.digest
+            record.failed_revision = gate.revision
+        record.data, record.status, record.message = data, "rolling_back", rolling["reason"]
+        store.put_environment(record)
+    return _roll_back(engine, env, account, gate, store, rolling, may_write)
+
+
+def _roll_back(
+    engine: Engine, env: EnvironmentDesired, account: str, gate: Gate, store: StateStore, rolling: dict[str, Any], may_write: MayWrite | None
+) -> str:
+    """Restore the healthy point (with ``rollback: off``, only the stepping rollouts' traffic),
+    then close the bake: the environment's status, the count, the notification."""
+    only = set(rolling["only"]) if rolling["only"] is not None else None
+    outcome = engine.restore(env, account, failed=gate.revision, only=only, may_write=may_write, store=store) if only != set() else None
+    if outcome is not None and outcome.interrupted:
+        return "baking"  # the next check takes the restore up again
+    reason = rolling["reason"]
+    record = store.environment(env.name) or EnvironmentRecord(env.name)
+    data = {k: v for k, v in record.data.items() if k not in (BAKE_KEY, ROLLING_BACK)}
+    ctx = engine.context(env, account)
+    if rolling["off"]:
+        record.data, record.status, record.message = data, "degraded", reason + " (rollback: off)"
+        store.put_environment(record)
+        metrics.count_result(env.name, "failed")
+        notify(ctx, env.spec, topic_arn(store, env), f"lensops: {env.name} unhealthy after {gate.revision[:12]}", {"reason": reason, "rollback": "off"})
         return "unhealthy"
-    log.error("health_check_failed", environment=env.name, revision=gate.revision, alarms=fired, rollback="auto")
-    history = engine.store.start_revision(env.name, gate.revision, "rollback")
-    done = rollback(engine, ctx, env, gate.changed, gate.pruned)
-    put_back = ", ".join(f"{d['kind']}/{d['name']} {d['action']}" for d in done) or "nothing"
-    record.status = "rolled_back"
-    record.failed_revision = gate.revision
-    record.applied_revision = gate.previous_healthy
-    record.message = f"{reason}; put back: {put_back}"
-    engine.store.put_environment(record)
-    engine.store.finish_revision(history, "rolled_back", record.message, done)
-    metrics.RECONCILE_TOTAL.labels(env.name, "rolled_back").inc()
-    if gate.previous_healthy:
-        metrics.set_applied_revision(env.name, gate.previous_healthy)
-    notify(ctx, env.spec, topic_arn(engine, env), f"lensops: {env.name} rolled back {gate.revision[:12]}", {"reason": reason, "put back": put_back})
-    return "rolled_back"
+    assert outcome is not None
+    restored_list = put_back(outcome.applied)
+    errors = [f"{r.ident}: {r.message}" for r in outcome.plan.resources if r.status in ("failed", "conflict", "blocked")]
+    restored = record.healthy_revision or (data.get(BASELINE_KEY) or {}).get("revision", "")
+    restored_digest = data.get(HEALTHY_DIGEST) if record.healthy_revision else (data.get(BASELINE_KEY) or {}).get("digest")
+    if restored and restored_digest:
+        record.applied_revision, data[APPLIED_DIGEST] = restored, restored_digest
+        metrics.set_applied_revision(env.name, restored)
+    record.data, record.status = data, outcome.result
+    if errors:
+        record.message = f"{reason}; put back: {restored_list}; not put back: {'; '.join(errors[:5])}"
+    elif not outcome.plan.resources:
+        since = "the healthy point" if record.healthy_revision else "the first applied revision, which stays applied"
+        record.message = f"{reason}; nothing to put back: nothing changed since {since}; the revision is held"
+    else:
+        record.message = f"{reason}; put back: {restored_list}"
+    store.put_environment(record)
+    event = "environment_rolled_back" if outcome.result == "rolled_back" else "environment_failed"
+    log.warning(event, environment=env.name, revision=gate.revision, message=record.message)
+    metrics.count_result(env.name, outcome.result)
+    verb = "rolled back" if outcome.result == "rolled_back" else "failed"
+    notify(ctx, env.spec, topic_arn(store, env), f"lensops: {env.name} {verb} {gate.revision[:12]}", {"reason": reason, "put back": restored_list, "held": gate.revision})
+    return outcome.result
 
 
-def held(engine: Engine, env: EnvironmentDesired) -> str:
-    """Why ``env``'s revision must not be applied (it failed its health check), or ''."""
-    record = engine.store.environment(env.name)
-    if record and record.failed_revision and record.failed_revision == env.revision:
-        return f"revision {env.revision[:12]} failed its health check and is held until a newer commit"
-    return ""
-
-
-def topic_arn(engine: Engine, env: EnvironmentDesired) -> str | None:
+def topic_arn(store: StateStore, env: EnvironmentDesired) -> str | None:
     """The ARN of the environment's notification topic (a ``ref:`` resolved from the state store)."""
     topic = env.spec.notifications.topic
     if topic and topic.startswith("ref:"):
-        record = engine.store.resources(env.name).get(topic[4:].split(".")[0])
+        record = store.resources(env.name).get(topic[4:].split(".")[0])
         return record.arn if record else None
     return topic

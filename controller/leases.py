@@ -57,6 +57,18 @@ class Leases:
         with self._lock:
             return time.monotonic() < self._valid_until.get(environment, 0.0)
 
+    def token(self, environment: str) -> tuple[str, int] | None:
+        """(owner, epoch) of this replica's lease on ``environment``, while it surely holds it."""
+        with self._lock:
+            if time.monotonic() >= self._valid_until.get(environment, 0.0):
+                return None
+            return self.owner, self._epochs[environment]
+
+    def holds_epoch(self, environment: str, epoch: int) -> bool:
+        """True while this replica surely holds the lease it took under ``epoch`` (not a later one)."""
+        found = self.token(environment)
+        return found is not None and found[1] == epoch
+
     def tick(self, environments: list[str]) -> tuple[list[str], list[str]]:
         """Heartbeat, renew what we hold, give up what is over our fair share, take free ones: (gained, lost).
 

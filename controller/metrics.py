@@ -90,6 +90,20 @@ LEADER = Gauge(
     registry=REGISTRY,
 )
 
+RESULTS = ("success", "failed", "rolled_back", "invalid")
+
+
+def count_result(environment: str, result: str) -> None:
+    """Count one pass of an environment in ``lensops_reconcile_total``: the only place that does."""
+    RECONCILE_TOTAL.labels(environment, result).inc()
+
+
+def environment_seen(environment: str) -> None:
+    """Every result series of an environment exists, at 0, from the moment it is known."""
+    for result in RESULTS:
+        RECONCILE_TOTAL.labels(environment, result)
+
+
 _applied_revision: dict[str, str] = {}
 _source_revision: list[str] = []
 

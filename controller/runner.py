@@ -3,30 +3,28 @@
 Shared by ``lensops plan``/``apply`` and the daemon: it checks out the
 source, loads the tree (an invalid environment is refused whole, the others
 go on), asks STS which account each environment's credentials act in
-(refusing a mismatch with ``spec.account``), honours sync windows, and runs
-the engine for each environment; ``apply`` then drives the environment's
-RunbookRuns to their end (``runbooks/executor.py``).
+(refusing a mismatch with ``spec.account``), asks the pass policy
+(``policy.py``) whether to execute, and runs the engine for each
+environment; ``apply`` then bakes in the foreground and drives the
+environment's RunbookRuns to their end (``runbooks/executor.py``).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
-
 import time
-from typing import Callable
+from dataclasses import dataclass, field
+from typing import Any, Callable
 
-from controller import health, logs, metrics
+from controller import health, logs, metrics, policy
 from controller.aws import ClientFactory, check_account
 from controller.engine import Engine, Outcome
 from controller.errors import LensopsError, Problem, classify
 from controller.manifests.loader import load_tree
+from controller.manifests.model import EnvironmentDesired, EnvironmentSpec
 from controller.render import resource_done
-from controller.manifests.model import EnvironmentSpec
 from controller.settings import Settings
 from controller.source import Source
 from controller.state import StateStore, open_store
-from controller.windows import changes_allowed
 from runbooks import CATALOGUE as RUNBOOKS
 from runbooks.executor import Progress as RunbookProgress
 from runbooks.executor import drive as drive_runbooks
@@ -117,7 +115,6 @@ class Runner:
         execute: bool,
         allow_mass_prune: bool = False,
         force_window: bool = False,
-        trigger: str = "cli",
         progress: Callable[[str], None] = lambda line: None,
     ) -> Report:
         checkout = self.source.checkout()
@@ -135,33 +132,38 @@ class Runner:
         report.problems = result.all_problems
         for name in sorted(result.problems):
             if name and execute:
-                metrics.RECONCILE_TOTAL.labels(name, "invalid").inc()
+                metrics.count_result(name, "invalid")
         for name, env in sorted(result.environments.items()):
             env.revision = checkout.revision
             if name in guard_errors:
                 report.errors.append(f"environment {name}: {guard_errors[name]}")
                 continue
-            run_it = execute
-            if execute and not force_window:
-                allowed, reason = changes_allowed(env.spec.sync.windows)
-                if not allowed:
-                    report.held[name] = reason
-                    run_it = False
-            hold = health.held(self.engine, env)
-            if hold and run_it:
-                report.errors.append(f"environment {name}: {hold}")
-                run_it = False
             acct = self.account_for(name, env.spec)
+            decided = self._policy(env, execute, force_window)
+            if decided.execute and decided.new and self._open_bake_failed(env, acct, progress):
+                decided = self._policy(env, execute, force_window)
+            if decided.refused:
+                report.errors.append(f"environment {name}: {decided.why}")
+            elif decided.why:
+                report.held[name] = decided.why
             outcome = self.engine.reconcile(
-                env, acct, execute=run_it, record=run_it, allow_mass_prune=allow_mass_prune, trigger=trigger,
+                env, acct, execute=decided.execute, record=decided.execute, allow_mass_prune=allow_mass_prune, trigger=decided.trigger,
                 on_resource=lambda rp, name=name: progress(f"{name}: {resource_done(rp)}"),
             )
             report.outcomes.append(outcome)
-            if run_it and outcome.ok:
-                self._gate(env, acct, outcome, report, progress)
+            if decided.execute:
+                gate = health.after_pass(self.engine, env, outcome, new=decided.new)
+                if gate is not None and outcome.ok:
+                    self._bake(env, acct, outcome, report, progress)
             if execute:
                 report.runbooks.extend(self._runbooks(env, acct, progress))
         return report
+
+    def _policy(self, env: EnvironmentDesired, execute: bool, force_window: bool) -> policy.PassPolicy:
+        record = self.store.environment(env.name)
+        if not execute:
+            return policy.decide(env, record, "plan")
+        return policy.decide(env, record, "apply", force_window=force_window, lease_holder=policy.live_lease_holder(self.store, env.name))
 
     def _runbooks(self, env: Any, account: str, progress: Callable[[str], None]) -> list[RunbookProgress]:
         """Drive the environment's RunbookRuns in the foreground until each finishes (windows do not hold them).
@@ -182,16 +184,31 @@ class Runner:
                     progress(f"{env.name}: runbook {p.runbook} {p.name}: {p.step}: {p.message}")
             time.sleep(min(60.0, max(0.0, min(due) - time.time())))
 
-    def _gate(self, env: Any, account: str, outcome: Outcome, report: Report, progress: Callable[[str], None]) -> None:
-        """Run the health gate in the foreground: bake, then healthy or rolled back."""
-        gate = health.start(self.engine, env, outcome)
+    def _open_bake_failed(self, env: EnvironmentDesired, account: str, progress: Callable[[str], None]) -> bool:
+        """A bake left open (an apply stopped while baking) is checked once before newer changes: True when it failed."""
+        gate = health.pending(self.store, env.name)
+        if gate is None:
+            return False
+        try:
+            result = health.check(self.engine, env, account, gate, progress=progress)
+        except Exception as exc:  # noqa: BLE001 - an unreadable alarm keeps the gate open, it never rolls back
+            progress(f"{env.name}: the open bake of {gate.revision[:12]} could not be checked: {classify(exc)}")
+            return False
+        if result in ("baking", "healthy", "superseded"):
+            return False
+        record = self.store.environment(env.name)
+        progress(f"{env.name}: the open bake of {gate.revision[:12]} failed before this apply: {record.message if record else result}")
+        return True
+
+    def _bake(self, env: EnvironmentDesired, account: str, outcome: Outcome, report: Report, progress: Callable[[str], None]) -> None:
+        """Bake in the foreground until healthy, rolled back or failed."""
+        gate = health.pending(self.store, env.name)
         if gate is None:
             return
-        ctx = self.engine.context(env, account)
-        progress(f"{env.name}: baking {gate.until - time.time():.0f}s, watching {', '.join(gate.alarms)}")
+        progress(f"{env.name}: baking {gate.until - time.time():.0f}s, watching {', '.join(gate.alarms) or 'the rollouts'}")
         while True:
             try:
-                result = health.check(self.engine, ctx, env, gate, progress)
+                result = health.check(self.engine, env, account, gate, progress=progress)
             except Exception as exc:  # noqa: BLE001 - an unreadable alarm keeps the gate open, it never rolls back
                 progress(f"{env.name}: health could not be checked: {classify(exc)}")
                 if time.time() >= gate.until and not gate.rollouts:
@@ -201,11 +218,15 @@ class Runner:
                 result = "baking"
             if result != "baking":
                 break
+            gate = health.pending(self.store, env.name) or gate  # its rollouts stepped, its time moved
             progress(f"{env.name}: baking, {max(0.0, gate.until - time.time()):.0f}s left, no alarm fired")
             time.sleep(min(gate.check_every, max(0.1, gate.until - time.time())))
-        record = self.store.environment(env.name)
         if result == "healthy":
             progress(f"{env.name}: healthy after the bake")
             return
+        if result == "superseded":
+            progress(f"{env.name}: the bake was replaced by a newer revision's")
+            return
+        record = self.store.environment(env.name)
         outcome.result = "rolled_back" if result == "rolled_back" else "failed"
         report.errors.append(f"environment {env.name}: {record.message if record else result}")

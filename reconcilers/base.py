@@ -231,6 +231,11 @@ class Reconciler:
         """
         return []
 
+    def adoption_state(self, live: Live, state: dict[str, Any]) -> dict[str, Any]:
+        """What a resource was when lensops adopted it, in the shape of ``state``: the state a
+        rollback puts it back to if the adoption is undone (the live fields ``state`` names)."""
+        return {key: live.state[key] for key in state if key in live.state}
+
     def compare_view(self, live: Live, state: dict[str, Any]) -> dict[str, Any]:
         """The part of the live state to diff against ``state`` (all of it by default).
 

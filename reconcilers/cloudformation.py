@@ -396,6 +396,13 @@ class StackReconciler(Reconciler):
         self.ctx.cache[f"cloudformation:desired:{desired.physical}"] = (_digest(_pick(state)), text)
         return state
 
+    def adoption_state(self, live: Live, state: dict[str, Any]) -> dict[str, Any]:
+        """The stack's template, parameters, tags and settings as adopted; what lensops derives
+        (status, change set, resource drift) as a settled stack has them."""
+        found = super().adoption_state(live, state)
+        found.update(stackStatus="ready", changeSet=[], resourceDrift=[])
+        return found
+
     def compare_view(self, live: Live, state: dict[str, Any]) -> dict[str, Any]:
         """The live stack as CloudFormation sees it against ``state``.
 
@@ -549,6 +556,12 @@ class StackReconciler(Reconciler):
         }
 
     def _stack_params(self, physical: str, state: dict[str, Any], text: str) -> dict[str, Any]:
+        masked = sorted(k for k, v in state["parameters"].items() if v == NO_ECHO_MASK)
+        if masked:
+            raise PermanentError(
+                f"NoEcho parameter(s) {', '.join(masked)}: their value when lensops adopted the stack was never readable, "
+                "so the stack cannot be put back to it; set them by hand"
+            )
         if len(text.encode()) > TEMPLATE_BODY_LIMIT:
             raise PermanentError(f"template is over {TEMPLATE_BODY_LIMIT} bytes: TemplateURL (S3) is not supported yet")
         params: dict[str, Any] = {
@@ -563,11 +576,20 @@ class StackReconciler(Reconciler):
             params["RoleARN"] = state["roleARN"]
         return params
 
+    def _template_for(self, desired: Desired, state: dict[str, Any]) -> str:
+        """The template text that makes ``state``: the spec's own text, as written, or, for a state
+        not made from this spec (a rollback to a stack's state when it was adopted), its template as JSON."""
+        cached = self.ctx.cache.get(f"cloudformation:desired:{desired.physical}")
+        if cached and cached[0] == _digest(_pick(state)):
+            return str(cached[1])
+        body = desired.spec.get("templateBody")
+        if isinstance(body, str) and parse_template(body) == state["template"]:
+            return body
+        return json.dumps(state["template"])
+
     def _submit(self, desired: Desired, state: dict[str, Any], track: dict[str, Any], exists: bool) -> None:
         """Create the change set that takes the stack to ``state`` (or the stack, when a timeout is wanted)."""
-        cached = self.ctx.cache.get(f"cloudformation:desired:{desired.physical}")
-        text = cached[1] if cached and cached[0] == _digest(_pick(state)) else template_text(desired.spec)
-        params = self._stack_params(desired.physical, state, text)
+        params = self._stack_params(desired.physical, state, self._template_for(desired, state))
         client = self._client
         timeout = desired.spec.get("timeoutInMinutes")
         if not exists and timeout:

@@ -107,7 +107,7 @@ class RunContext:
     request_rollback: RollbackRequester | None = None
     """Injected by the daemon: ``request_rollback(revision_or_None) -> str`` puts the
     environment back on ``revision`` (None: its last healthy revision), holds it
-    there until a newer commit arrives, and returns the revision it holds. None
+    there until a commit changes its manifests, and returns the revision it holds. None
     when the caller (``lensops apply``) cannot hold an environment."""
 
     @property

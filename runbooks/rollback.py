@@ -1,8 +1,8 @@
 """The ``rollback`` runbook: put an environment back on its last healthy revision and hold it there.
 
-One step. The hold itself (apply the earlier revision, refuse to move
-forward until a commit newer than the one being rolled back arrives) is
-the engine's; the daemon injects it as ``RunContext.request_rollback``.
+One step. The hold itself (apply the earlier revision through the engine,
+refuse to move forward until a commit changes the environment's manifests)
+is the daemon's; it injects it as ``RunContext.request_rollback``.
 ``lensops apply`` cannot hold an environment between invocations, so
 there the step fails and says so. See ``rollback.md``.
 """
@@ -34,14 +34,14 @@ def _check(parameters: Mapping[str, Any]) -> list[str]:
 
 RUNBOOK = Runbook(
     name="rollback",
-    summary="Put the environment back on its last healthy revision and hold it there until a newer commit.",
+    summary="Put the environment back on its last healthy revision and hold it there until a commit changes the environment.",
     parameters=(Parameter("revision", "a specific earlier healthy revision instead of the last one"),),
     steps=(
         Step(
             "request-rollback",
             request_rollback,
             "apply the last healthy revision (or `revision`) to every resource of the environment, "
-            "as an apply does, and hold the environment on it until a newer commit",
+            "as an apply does, and hold the environment on it until a commit changes its manifests",
         ),
     ),
     page="rollback.md",

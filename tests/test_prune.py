@@ -96,7 +96,7 @@ def test_emptied_environment_is_refused(aws, client, tree, lensops):
 
 
 def test_prune_deletes_dependents_first():
-    from controller.engine import prune_order
+    from controller.engine.decide import prune_order
     from controller.state import ResourceRecord
 
     def record(kind: str, name: str, deps: list[str]) -> ResourceRecord:

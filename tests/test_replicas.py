@@ -86,7 +86,10 @@ def test_a_killed_holder_is_taken_over_within_the_lease_time(replicas, client):
 
 def test_a_paused_holder_writes_nothing_when_it_wakes(replicas, client, git_remote):
     a = replicas()
-    a.wait_until(lambda: _leaders(a) == set(ENVS) and len(_thresholds(client)) == 4, timeout=30)
+    # Paused between passes: every first pass has recorded its writes (an AWS write made just
+    # before the pause would otherwise be logged just after it).
+    a.wait_until(lambda: _leaders(a) == set(ENVS) and all(a.applied_revision(env) for env in ENVS), timeout=30)
+    assert len(_thresholds(client)) == 4
     a.proc.send_signal(signal.SIGSTOP)
     paused_at = len(a.events())
     b = replicas()
@@ -107,3 +110,60 @@ def test_a_paused_holder_writes_nothing_when_it_wakes(replicas, client, git_remo
     assert all(e["epoch"] > 1 for e in woke if e.get("event") == "lease_acquired")
     assert set(_thresholds(client).values()) == {8.0}
     a.wait_until(lambda: not (_leaders(a) & _leaders(b)) and (_leaders(a) | _leaders(b)) == set(ENVS), timeout=10)
+
+
+def _chained_alarms(names: list[str]) -> str:
+    """Alarms each depending on the one before, so a pass writes them one at a time, in order."""
+    docs = []
+    for before, name in zip([None, *names], names):
+        extra = f"  dependsOn: [MetricAlarm/{before}]\n" if before else ""
+        docs.append(alarm(name, 5).replace(f"  name: {name}\n", f"  name: {name}\n{extra}"))
+    return "---\n".join(docs)
+
+
+def test_a_pass_writes_nothing_once_the_lease_it_started_under_has_moved_on(aws, client, git_remote, tmp_path, monkeypatch):
+    """Fencing, in a daemon: a pass is fenced on the lease epoch it started under. Here the lease
+    moves to another replica and back while the pass is between two resources, and the pass's own
+    clock still says its lease holds (a paused process, a skewed clock); the state store refuses the
+    pass's next write, so nothing more reaches AWS, even though this replica holds the lease again."""
+    from controller.daemon import Daemon
+    from controller.settings import load_settings
+    from controller.state import LeaseLost, open_store
+
+    git_remote.tree.environment("dev")
+    git_remote.tree.write("environments/dev/alarms.yaml", _chained_alarms(["first", "second", "third"]))
+    git_remote.commit("three alarms, one after the other")
+    url = "dynamodb://lensops-fencing"
+    d = Daemon(load_settings(environ={
+        "LENSOPS_REPO_URL": git_remote.url, "LENSOPS_STATE_URL": url, "LENSOPS_LEASE_TTL": "30s",
+        "LENSOPS_CACHE_DIR": str(tmp_path / "daemon-cache"), "LENSOPS_HTTP_ADDR": "127.0.0.1:0",
+    }))
+    other = open_store(url)
+    try:
+        d.fetch()
+        d.leases.tick(["dev"])
+        epoch = d.store.lease_holder("dev")[1]
+        checks: list[int] = []
+
+        def clock_says_yes(environment: str, started_under: int) -> bool:
+            checks.append(started_under)
+            if len(checks) == 2:  # "first" is applied, "second" is next: the lease moves on meanwhile
+                other.acquire_lease("dev", d.leases.owner, -1)
+                assert other.acquire_lease("dev", "replica-b", 30) == epoch + 1
+                other.release_lease("dev", "replica-b")
+                d.leases.tick(["dev"])  # this replica takes it back, under a new epoch
+                assert d.store.lease_holder("dev")[:2] == (d.leases.owner, epoch + 2)
+            return True
+
+        monkeypatch.setattr(d.leases, "holds_epoch", clock_says_yes)
+        with pytest.raises(LeaseLost):
+            d.reconcile("dev", "revision")
+        assert checks[0] == epoch, "the pass is fenced on the epoch it started under"
+        live = {a["AlarmName"] for a in client("cloudwatch").describe_alarms()["MetricAlarms"]}
+        assert live == {"first"}, "nothing reaches AWS after the lease moved on"
+        assert sorted(other.resources("dev")) == ["MetricAlarm/first"]
+        assert other.environment("dev") is None or other.environment("dev").applied_revision == ""
+    finally:
+        d.leases.release_all()
+        d.server.httpd.server_close()
+        d.runner.close()

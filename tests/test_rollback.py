@@ -78,7 +78,7 @@ def test_apply_bakes_in_the_foreground_and_rolls_back(aws, client, tree):
 
     _set(client, "OK")
     again = run_cli("apply", "--repo", str(tree.root))
-    assert again.code == 1 and "held until a newer commit" in again.err
+    assert again.code == 1 and "held until a commit changes the environment" in again.err
     assert _threshold(client) == 5
 
     # Live is the restored spec: the held commit's changes are pending, and nothing has drifted.
@@ -131,13 +131,19 @@ def test_insufficient_data_never_rolls_back(aws, client, tree):
     assert _threshold(client) == 6
 
 
-def test_daemon_rolls_back_holds_the_commit_and_applies_a_newer_one(daemon, git_remote, client):
+def _daemon_healthy_on_v1(daemon, git_remote, client, bake: str):
+    """A daemon whose dev environment has passed its first bake (threshold 5)."""
     _health_alarm(client)
-    _env(git_remote.tree, bake="4s")
+    _env(git_remote.tree, bake=bake)
     git_remote.tree.write("environments/dev/a.yaml", alarm("api-5xx", 5))
     first = git_remote.commit("v1")
     d = daemon()
     d.wait_until(lambda: d.status()["environments"]["dev"]["healthyRevision"] == first, timeout=30)
+    return d
+
+
+def test_daemon_rolls_back_holds_the_commit_and_applies_a_newer_one(daemon, git_remote, client):
+    d = _daemon_healthy_on_v1(daemon, git_remote, client, "4s")
 
     git_remote.tree.write("environments/dev/a.yaml", alarm("api-5xx", 6))
     bad = git_remote.commit("v2")
@@ -162,3 +168,25 @@ def test_daemon_rolls_back_holds_the_commit_and_applies_a_newer_one(daemon, git_
     newer = git_remote.commit("v3")
     d.wait_until(lambda: _threshold(client) == 8, timeout=20)
     d.wait_until(lambda: d.status()["environments"]["dev"]["healthyRevision"] == newer, timeout=30)
+
+
+def test_a_hotfix_committed_while_the_alarm_fires_goes_out_after_the_rollback(daemon, git_remote, client):
+    """The bake of a revision is read before a newer revision is applied: the failed one is rolled
+    back first (whichever of the bake check and the new commit comes first), then the hotfix goes out
+    from the healthy point, and the alarm already firing does not roll it back."""
+    d = _daemon_healthy_on_v1(daemon, git_remote, client, "3s")
+    _env(git_remote.tree, bake="20s")
+    git_remote.tree.write("environments/dev/a.yaml", alarm("api-5xx", 6))
+    bad = git_remote.commit("v2")
+    d.wait_until(lambda: _threshold(client) == 6 and (d.status()["environments"]["dev"]["bake"] or {}).get("revision") == bad, timeout=20)
+
+    _set(client, "ALARM")
+    _env(git_remote.tree, bake="3s")
+    git_remote.tree.write("environments/dev/a.yaml", alarm("api-5xx", 8))
+    hotfix = git_remote.commit("v3: the hotfix")
+    status = d.wait_until(lambda: (s := d.status()["environments"]["dev"])["healthyRevision"] == hotfix and s, timeout=40)
+    assert _threshold(client) == 8
+    assert status["failedRevision"] == "", "other content is applied: the failed revision's hold is over (history keeps it)"
+    history = json.loads(run_cli("history", "--output", "json", env={"LENSOPS_STATE_URL": d.env["LENSOPS_STATE_URL"]}).out)["revisions"]
+    rows = [(r["revision"], r["trigger"], r["result"]) for r in history if r["environment"] == "dev"]
+    assert (bad, "rollback", "rolled_back") in rows and rows[0][0] == hotfix, rows

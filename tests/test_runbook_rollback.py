@@ -1,4 +1,4 @@
-"""The `rollback` runbook: back on the last healthy revision, held there until a newer commit."""
+"""The `rollback` runbook: back on the last healthy revision, held there until a commit changes the environment."""
 
 from __future__ import annotations
 
@@ -30,12 +30,19 @@ def test_rollback_runbook_holds_the_last_healthy_revision_until_a_newer_commit(a
         tree.write("environments/dev/rollback.yaml", ROLLBACK)
         run = git_remote.commit("run the rollback runbook")
         status = d.wait_until(lambda: (s := d.status()["environments"]["dev"]).get("hold") and s, timeout=30)
-        assert status["hold"] == {"revision": good, "after": run}
+        assert (status["hold"]["revision"], status["hold"]["after"]) == (good, run)
         assert _threshold(client) == 5
         time.sleep(3)  # resyncs keep the held revision, not the head commit
         assert _threshold(client) == 5
         runs = d.status()["environments"]["dev"]["runbooks"]
         assert runs and runs[0]["state"] == "succeeded"
+
+        tree.write("README.md", "a commit elsewhere in the repository\n")
+        elsewhere = git_remote.commit("docs only")
+        d.wait_until(lambda: d.status()["source"]["revision"] == elsewhere, timeout=10)
+        time.sleep(2)  # resyncs on that commit: the environment's manifests did not change, the hold stays
+        assert d.status()["environments"]["dev"]["hold"]["revision"] == good
+        assert _threshold(client) == 5
 
         tree.write("environments/dev/alarms.yaml", alarm("api-5xx", 7))
         newer = git_remote.commit("the fix")

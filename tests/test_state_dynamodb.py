@@ -108,7 +108,7 @@ def _seed(store: Any) -> None:
 
 def _snapshot(store: Any) -> Any:
     return (
-        {k: (r.spec, r.healthy_spec, r.updated_at) for k, r in store.resources("dev").items()},
+        {k: (r.spec, r.desired, r.updated_at) for k, r in store.resources("dev").items()},
         store.environment("dev"),
         store.history("dev"),
         store.list_items("runbook"),
@@ -132,7 +132,6 @@ def test_fenced_writes_of_a_replica_that_lost_its_lease_raise_and_change_nothing
         lambda: a.put_resource(ResourceRecord("dev", "MetricAlarm", "new", "new")),
         lambda: a.delete_resource("dev", "MetricAlarm", "a1"),
         lambda: a.put_environment(EnvironmentRecord("dev", applied_revision="stale")),
-        lambda: a.mark_healthy("dev"),
         lambda: a.start_revision("dev", "stale", "poll"),
         lambda: a.finish_revision(running, "success", "stale", []),
         lambda: a.put_item("runbook", "dev/drill", {"step": 9}, 1),
@@ -167,19 +166,26 @@ def test_a_fenced_conditional_item_write_still_reports_a_version_conflict(aws):
     assert store.get_item("runbook", "dev/drill") == ({"step": 1}, 2)
 
 
-def test_fenced_mark_healthy_writes_transactions_of_at_most_100_items(aws):
+def test_a_fenced_view_refuses_writes_once_its_epoch_is_over_even_for_the_same_owner(aws):
+    """A pass fenced on the epoch it started under writes nothing once the lease moved on,
+    even when the same replica has taken the lease back since (a new epoch): the epoch decides, not the owner."""
     store = open_store(URL)
-    for i in range(205):
-        store.put_resource(ResourceRecord("dev", "MetricAlarm", f"a{i:03d}", f"a{i:03d}", spec={"t": i}, desired={"d": i}))
-    store.fence("dev", "a", store.acquire_lease("dev", "a", 30))
-    aws.clear_requests()
-    store.mark_healthy("dev")
-    assert aws.requests().get(("dynamodb", "TransactWriteItems")) == 3  # 99 + 99 + 7, each with the lease check
-    got = store.resources("dev")
-    assert len(got) == 205 and all(r.healthy_spec == r.spec and r.healthy_desired == r.desired for r in got.values())
-    aws.clear_requests()
-    store.mark_healthy("dev")  # already healthy: nothing to write
-    assert ("dynamodb", "TransactWriteItems") not in aws.requests()
+    epoch = store.acquire_lease("dev", "a", 30)
+    view = store.fenced("dev", "a", epoch)
+    view.put_environment(EnvironmentRecord("dev", applied_revision="r1"))
+    store.acquire_lease("dev", "a", -1)  # a's lease lapses (a paused replica) ...
+    assert store.acquire_lease("dev", "b", 30) == epoch + 1  # ... b takes over, then hands it back ...
+    store.release_lease("dev", "b")
+    assert store.acquire_lease("dev", "a", 30) == epoch + 2  # ... and a holds it again, under a new epoch
+    with pytest.raises(LeaseLost):
+        view.put_environment(EnvironmentRecord("dev", applied_revision="stale"))
+    with pytest.raises(LeaseLost):
+        view.put_item("intent", "dev/MetricAlarm/x", {"physical": "x"}, None)
+    assert store.environment("dev").applied_revision == "r1"
+    assert store.get_item("intent", "dev/MetricAlarm/x") is None
+    store.fenced("dev", "a", epoch + 2).put_environment(EnvironmentRecord("dev", applied_revision="r2"))
+    assert store.environment("dev").applied_revision == "r2"
+    view.put_environment(EnvironmentRecord("prod", applied_revision="p1"))  # other environments are not fenced by it
 
 
 def test_live_replicas_ignore_expired_heartbeats(aws):

@@ -1,5 +1,5 @@
 """The state stores (SQLite, and DynamoDB on the emulator): records round-trip, conditional
-item writes are exactly-once, history is newest first, mark_healthy promotes the applied state."""
+item writes are exactly-once, history is newest first, a schema-1 SQLite store is migrated."""
 
 from __future__ import annotations
 
@@ -70,8 +70,8 @@ def test_every_resource_field_round_trips_and_delete_removes_one(url):
     store = open_store(url)
     full = ResourceRecord(
         "dev", "Topic", "alerts", "alerts-dev", arn="arn:aws:sns:us-east-1:123456789012:alerts-dev",
-        spec={"name": "alerts-dev", "n": 0.1, "nested": [1, {"a": None}]}, healthy_spec={"name": "old"},
-        desired={"spec": {"name": "alerts-dev"}, "tags": {"t": "v"}}, healthy_desired=None,
+        spec={"name": "alerts-dev", "n": 0.1, "nested": [1, {"a": None}]},
+        desired={"spec": {"name": "alerts-dev"}, "tags": {"t": "v"}},
         revision="abc123", sync="synced", health="healthy", message="ok ✓", spec_hash="h",
         annotations={"lensops.io/prune": "false"},
     )
@@ -126,17 +126,28 @@ def test_history_is_newest_first_per_environment_and_merged(url):
     assert store.history("staging") == []
 
 
-def test_mark_healthy_promotes_the_applied_state_of_one_environment(url):
-    store = open_store(url)
-    for name in ("a", "b"):
-        store.put_resource(ResourceRecord("dev", "MetricAlarm", name, name, spec={"t": name}, desired={"spec": {"t": name}}))
-    store.put_resource(ResourceRecord("prod", "MetricAlarm", "a", "a", spec={"t": 1}))
-    store.mark_healthy("dev")
-    dev = store.resources("dev")
-    assert dev["MetricAlarm/a"].healthy_spec == {"t": "a"} and dev["MetricAlarm/a"].healthy_desired == {"spec": {"t": "a"}}
-    assert dev["MetricAlarm/b"].healthy_spec == {"t": "b"}
-    assert store.resources("prod")["MetricAlarm/a"].healthy_spec is None
-    store.mark_healthy("staging")  # nothing there: nothing happens
+def test_a_schema_1_sqlite_store_opens_without_its_healthy_columns(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "old.db"
+    db = sqlite3.connect(path)
+    db.executescript(
+        "CREATE TABLE resources (environment TEXT NOT NULL, kind TEXT NOT NULL, name TEXT NOT NULL, physical TEXT NOT NULL,"
+        " arn TEXT NOT NULL DEFAULT '', spec TEXT, healthy_spec TEXT, revision TEXT NOT NULL DEFAULT '',"
+        " sync TEXT NOT NULL DEFAULT 'unknown', health TEXT NOT NULL DEFAULT 'unknown', message TEXT NOT NULL DEFAULT '',"
+        " spec_hash TEXT NOT NULL DEFAULT '', annotations TEXT NOT NULL DEFAULT '{}', updated_at REAL NOT NULL DEFAULT 0,"
+        " desired TEXT, healthy_desired TEXT, PRIMARY KEY (environment, kind, name));"
+        "INSERT INTO resources VALUES ('dev','MetricAlarm','a','a','','{\"t\":1}','{\"t\":0}','r1','synced','healthy','','h','{}',0,'{\"d\":1}',NULL);"
+        "PRAGMA user_version = 1;"
+    )
+    db.close()
+    store = open_store(f"sqlite:///{path}")
+    record = store.resources("dev")["MetricAlarm/a"]
+    assert (record.spec, record.desired, record.revision) == ({"t": 1}, {"d": 1}, "r1")
+    store.put_resource(ResourceRecord("dev", "MetricAlarm", "b", "b", spec={"t": 2}))
+    assert sorted(store.resources("dev")) == ["MetricAlarm/a", "MetricAlarm/b"]
+    store.close()
+    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == 2
 
 
 def test_a_single_process_store_or_a_free_lease_is_granted(url):

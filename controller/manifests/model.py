@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 import zoneinfo
 from dataclasses import dataclass, field
@@ -135,20 +137,12 @@ class EnvironmentSpec(Spec):
         return parse_duration(self.sync.interval) if self.sync.interval is not None else default
 
 
-@dataclass
-class Resource:
-    """One validated manifest of one environment, ready for planning."""
+class Identity:
+    """What a resource's kind, name and annotations say: its ``Kind/name`` and the ``lensops.io/`` switches."""
 
     kind: str
     name: str
-    environment: str
-    spec: dict[str, Any]
-    """The spec as validated (defaults applied), references not yet resolved."""
-    physical: str
-    path: str
-    line: int
-    depends_on: list[str] = field(default_factory=list)
-    annotations: dict[str, str] = field(default_factory=dict)
+    annotations: dict[str, str]
 
     @property
     def ident(self) -> str:
@@ -167,6 +161,22 @@ class Resource:
 
 
 @dataclass
+class Resource(Identity):
+    """One validated manifest of one environment, ready for planning."""
+
+    kind: str
+    name: str
+    environment: str
+    spec: dict[str, Any]
+    """The spec as validated (defaults applied), references not yet resolved."""
+    physical: str
+    path: str
+    line: int
+    depends_on: list[str] = field(default_factory=list)
+    annotations: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
 class EnvironmentDesired:
     """Everything one environment wants: its settings and its resources in dependency order."""
 
@@ -176,6 +186,33 @@ class EnvironmentDesired:
     resources: list[Resource]
     revision: str = ""
     root: str = ""
+    _digests: dict[bool, str] = field(default_factory=dict, repr=False, compare=False)
 
     def by_ident(self) -> dict[str, Resource]:
         return {r.ident: r for r in self.resources}
+
+    @property
+    def digest(self) -> str:
+        """This environment's content as one digest: its settings and its resources after overlays,
+        vars and templates (RunbookRuns aside: running one changes no resource). An environment's
+        revision is its commit and this digest: a commit that leaves it unchanged changes nothing here."""
+        return self._digest(runbooks=False)
+
+    @property
+    def manifests_digest(self) -> str:
+        """``digest`` with the RunbookRuns too: every manifest of the environment."""
+        return self._digest(runbooks=True)
+
+    def _digest(self, runbooks: bool) -> str:
+        if runbooks not in self._digests:
+            content = {
+                "environment": self.spec.model_dump(mode="json"),
+                "resources": sorted(
+                    [r.ident, r.physical, r.spec, r.annotations, sorted(r.depends_on)]
+                    for r in self.resources
+                    if runbooks or r.kind != "RunbookRun"
+                ),
+            }
+            text = json.dumps(content, sort_keys=True, default=str, separators=(",", ":"))
+            self._digests[runbooks] = hashlib.sha256(text.encode()).hexdigest()[:24]
+        return self._digests[runbooks]

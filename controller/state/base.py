@@ -35,12 +35,9 @@ class ResourceRecord:
     arn: str = ""
     spec: dict[str, Any] | None = None
     """The normalised desired state last applied (the baseline for drift)."""
-    healthy_spec: dict[str, Any] | None = None
-    """The state of the last healthy revision (the target of a rollback)."""
     desired: dict[str, Any] | None = None
-    """What create/update were given last: resolved ``spec``, ``tags``, ``annotations``."""
-    healthy_desired: dict[str, Any] | None = None
-    """``desired`` as of the last healthy revision (to restore or recreate the resource)."""
+    """What create/update were given last: resolved ``spec``, ``tags``, ``annotations``, ``physical``,
+    ``dependsOn`` (what a rollback puts back, once the resource changes again)."""
     revision: str = ""
     sync: str = "unknown"
     health: str = "unknown"
@@ -92,8 +89,6 @@ class StateStore(Protocol):
     def put_resource(self, record: ResourceRecord) -> None: ...
 
     def delete_resource(self, environment: str, kind: str, name: str) -> None: ...
-
-    def mark_healthy(self, environment: str) -> None: ...
 
     def environment(self, environment: str) -> EnvironmentRecord | None: ...
 
@@ -150,6 +145,11 @@ class StateStore(Protocol):
     def fence(self, environment: str, owner: str, epoch: int) -> None:
         """From now on, every write of this store object concerning ``environment`` is applied
         only while the lease still has ``owner`` and ``epoch``; otherwise it raises LeaseLost."""
+        ...
+
+    def fenced(self, environment: str, owner: str, epoch: int) -> "StateStore":
+        """A view of this store whose writes concerning ``environment`` are applied only while the
+        lease still has ``owner`` and ``epoch`` (one pass's writes, fenced on the lease it started under)."""
         ...
 
     def unfence(self, environment: str) -> None:

@@ -9,7 +9,7 @@ conditions need:
 ====================  ===================  ===========================================
 pk                    sk                   attributes
 ====================  ===================  ===========================================
-``res#<env>``         ``<Kind>/<name>``    data (ResourceRecord), w (write token)
+``res#<env>``         ``<Kind>/<name>``    data (ResourceRecord)
 ``env``               ``<env>``            data (EnvironmentRecord)
 ``rev#<env>``         id, 20 digits        data (RevisionRecord), id (N)
 ``revid``             id, 20 digits        env (S): which environment an id belongs to
@@ -41,11 +41,11 @@ keeps its item (owner removed) so that epochs never repeat.
 
 from __future__ import annotations
 
+import copy
 import json
 import random
 import threading
 import time
-import uuid
 from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import asdict, fields
@@ -64,9 +64,6 @@ from controller.state.base import (
 
 MAX_ITEM_BYTES = 400 * 1024
 """DynamoDB's item size limit (attribute names and values)."""
-MAX_TRANSACTION_ITEMS = 100
-MAX_TRANSACTION_BYTES = 4 * 1024 * 1024 - 64 * 1024
-"""TransactWriteItems' aggregate limit (4 MB), less a margin for keys and conditions."""
 
 _KEY_SCHEMA = {("pk", "HASH"), ("sk", "RANGE")}
 _CONDITION_FAILED = "ConditionalCheckFailedException"
@@ -304,7 +301,6 @@ class DynamoStore:
             "pk": _s(f"res#{record.environment}"),
             "sk": _s(record.ident),
             "data": _s(_dump(asdict(record))),
-            "w": _s(uuid.uuid4().hex),
         }
 
     def put_resource(self, record: ResourceRecord) -> None:
@@ -315,45 +311,6 @@ class DynamoStore:
     def delete_resource(self, environment: str, kind: str, name: str) -> None:
         key = {"pk": _s(f"res#{environment}"), "sk": _s(f"{kind}/{name}")}
         self._write(environment, [{"Delete": {"Key": key}}])
-
-    def mark_healthy(self, environment: str) -> None:
-        """healthy_spec := spec and healthy_desired := desired for every resource, in transactions
-        of at most 100 items (each behind the lease check when fenced). Each item is written only
-        if unchanged since read (its write token); a concurrent change makes the pass start again."""
-        per_transaction = MAX_TRANSACTION_ITEMS - (1 if self._fence_of(environment) else 0)
-        for _ in range(5):
-            chunks: list[list[dict[str, Any]]] = [[]]
-            chunk_bytes = 0
-            for item in self._query(f"res#{environment}"):
-                data = json.loads(item["data"]["S"])
-                if data.get("healthy_spec") == data.get("spec") and data.get("healthy_desired") == data.get("desired"):
-                    continue
-                data["healthy_spec"] = data.get("spec")
-                data["healthy_desired"] = data.get("desired")
-                record = _record(ResourceRecord, data)
-                new = self._resource_item(record)
-                token = item.get("w", _s(""))
-                op = self._put(
-                    new,
-                    f"{environment} {record.ident}",
-                    "#w = :w" if "w" in item else "attribute_exists(#pk) AND attribute_not_exists(#w)",
-                    {"#w": "w", "#pk": "pk"} if "w" not in item else {"#w": "w"},
-                    {":w": token} if "w" in item else None,
-                )
-                size = _item_size(new)
-                if len(chunks[-1]) >= per_transaction or chunk_bytes + size > MAX_TRANSACTION_BYTES:
-                    chunks.append([])
-                    chunk_bytes = 0
-                chunks[-1].append(op)
-                chunk_bytes += size
-            try:
-                for chunk in chunks:
-                    if chunk:
-                        self._write(environment, chunk)
-                return
-            except _ConditionFailed:
-                continue  # a resource changed or went away meanwhile: read again
-        raise RetryableError(f"state store: resources of {environment} kept changing during mark_healthy")
 
     # -- environments --------------------------------------------------------------------------
 
@@ -564,6 +521,14 @@ class DynamoStore:
     def live_replicas(self) -> list[str]:
         now = time.time()
         return sorted(i["sk"]["S"] for i in self._query("replica") if _num(i["expires"]) > now)
+
+    def fenced(self, environment: str, owner: str, epoch: int) -> "DynamoStore":
+        """A view sharing this store's client whose writes concerning ``environment`` check the
+        lease for ``owner`` and ``epoch``: a pass started under one lease cannot write under the next."""
+        view = copy.copy(self)
+        with self._lock:
+            view._fences = {**self._fences, environment: (owner, int(epoch))}
+        return view
 
     def fence(self, environment: str, owner: str, epoch: int) -> None:
         with self._lock:

@@ -13,18 +13,19 @@ from typing import Any
 from controller.errors import UsageError
 from controller.state.base import EnvironmentRecord, ResourceRecord, RevisionRecord
 
-SCHEMA_VERSION = 1
-"""Raised when a change needs a migration; an older lensops refuses a newer store."""
+SCHEMA_VERSION = 2
+"""Raised when a change needs a migration; an older lensops refuses a newer store.
+2: resources lose healthy_spec and healthy_desired (what a rollback restores is in the journal's items)."""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS resources (
   environment TEXT NOT NULL, kind TEXT NOT NULL, name TEXT NOT NULL,
   physical TEXT NOT NULL, arn TEXT NOT NULL DEFAULT '',
-  spec TEXT, healthy_spec TEXT, revision TEXT NOT NULL DEFAULT '',
+  spec TEXT, revision TEXT NOT NULL DEFAULT '',
   sync TEXT NOT NULL DEFAULT 'unknown', health TEXT NOT NULL DEFAULT 'unknown',
   message TEXT NOT NULL DEFAULT '', spec_hash TEXT NOT NULL DEFAULT '',
   annotations TEXT NOT NULL DEFAULT '{}', updated_at REAL NOT NULL DEFAULT 0,
-  desired TEXT, healthy_desired TEXT,
+  desired TEXT,
   PRIMARY KEY (environment, kind, name)
 );
 CREATE TABLE IF NOT EXISTS environments (
@@ -57,7 +58,7 @@ def _load(text: str | None) -> Any:
     return None if text is None else json.loads(text)
 
 
-_LAZY_COLUMNS = ("spec", "healthy_spec", "desired", "healthy_desired")
+_LAZY_COLUMNS = ("spec", "desired")
 
 
 def _lazy_column(name: str) -> property:
@@ -87,9 +88,7 @@ class _StoredRecord(ResourceRecord):
     """
 
     spec = _lazy_column("spec")
-    healthy_spec = _lazy_column("healthy_spec")
     desired = _lazy_column("desired")
-    healthy_desired = _lazy_column("healthy_desired")
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, ResourceRecord):
@@ -138,8 +137,23 @@ class SqliteStore:
             version = int(self._db.execute("PRAGMA user_version").fetchone()[0])
             if version > SCHEMA_VERSION:
                 raise UsageError(f"state store {path} is from a newer lensops (schema {version}, this one reads {SCHEMA_VERSION})")
+            if version == 1:
+                self._migrate_from_1()
             self._db.executescript(_SCHEMA)
             self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    def _migrate_from_1(self) -> None:
+        """Schema 1 to 2, in one transaction: another process may be opening the same file."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            if int(self._db.execute("PRAGMA user_version").fetchone()[0]) == 1:
+                for column in ("healthy_spec", "healthy_desired"):
+                    self._db.execute(f"ALTER TABLE resources DROP COLUMN {column}")
+                self._db.execute("PRAGMA user_version = 2")
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
 
     def _wal(self) -> None:
         """Switch to WAL; another process creating the same new file at that moment may hold it briefly."""
@@ -171,7 +185,7 @@ class SqliteStore:
     def put_resource(self, record: ResourceRecord) -> None:
         record.updated_at = time.time()
         self._exec(
-            "INSERT OR REPLACE INTO resources VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            "INSERT OR REPLACE INTO resources VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (
                 record.environment,
                 record.kind,
@@ -179,7 +193,6 @@ class SqliteStore:
                 record.physical,
                 record.arn,
                 _dump(record.spec),
-                _dump(record.healthy_spec),
                 record.revision,
                 record.sync,
                 record.health,
@@ -188,14 +201,7 @@ class SqliteStore:
                 _dump(record.annotations) or "{}",
                 record.updated_at,
                 _dump(record.desired),
-                _dump(record.healthy_desired),
             ),
-        )
-
-    def mark_healthy(self, environment: str) -> None:
-        """The applied state of every resource of an environment becomes its healthy state."""
-        self._exec(
-            "UPDATE resources SET healthy_spec = spec, healthy_desired = desired WHERE environment = ?", (environment,)
         )
 
     def delete_resource(self, environment: str, kind: str, name: str) -> None:
@@ -337,6 +343,9 @@ class SqliteStore:
 
     def fence(self, environment: str, owner: str, epoch: int) -> None:
         pass
+
+    def fenced(self, environment: str, owner: str, epoch: int) -> "SqliteStore":
+        return self
 
     def unfence(self, environment: str) -> None:
         pass

@@ -62,7 +62,8 @@ def main() -> int:
     out, argv = sys.argv[1], sys.argv[2:]
     import boto3  # noqa: F401 - counted with the imports
 
-    from controller import cli, engine, render, runner
+    from controller import cli, render, runner
+    from controller.engine import passes, walk
     from controller.manifests import loader
     from controller.state import sqlite
     import reconcilers.base
@@ -74,9 +75,9 @@ def main() -> int:
     loader.load_tree = _timed("load", loader.load_tree)  # validate imports it when it runs
     runner.check_account = _timed("account guard", runner.check_account)
     sqlite.SqliteStore.resources = _timed("state read", sqlite.SqliteStore.resources)
-    engine.Engine._observe = _timed("observe", engine.Engine._observe)
-    engine.Engine._record = _timed("record", engine.Engine._record)
-    engine._Pass.walk = _timed("decide", engine._Pass.walk, "decide: scheduler CPU")
+    walk.Pass.observe = _timed("observe", walk.Pass.observe)
+    passes.Engine._record = _timed("record", passes.Engine._record)
+    walk.Pass.walk = _timed("decide", walk.Pass.walk, "decide: scheduler CPU")
     alarms = reconcilers.cloudwatch._AlarmReconciler
     alarms._describe = _timed("observe: longest alarm batch", alarms._describe, longest=True)
     render.plan_text = _timed("render", render.plan_text)

@@ -1,0 +1,196 @@
+"""Decisions, as pure functions: observed state, desired state and records in, a plan out.
+
+Nothing here calls AWS or the state store. ``decide`` settles one resource
+(create, update, noop; conflict, adopt, suspended, progressing; its drift),
+``prune_decisions`` and ``mass_prune_guard`` what Git no longer has, and
+``resolve_refs`` the ``ref:`` strings of a spec against what is known.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from controller.diff import Change, diff
+from controller.manifests.graph import REF_RE, topological_order
+from controller.manifests.model import ANNOTATION_ADOPT, ANNOTATION_PRUNE, ANNOTATION_SUSPEND
+from controller.plan import KNOWN_AFTER_APPLY, ResourcePlan
+from controller.engine.targets import Target
+from controller.state import ResourceRecord
+from reconcilers.base import Live
+
+MASS_PRUNE_FRACTION = 0.10
+
+Compare = Callable[[dict[str, Any]], dict[str, Any]]
+"""The live state as the reconciler compares it with a given state (``Reconciler.compare_view``)."""
+
+
+def spec_hash(state: dict[str, Any]) -> str:
+    """A stable digest of a normalised state (to know when a spec changed)."""
+    return hashlib.sha256(json.dumps(state, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+class Unresolved(Exception):
+    """A reference whose target has no value yet, while applying."""
+
+
+def resolve_refs(value: Any, outputs: dict[str, dict[str, Any]], strict: bool) -> Any:
+    """Replace every ``ref:Kind/name[.attr]`` by the target's ARN or attribute.
+
+    A target not known yet becomes ``(known after apply)`` when planning and
+    raises ``Unresolved`` when applying (``strict``).
+    """
+    if isinstance(value, str) and value.startswith("ref:"):
+        match = REF_RE.match(value)
+        if not match:
+            return value
+        ident = f"{match['kind']}/{match['name']}"
+        attr = match["attr"] or "arn"
+        found = outputs.get(ident, {}).get(attr)
+        if found in (None, ""):
+            if strict:
+                raise Unresolved(f"{value}: {ident} has no {attr} yet")
+            return KNOWN_AFTER_APPLY
+        return found
+    if isinstance(value, dict):
+        return {k: resolve_refs(v, outputs, strict) for k, v in value.items()}
+    if isinstance(value, list):
+        return [resolve_refs(v, outputs, strict) for v in value]
+    return value
+
+
+@dataclass
+class Decision:
+    """What one resource needs: the plan entry, and the state to write (ignored fields kept live)."""
+
+    plan: ResourcePlan
+    state: dict[str, Any]
+    _digest: str | None = None
+
+    @property
+    def digest(self) -> str:
+        """``spec_hash(state)``, computed once."""
+        if self._digest is None:
+            self._digest = spec_hash(self.state)
+        return self._digest
+
+
+def ownership(
+    target: Target, live: Live, environment: str, record: ResourceRecord | None, intent: dict[str, Any] | None
+) -> tuple[bool, str]:
+    """(owned, why not): lensops owns a live resource when this environment's record or its
+    ownership tags name it, or a write to it was interrupted before it was recorded."""
+    if record is not None and record.physical == target.physical:
+        return True, ""
+    if intent is not None and intent.get("physical") == target.physical:
+        return True, ""
+    if live.owner == target.ident and live.owner_env == environment:
+        return True, ""
+    if live.owner_env and live.owner_env != environment:
+        return False, (
+            f"{target.physical} is managed by lensops environment {live.owner_env!r} ({live.owner}); "
+            "two environments cannot own one resource"
+        )
+    return False, f"{target.physical} exists in AWS and is not managed by lensops; annotate lensops.io/adopt: \"true\" to take it over"
+
+
+def decide(
+    target: Target,
+    state: dict[str, Any],
+    live: Live | None,
+    compare: Compare,
+    *,
+    environment: str,
+    record: ResourceRecord | None,
+    intent: dict[str, Any] | None,
+    rollout: dict[str, Any] | None,
+) -> Decision:
+    """The decision for one resource, from its desired ``state`` and what AWS and the records say."""
+    rp = ResourcePlan(target.kind, target.name, target.physical)
+    decision = Decision(rp, state)
+    ignore = target.ignored_fields
+    if live is None:
+        rp.action = "create"
+        rp.changes = [Change(k, None, v) for k, v in state.items() if k not in ignore and v not in (None, "", [], {})]
+    else:
+        owned, why = ownership(target, live, environment, record, intent)
+        foreign = bool(live.owner_env) and live.owner_env != environment
+        if not owned and (foreign or not target.annotation_true(ANNOTATION_ADOPT)):
+            rp.status, rp.message = "conflict", why
+            return decision
+        rp.adopt = not owned
+        view = compare(state)
+        rp.changes = diff(state, view, ignore)
+        rp.action = "update" if rp.changes else "noop"
+        # Fields another tool owns keep their live value even through APIs that
+        # replace the whole resource (PutMetricAlarm, UpdateWebACL, ...).
+        kept = {key: view[key] for key in ignore if key in state and key in view}
+        if kept:
+            decision.state = {**state, **kept}
+        if intent is not None:
+            rp.drift = []  # a change was interrupted before it was recorded: its result is not drift
+        elif record is not None and record.physical == target.physical:
+            if record.spec_hash == decision.digest:
+                rp.drift = list(rp.changes)  # the recorded spec is this one: its drift is the change set
+            elif record.spec is not None:
+                rp.drift = diff(record.spec, compare(record.spec), ignore)
+    if rp.action != "noop" and target.annotation_true(ANNOTATION_SUSPEND):
+        rp.status, rp.message = "suspended", "lensops.io/suspend: observed only"
+    if rollout is not None and rp.action == "update" and spec_hash(rollout["final"]) == decision.digest:
+        rp.status = "progressing"
+        rp.message = f"rollout step {rollout['index'] + 1} of {len(rollout['steps']) + 1}"
+    return decision
+
+
+def prune_order(records: list[ResourceRecord]) -> list[ResourceRecord]:
+    """Records in an order safe to delete: a resource before the ones it depends on (every
+    name of one resource together: a rollback may delete several names lensops created for it)."""
+    by_ident: dict[str, list[ResourceRecord]] = {}
+    for record in records:
+        by_ident.setdefault(record.ident, []).append(record)
+    edges: dict[str, set[str]] = {}
+    for ident, named in by_ident.items():
+        edges[ident] = {d for r in named for d in (r.desired or {}).get("dependsOn", []) if d in by_ident}
+    order, _cycle = topological_order(sorted(by_ident), edges)
+    order += [i for i in sorted(by_ident) if i not in order]
+    return [record for ident in reversed(order) for record in sorted(by_ident[ident], key=lambda r: r.physical)]
+
+
+def prune_decisions(
+    candidates: list[ResourceRecord], observed: dict[str, dict[str, Live]], failures: dict[str, str], *, prune: bool
+) -> list[tuple[ResourcePlan, ResourceRecord, Live | None]]:
+    """A delete decision per record that no target wants, dependents first.
+
+    Only what lensops owns is ever a candidate (it has a record). ``prune`` off
+    leaves them as orphans; ``lensops.io/prune: "false"`` retains one.
+    """
+    decisions: list[tuple[ResourcePlan, ResourceRecord, Live | None]] = []
+    for rec in prune_order(candidates):
+        rp = ResourcePlan(rec.kind, rec.name, rec.physical, action="delete")
+        live = observed.get(rec.kind, {}).get(rec.physical)
+        if rec.kind in failures:
+            rp.status, rp.message = "failed", f"observe: {failures[rec.kind]}"
+        elif live is None:
+            rp.action, rp.message = "noop", "already gone from AWS"
+        elif rec.annotations.get(ANNOTATION_PRUNE, "").strip().lower() == "false":
+            rp.status, rp.message = "retained", 'lensops.io/prune: "false"'
+        elif not prune:
+            rp.status, rp.message = "orphan", "not in Git; sync.prune is off"
+        decisions.append((rp, rec, live))
+    return decisions
+
+
+def mass_prune_guard(deletes: int, managed: int, has_targets: bool) -> str:
+    """Why deleting ``deletes`` of ``managed`` resources needs an explicit allowance, or ''."""
+    if not deletes:
+        return ""
+    if not has_targets and managed > 0:
+        return "this revision leaves the environment with no manifests; set sync.allowMassPrune or pass --allow-mass-prune"
+    if deletes > MASS_PRUNE_FRACTION * managed:
+        return (
+            f"this revision deletes {deletes} of {managed} managed resources (more than 10 %); "
+            "set sync.allowMassPrune or pass --allow-mass-prune"
+        )
+    return ""

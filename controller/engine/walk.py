@@ -1,0 +1,316 @@
+"""One pass's walk: observe, then decide and write each target in dependency order, then delete.
+
+``Pass`` holds what one pass knows (targets, records, observations, decisions,
+outputs for references) and drives the pure decisions of ``decide.py`` and
+the writes of the one ``Writer`` along the dependency graph (``schedule.py``).
+``passes.py`` builds a pass for each of the engine's entry points.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable
+
+from controller import logs
+from controller.engine.decide import Decision, Unresolved, decide, mass_prune_guard, prune_decisions, resolve_refs
+from controller.engine.journal import Journal
+from controller.engine.schedule import Scheduler
+from controller.engine.targets import Target
+from controller.engine.write import Settling, Writer
+from controller.errors import LensopsError, PermanentError, classify
+from controller.manifests.graph import find_refs
+from controller.manifests.model import EnvironmentDesired
+from controller.plan import Plan, ResourcePlan
+from controller.state import ResourceRecord, StateStore
+from reconcilers.base import KINDS, OWNER_ENV_TAG, OWNER_ID_TAG, Context, Desired, Live, Reconciler
+
+log = logs.get("lensops.engine")
+
+
+class Pass:
+    """The state of one pass: targets, observations, decisions, outputs for references."""
+
+    def __init__(
+        self,
+        store: StateStore,
+        ctx: Context,
+        env: EnvironmentDesired,
+        targets: list[Target],
+        inventory: dict[str, ResourceRecord],
+        journal: Journal,
+        plan: Plan,
+        *,
+        execute: bool,
+        concurrency: int,
+        stopping: threading.Event,
+        active: dict[str, dict[str, Any]],
+        on_resource: Callable[[ResourcePlan], None] | None,
+        may_write: Callable[[], bool] | None,
+    ):
+        self.store = store
+        self.concurrency = concurrency
+        self.stopping = stopping
+        """Set on shutdown: the pass stops before its next write (a safe point)."""
+        self.ctx = ctx
+        self.env = env
+        self.targets = targets
+        self.inventory = inventory
+        self.journal = journal
+        self.plan = plan
+        self.execute = execute
+        self.active = active
+        """Progressive deliveries the health gate is driving, by Kind/name."""
+        self.on_resource = on_resource
+        self.may_write = may_write
+        """The daemon's lease check: False once this replica may no longer write."""
+        self.writer: Writer
+        self.started = time.monotonic()
+        self.observed: dict[str, dict[str, Live]] = {}
+        self.failures: dict[str, str] = {}
+        self.outputs: dict[str, dict[str, Any]] = {}
+        self.lock = threading.Lock()
+        self.decisions: dict[str, ResourcePlan] = {}
+        self.deps: dict[str, set[str]] = {}
+        """Kind/name -> what it waits for (dependsOn and reference targets), filled by ``walk``."""
+        self.referring: set[str] = set()
+        """Resources whose spec holds a ``ref:``: only theirs are resolved against the outputs."""
+
+    @property
+    def wanted(self) -> set[tuple[str, str]]:
+        """(Kind/name, physical) of every target (a new set at each call)."""
+        return {(t.ident, t.physical) for t in self.targets}
+
+    def reconciler(self, kind: str) -> Reconciler | None:
+        info = KINDS.get(kind)
+        return info.reconciler(self.ctx) if info and info.reconciler else None
+
+    # --- observe ---------------------------------------------------------
+
+    def observe(self, records: list[ResourceRecord]) -> None:
+        """Read the targets and ``records`` (what may be deleted), every kind once, kinds in
+        parallel; a failing kind fails only its resources."""
+        wanted: dict[str, list[str]] = {}
+        for target in self.targets:
+            wanted.setdefault(target.kind, []).append(target.physical)
+        for rec in records:
+            wanted.setdefault(rec.kind, []).append(rec.physical)
+        kinds = [k for k in wanted if k in KINDS and KINDS[k].reconciler is not None]
+
+        def read(kind: str) -> tuple[str, dict[str, Live]]:
+            reconciler = KINDS[kind].reconciler(self.ctx)  # type: ignore[misc]
+            return kind, reconciler.observe(sorted(set(wanted[kind])))
+
+        with ThreadPoolExecutor(max_workers=min(self.concurrency, max(1, len(kinds)))) as pool:
+            futures = {pool.submit(read, kind): kind for kind in kinds}
+            for future, kind in futures.items():
+                try:
+                    self.observed[kind] = future.result()[1]
+                except Exception as exc:  # noqa: BLE001 - mapped onto the taxonomy and reported
+                    error = classify(exc)
+                    self.failures[kind] = str(error)
+                    log.warning(
+                        "observe_failed", environment=self.env.name, kind=kind, error=str(error), retryable=not isinstance(error, PermanentError)
+                    )
+
+    # --- ordering --------------------------------------------------------
+
+    def walk(self, rollouts: bool) -> None:
+        """Decide (and write) every target in dependency order, independent ones concurrently."""
+        for target in self.targets:
+            self.decisions[target.ident] = ResourcePlan(target.kind, target.name, target.physical)
+            # What a resource waits for: its dependsOn and the targets of its references.
+            refs = {ref for _, ref, _ in find_refs(target.spec)}
+            if refs:
+                self.referring.add(target.ident)
+            self.deps[target.ident] = (set(target.depends_on) | refs) - {target.ident}
+        by_ident = {t.ident: t for t in self.targets}
+        if not self.execute:
+            for target in self.targets:
+                self._one(target, rollouts)
+        else:
+            scheduler: Scheduler[Settling] = Scheduler(self.concurrency, self.stopping)
+            scheduler.run(
+                [t.ident for t in self.targets],
+                self.deps,
+                start=lambda ident: self._one(by_ident[ident], rollouts),
+                recheck=self._settle,
+                owner=lambda settling: settling.target.ident,
+                abandon=self._abandon,
+            )
+        self.plan.resources.extend(self.decisions[t.ident] for t in self.targets)
+
+    # --- one resource ----------------------------------------------------
+
+    def _one(self, target: Target, rollouts: bool) -> Settling | None:
+        rp = self.decisions[target.ident]
+        deps = self.deps[target.ident]
+        blocked = [d for d in sorted(deps) if d in self.decisions and self.decisions[d].status in ("failed", "conflict", "blocked")]
+        if self.execute and (why := self._cannot_write()):
+            rp.status, rp.message = "blocked", why
+            return None
+        if self.execute and blocked:
+            rp.status, rp.message = "blocked", f"dependency not ready: {', '.join(blocked)}"
+            log.error("resource_failed", environment=self.env.name, kind=target.kind, name=target.name, status=rp.status, error=rp.message)
+            return None
+        return self._guarded(target, rp, lambda: self._decide_and_write(target, rp, rollouts))
+
+    def _cannot_write(self) -> str:
+        """Why this pass must stop writing now, or ''."""
+        if self.stopping.is_set():
+            return "not applied: lensops is shutting down"
+        if self.may_write is not None and not self.may_write():
+            return "not applied: this replica's lease on the environment has ended"
+        return ""
+
+    def _settle(self, settling: Settling) -> Settling | None:
+        rp = self.decisions[settling.target.ident]
+        deps = sorted(self.deps[settling.target.ident])
+        return self._guarded(settling.target, rp, lambda: self.writer.settle(settling, rp, deps))
+
+    def _abandon(self, settling: Settling) -> None:
+        rp = self.decisions[settling.target.ident]
+        rp.status, rp.message = "blocked", "lensops stopped while AWS was still applying this change"
+
+    def _guarded(self, target: Target, rp: ResourcePlan, step: Callable[[], Settling | None]) -> Settling | None:
+        """Run one step for a resource; any error marks that resource failed and is logged."""
+        result: Settling | None = None
+        error: Exception | None = None
+        try:
+            result = step()
+        except LensopsError as exc:
+            rp.status, rp.message, error = "failed", str(exc), exc
+        except Exception as exc:  # noqa: BLE001 - every AWS error is mapped and reported per resource
+            error = classify(exc)
+            rp.status, rp.message = "failed", str(error)
+        if rp.status in ("failed", "conflict", "blocked"):
+            log.error("resource_failed", environment=self.env.name, kind=target.kind, name=target.name, status=rp.status, error=rp.message)
+            if self.execute and rp.status == "failed":
+                self.writer.failed(target, error, rp.message)
+            self.report(rp)
+        return result
+
+    def report(self, rp: ResourcePlan) -> None:
+        """Tell the caller (the CLI's progress display) about a resource that was acted on."""
+        if self.on_resource is not None and self.execute:
+            self.on_resource(rp)
+
+    def publish(self, target: Target, live: Live) -> None:
+        with self.lock:
+            self.outputs[target.ident] = live.attrs or {"arn": live.arn}
+
+    def _decide_and_write(self, target: Target, rp: ResourcePlan, rollouts: bool) -> Settling | None:
+        """Decide what one resource needs and, when applying, write it."""
+        reconciler = self.reconciler(target.kind)
+        if reconciler is None:
+            rp.status, rp.message = "failed", f"kind {target.kind} has no reconciler in this version"
+            return None
+        if target.kind in self.failures:
+            rp.status, rp.message = "failed", f"observe: {self.failures[target.kind]}"
+            return None
+        live = self.observed.get(target.kind, {}).get(target.physical)
+        spec = target.spec
+        if target.ident in self.referring:
+            try:
+                with self.lock:
+                    spec = resolve_refs(target.spec, self.outputs, strict=self.execute)
+            except Unresolved as exc:
+                rp.status, rp.message = "blocked", str(exc)
+                return None
+        tags = target.tags if target.tags is not None else self._tags(target, reconciler, spec)
+        desired = Desired(target.kind, target.name, target.physical, spec, tags, target.annotations)
+        state = target.state if target.state is not None else reconciler.desired_state(desired)
+        decision = decide(
+            target, state, live, lambda wanted: reconciler.compare_view(live, wanted),  # type: ignore[arg-type]
+            environment=self.env.name, record=self.inventory.get(target.ident),
+            intent=self.journal.intent(target.ident), rollout=self.active.get(target.ident),
+        )
+        self._copy_decision(rp, decision.plan)
+        decision.plan = rp
+        deps = sorted(self.deps[target.ident])
+        if rp.status != "ok" or rp.action == "noop" or not self.execute:
+            if live is not None:
+                self.publish(target, live)
+            else:
+                self._publish_known(target, reconciler)
+            if self.execute and rp.status == "ok":
+                self._unchanged(target, rp, reconciler, desired, decision, live, deps)
+            return None
+        return self.writer.write(target, decision, reconciler, desired, live, deps, rollouts)
+
+    def _unchanged(
+        self, target: Target, rp: ResourcePlan, reconciler: Reconciler, desired: Desired, decision: Decision, live: Live | None, deps: list[str]
+    ) -> None:
+        """A resource that needed no write: recorded when adopted or recovered, resolved in a rollback."""
+        recovered = self.journal.intent(target.ident) is not None
+        if rp.adopt and live is not None:
+            self.writer.adopted(target, reconciler, desired, decision.state, live, deps)
+        self.writer.settled(target, live, decision.state, desired, deps, changed=rp.adopt or recovered, digest=decision.digest)
+        if recovered:
+            self.journal.done(target.ident)
+
+    @staticmethod
+    def _copy_decision(rp: ResourcePlan, decided: ResourcePlan) -> None:
+        """Copy a decision into the plan entry the pass reports (the scheduler holds that one)."""
+        rp.action, rp.changes, rp.status, rp.message = decided.action, decided.changes, decided.status, decided.message
+        rp.drift, rp.adopt = decided.drift, decided.adopt
+
+    def _publish_known(self, target: Target, reconciler: Reconciler) -> None:
+        arn = reconciler.arn(target.physical)
+        with self.lock:
+            self.outputs[target.ident] = {"arn": arn} if arn else {}
+
+    def _tags(self, target: Target, reconciler: Reconciler, spec: dict[str, Any]) -> dict[str, str]:
+        if not reconciler.taggable:
+            return {}
+        return {
+            **self.env.spec.tags,
+            **(spec.get("tags") or {}),
+            OWNER_ENV_TAG: self.env.name,
+            OWNER_ID_TAG: target.ident,
+        }
+
+    # --- delete ----------------------------------------------------------
+
+    def prune(self, candidates: list[ResourceRecord], *, enabled: bool, guard: bool, unproven: frozenset[tuple[str, str]] = frozenset()) -> None:
+        """Delete the records' resources (dependents first): what Git no longer has, or in a
+        rollback what lensops created since the healthy point. Only ever what lensops owns:
+        ``unproven`` (Kind/name, physical) were created by lensops but never recorded, and
+        are deleted only when their ownership tags say this environment made them."""
+        if not candidates:
+            return
+        idents = {t.ident for t in self.targets}
+        decisions = prune_decisions(candidates, self.observed, self.failures, prune=enabled)
+        deletes = [d for d in decisions if d[0].pending]
+        refusal = mass_prune_guard(len(deletes), len(self.inventory), bool(self.targets)) if guard else ""
+        if refusal:
+            self.plan.errors.append(f"mass-prune guard: {refusal}")
+            for rp, _, _ in deletes:
+                rp.status, rp.message = "blocked", "mass-prune guard"
+        for rp, rec, live in decisions:
+            self.plan.resources.append(rp)
+            if not self.execute:
+                continue
+            if rp.action == "noop" and rec.ident not in idents:
+                self.writer.gone(rec, keep_record=False)
+            if not rp.pending or live is None:
+                continue
+            if (rec.ident, rec.physical) in unproven and (live.owner, live.owner_env) != (rec.ident, self.env.name):
+                rp.status = "failed"
+                rp.message = (
+                    f"{rec.physical} was being created by lensops since the healthy point, but its creation was "
+                    "never recorded and its tags do not show lensops made it: delete it by hand if lensops did"
+                )
+                continue
+            if why := self._cannot_write():
+                rp.status, rp.message = "blocked", why
+                continue
+            try:
+                reconciler = self.reconciler(rec.kind)
+                if reconciler is None:
+                    raise PermanentError(f"kind {rec.kind} has no reconciler in this version")
+                self.writer.delete(rec, rp, reconciler, live, keep_record=rec.ident in idents)
+            except Exception as exc:  # noqa: BLE001 - mapped and reported per resource
+                rp.status, rp.message = "failed", str(classify(exc))
+                log.error("prune_failed", environment=self.env.name, kind=rec.kind, name=rec.name, error=rp.message)
