@@ -7,7 +7,8 @@ import time
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import alarm
+from conftest import alarm, alarms
+from controller.emulator.faults import FaultPlan
 
 SECRET = "s3cret-webhook-key"
 
@@ -120,3 +121,40 @@ def test_sigterm_exits_zero_quickly(daemon, git_remote):
     started = time.monotonic()
     assert d.terminate() == 0
     assert time.monotonic() - started < 30
+
+
+def test_revision_arriving_mid_pass_is_applied_right_after_it(aws, daemon, git_remote, client):
+    """A commit fetched while a pass is in flight runs as soon as that pass ends, not at the next resync (60 s here)."""
+    names = [f"slow-{i:02d}" for i in range(16)]
+    git_remote.tree.environment("dev")
+    git_remote.tree.write("environments/dev/alarms.yaml", alarms(names, 5))
+    rev1 = git_remote.commit("rev1: 16 alarms")
+    aws.set_faults(FaultPlan(latency_ms=400, services={"cloudwatch"}))  # each CloudWatch call 0.4 s, 2 at a time: 16 creates take seconds
+    d = daemon(LENSOPS_RESYNC_INTERVAL="60s", LENSOPS_CONCURRENCY="2", LENSOPS_WEBHOOK_SECRET=SECRET)
+
+    def some_not_all() -> bool:
+        found = client("cloudwatch").describe_alarms(AlarmNamePrefix="slow-")["MetricAlarms"]
+        return 0 < len(found) < len(names)
+
+    d.wait_until(some_not_all, timeout=20, every=0.05)
+    git_remote.tree.write("environments/dev/alarms.yaml", alarms(names[:-1], 5) + "---\n" + alarm(names[-1], 9))
+    rev2 = git_remote.commit("rev2: one threshold")
+    body = json.dumps({"ref": "refs/heads/main", "after": rev2}).encode()
+    assert d.post_hook(body, SECRET) == 202  # fetched at once (the 1 s poll would too), well inside the pass
+
+    def event(name: str, revision: str) -> int | None:
+        return next((i for i, e in enumerate(d.events()) if e.get("event") == name and e.get("revision") == revision), None)
+
+    fetched = d.wait_until(lambda: event("revision_fetched", rev2), timeout=10, every=0.05)
+    aws.set_faults(None)
+    finished = d.wait_until(lambda: event("reconcile_finished", rev1), timeout=20, every=0.02)
+    rev1_done = time.monotonic()
+    assert fetched < finished, "rev2 must have arrived while rev1's pass was in flight"
+    assert d.events()[finished]["executed"] is True and d.events()[finished]["result"] == "success"
+
+    d.wait_until(lambda: d.applied_revision("dev") == rev2, timeout=15, every=0.05)
+    waited = time.monotonic() - rev1_done
+    print(f"rev2 applied {waited:.2f}s after rev1's pass ended")
+    assert waited < 5.0
+    live = {a["AlarmName"]: a["Threshold"] for a in client("cloudwatch").describe_alarms(AlarmNamePrefix="slow-")["MetricAlarms"]}
+    assert live == {**{n: 5 for n in names[:-1]}, names[-1]: 9}

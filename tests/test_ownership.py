@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+
+import pytest
+
 from conftest import alarm, writes
 
 
@@ -71,3 +75,55 @@ def test_ignored_fields_are_not_diffed(aws, client, tree, lensops):
     aws.clear_requests()
     assert lensops("apply", "--repo", str(tree.root)).code == 0
     assert writes(aws.requests()) == {}
+
+
+def _two_environments(tree, prod_threshold: float = 9, prod_extra: str = "") -> None:
+    """dev and prod in one repo (one state store), both declaring MetricAlarm/shared-5xx, alarmName shared-5xx."""
+    tree.environment("dev")
+    tree.environment("prod")
+    tree.write("environments/dev/a.yaml", alarm("shared-5xx", 5))
+    prod = alarm("shared-5xx", prod_threshold)
+    if prod_extra:
+        prod = prod.replace("  name: shared-5xx\n", f"  name: shared-5xx\n{prod_extra}")
+    tree.write("environments/prod/a.yaml", prod)
+
+
+def _live(client, name: str = "shared-5xx") -> tuple[float, dict[str, str]]:
+    cw = client("cloudwatch")
+    live = cw.describe_alarms(AlarmNames=[name])["MetricAlarms"][0]
+    tags = {t["Key"]: t["Value"] for t in cw.list_tags_for_resource(ResourceARN=live["AlarmArn"])["Tags"]}
+    return live["Threshold"], tags
+
+
+def test_another_environments_resource_is_a_conflict(aws, client, tree, lensops):
+    """Same Kind/name and physical name in two environments: the second one does not take the first one's alarm."""
+    _two_environments(tree)
+    dev = lensops("apply", "--repo", str(tree.root), "--env", "dev", "--yes")
+    assert dev.code == 0, dev.out + dev.err
+    assert _live(client) == (5, {"lensops:environment": "dev", "lensops:id": "MetricAlarm/shared-5xx"})
+
+    aws.clear_requests()
+    prod = lensops("apply", "--repo", str(tree.root), "--env", "prod", "--yes")
+    assert prod.code == 1, prod.out + prod.err
+    assert "MetricAlarm/shared-5xx" in prod.out and "conflict" in prod.out
+    assert "managed by lensops environment 'dev'" in prod.out
+    assert writes(aws.requests()) == {}
+    threshold, tags = _live(client)
+    assert threshold == 5 and tags["lensops:environment"] == "dev" and tags["lensops:id"] == "MetricAlarm/shared-5xx"
+
+    plan = lensops("plan", "--repo", str(tree.root), "--env", "prod", "--output", "json")
+    assert plan.code == 1
+    resources = [r for env in json.loads(plan.out)["environments"] for r in env["resources"]]
+    assert [(r["name"], r["status"]) for r in resources] == [("shared-5xx", "conflict")]
+    # dev still sees its alarm as its own, unchanged.
+    assert lensops("plan", "--repo", str(tree.root), "--env", "dev").code == 0
+
+
+def test_adopt_does_not_take_another_environments_resource(aws, client, tree, lensops):
+    _two_environments(tree, prod_extra='  annotations: {lensops.io/adopt: "true"}\n')
+    assert lensops("apply", "--repo", str(tree.root), "--env", "dev", "--yes").code == 0
+    prod = lensops("apply", "--repo", str(tree.root), "--env", "prod", "--yes")
+    threshold, tags = _live(client)
+    assert (threshold, tags["lensops:environment"]) == (5, "dev")
+    assert prod.code == 1 and "MetricAlarm/shared-5xx" in prod.out and "managed by lensops environment 'dev'" in prod.out
+    assert lensops("plan", "--repo", str(tree.root), "--env", "dev").code == 0

@@ -1,5 +1,6 @@
 """The runbook framework: claims, checkpoints, waits, timeouts, races, results — with runbooks made
-for the test, a real SQLite state store and a clock the test moves."""
+for the test, a real SQLite state store (and DynamoDB on the emulator for the races) and a clock
+the test moves."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ import pytest
 from controller.aws import ClientFactory
 from controller.errors import PermanentError, RetryableError
 from controller.metrics import REGISTRY
-from controller.state import open_store
+from controller.state import StateStore, open_store
 from controller.status import status_document, status_text
 from reconcilers.base import Context
 from runbooks import CATALOGUE
@@ -212,19 +213,56 @@ def test_a_failed_step_ends_the_run_and_says_why(store, ctx):
     assert sent[0]["result"] == "failed" and sent[0]["message"] == "step second: snapshot not found"
 
 
-def _race(url: str, name: str, ctx: Context) -> tuple[Calls, dict[str, Any]]:
-    """Two executors, each with its own store connection, call advance on one run at the same moment."""
-    calls = Calls()
-    registry = {"drill": _runbook(calls)}
+class _ReadThenWrite:
+    """A state store that holds its executor at a barrier shared with the other executor's, just
+    before its first write of one run's item: every read either made before writing (the claim's
+    read of an absent item, or a take's read of one version) is done before either writes. So the
+    two conditional puts always race on what both read, and only a real compare-and-set lets one
+    of them through. The versions each read before that write are kept (None: absent)."""
+
+    def __init__(self, inner: StateStore, key: str, barrier: threading.Barrier):
+        self._inner, self._key, self._barrier = inner, key, barrier
+        self.read_before_write: list[int | None] = []
+        self._written = False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    def get_item(self, namespace: str, key: str) -> tuple[dict[str, Any], int] | None:
+        got = self._inner.get_item(namespace, key)
+        if (namespace, key) == (NAMESPACE, self._key) and not self._written:
+            self.read_before_write.append(None if got is None else got[1])
+        return got
+
+    def put_item(self, namespace: str, key: str, value: dict[str, Any], expected_version: int | None) -> bool:
+        if (namespace, key) == (NAMESPACE, self._key) and not self._written:
+            self._written = True
+            self._barrier.wait(timeout=10)
+        return self._inner.put_item(namespace, key, value, expected_version)
+
+
+@pytest.fixture(params=["sqlite", "dynamodb"])
+def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A state URL: the test runs once per store (DynamoDB on the emulator, wiped)."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/race.db"
+    request.getfixturevalue("aws")
+    return "dynamodb://lensops-state"
+
+
+def _race(url: str, request: RunRequest, registry: dict[str, Runbook], clock: Clock, ctx: Context) -> tuple[dict[str, _ReadThenWrite], dict[str, Any]]:
+    """Two executors, each with its own store connection, advance one run; each is held after its
+    reads and before its first write until the other has read too (see _ReadThenWrite)."""
     barrier = threading.Barrier(2)
+    stores = {who: _ReadThenWrite(open_store(url), request.key, barrier) for who in ("replica-a", "replica-b")}
     results: dict[str, Any] = {}
-    # Opened one after the other: the race under test is on the claim, not on creating the file.
-    stores = {who: open_store(url) for who in ("replica-a", "replica-b")}
 
     def executor(who: str) -> None:
         OWNER.name = who
-        barrier.wait(timeout=20)
-        results[who] = advance(stores[who], _request(name), ctx, owner=who, registry=registry)
+        try:
+            results[who] = advance(stores[who], request, ctx, owner=who, registry=registry, clock=clock)
+        except BaseException as exc:  # noqa: BLE001 - reported by the test (a broken barrier, a crash)
+            results[who] = exc
 
     threads = [threading.Thread(target=executor, args=(who,)) for who in stores]
     for t in threads:
@@ -233,18 +271,52 @@ def _race(url: str, name: str, ctx: Context) -> tuple[Calls, dict[str, Any]]:
         t.join(timeout=30)
     for own in stores.values():
         own.close()
-    return calls, results
+    return stores, results
 
 
-def test_two_executors_racing_on_one_claim_exactly_one_runs_the_steps(tmp_path, ctx):
-    for round_ in range(10):
-        calls, results = _race(f"sqlite:///{tmp_path}/race.db", f"run-{round_}", ctx)
-        assert sorted(calls.steps()) == ["first", "second", "third"], calls.seen
-        assert len({who for _, who in calls.seen}) == 1, calls.seen
-        winner = calls.seen[0][1]
-        loser = "replica-b" if winner == "replica-a" else "replica-a"
-        assert results[winner].state == "succeeded"
-        assert results[loser].state in ("running", "succeeded")  # it saw the run held (or finished) and stopped
+@pytest.mark.parametrize("race", ["claim", "take"])
+def test_two_executors_that_read_the_same_record_exactly_one_runs_the_steps(url, race, ctx):
+    """claim: both read the run as absent, then both claim it (create-if-absent).
+    take: a claimed run waits on its second step; once due, both read it at one version, then both
+    take the step (a put on that version). Either way the race happens on every run (no luck
+    needed): one executor runs the remaining steps, once, and counts the result; the other runs
+    nothing and says why (the run is held by the winner or already finished; another executor
+    advanced it)."""
+    calls, clock = Calls(), Clock()
+    registry = {"drill": _runbook(calls)}
+    expected, read = ["first", "second", "third"], None
+    if race == "take":
+        registry = {"drill": _runbook(calls, {"second": lambda c: wait(30, "slow") if c.attempt == 1 else done({"b": 2})})}
+        seed = open_store(url)
+        assert advance(seed, _request(), ctx, owner="seed", registry=registry, clock=clock).step == "second"
+        read = seed.get_item(NAMESPACE, "dev/run-1")[1]
+        seed.close()
+        clock.now += 31
+        calls.seen.clear()
+        expected = ["second", "third"]
+    before = _counted("drill", "succeeded")
+
+    stores, results = _race(url, _request(), registry, clock, ctx)
+
+    assert not [r for r in results.values() if isinstance(r, BaseException)], results
+    assert [s.read_before_write for s in stores.values()] == [[read], [read]]  # the race was forced: both read, then both wrote
+    assert [step for step, _ in calls.seen] == expected, calls.seen
+    winner = calls.seen[0][1]
+    assert {who for _, who in calls.seen} == {winner}, calls.seen
+    (loser,) = set(stores) - {winner}
+    assert results[winner].state == "succeeded", results[winner]
+    lost = results[loser]
+    if race == "take":  # its put on the version read was refused: it stops
+        assert (lost.state, lost.next_check, lost.message) == ("running", None, "another executor advanced the run"), lost
+    elif lost.state == "running":  # its claim was refused; it read the run again: held by the winner
+        assert lost.next_check is not None and f"is being run by {winner}" in lost.message, lost
+    else:  # ... or with every step done by then: it saw the run finished (or finished it: whoever's put does counts it)
+        assert lost.state == "succeeded", lost
+    assert _counted("drill", "succeeded") == before + 1
+    after = open_store(url)
+    item, _ = after.get_item(NAMESPACE, "dev/run-1")
+    after.close()
+    assert item["state"] == "succeeded" and [s["state"] for s in item["steps"]] == ["done", "done", "done"]
 
 
 def test_a_lost_checkpoint_means_another_replica_advanced_it_and_this_one_stops(store, ctx):
