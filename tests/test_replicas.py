@@ -167,3 +167,22 @@ def test_a_pass_writes_nothing_once_the_lease_it_started_under_has_moved_on(aws,
         d.leases.release_all()
         d.server.httpd.server_close()
         d.runner.close()
+
+
+def test_apply_is_refused_while_a_daemon_holds_the_environments_lease(aws, client, tree, lensops, monkeypatch):
+    from conftest import writes
+    from controller.state import open_store
+
+    url = "dynamodb://lensops-cli-lease"
+    monkeypatch.setenv("LENSOPS_STATE_URL", url)
+    tree.environment("dev")
+    tree.write("environments/dev/a.yaml", alarm("api-5xx", 5))
+    daemon_store = open_store(url)
+    daemon_store.acquire_lease("dev", "daemon-a", 30)
+    aws.clear_requests()
+    refused = lensops("apply", "--repo", str(tree.root), "--yes")
+    assert refused.code == 1 and "daemon-a holds the environment's lease" in refused.err
+    assert writes(aws.requests()) == {}
+    daemon_store.release_lease("dev", "daemon-a")
+    assert lensops("apply", "--repo", str(tree.root), "--yes").code == 0
+    assert [a["Threshold"] for a in client("cloudwatch").describe_alarms(AlarmNames=["api-5xx"])["MetricAlarms"]] == [5.0]
