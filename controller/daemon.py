@@ -369,9 +369,8 @@ class Daemon:
                 self._schedule_bake(name, gate.check_every)
         if not outcome.ok and not self.stop_event.is_set():
             ctx = self.engine.context(env, account)
-            failed = [f"{r.ident}: {r.message}" for r in outcome.plan.resources if r.status in ("failed", "conflict", "blocked")]
             notify(ctx, env.spec, health.topic_arn(store, env), f"lensops: {name} reconcile failed", {
-                "environment": name, "revision": env.revision, "errors": "; ".join((outcome.plan.errors + failed)[:5])})
+                "environment": name, "revision": env.revision, "errors": "; ".join((outcome.plan.errors + outcome.plan.failures())[:5])})
         self._drive_runbooks(env, account, store)
 
     # --- the rollback runbook's hold ------------------------------------------

@@ -27,7 +27,18 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
 from controller import logs, metrics
-from controller.engine import APPLIED_DIGEST, BAKE_KEY, BASELINE_KEY, FAILED_DIGEST, Engine, Outcome, put_back
+from controller.engine import (
+    APPLIED_DIGEST,
+    BAKE_KEY,
+    BASELINE_KEY,
+    FAILED_DIGEST,
+    HEALTHY_DIGEST,
+    Engine,
+    Outcome,
+    failed_content,
+    healthy_revision,
+    put_back,
+)
 from controller.engine.journal import POINT_KEY, clear_changes
 from controller.errors import LensopsError
 from controller.manifests.model import EnvironmentDesired
@@ -41,7 +52,6 @@ log = logs.get("lensops.health")
 HEALTHY_HISTORY = "healthy_revisions"
 """The environment's last healthy revisions, oldest first, each with its content digest
 (the targets of the rollback runbook)."""
-HEALTHY_DIGEST = "healthy_digest"
 ROLLING_BACK = "rolling_back"
 """Where an environment's record keeps a failed bake's rollback until it has run to its end."""
 
@@ -81,7 +91,10 @@ class Gate:
 
 def pending(store: StateStore, name: str) -> Gate | None:
     """The gate an environment is baking, if any (to resume after a restart)."""
-    record = store.environment(name)
+    return _gate_of(store.environment(name))
+
+
+def _gate_of(record: EnvironmentRecord | None) -> Gate | None:
     data = record.data.get(BAKE_KEY) if record else None
     if not data:
         return None
@@ -96,12 +109,7 @@ def pending(store: StateStore, name: str) -> Gate | None:
 
 def held(record: EnvironmentRecord | None, env: EnvironmentDesired) -> str:
     """Why ``env``'s revision must not be applied (its content failed a bake), or ''."""
-    if record is None or not record.failed_revision:
-        return ""
-    failed = record.data.get(FAILED_DIGEST)
-    if failed and failed != env.digest:
-        return ""
-    if not failed and record.failed_revision != env.revision:  # failed before content digests: the commit decides
+    if record is None or not failed_content(record, env):
         return ""
     return f"revision {record.failed_revision[:12]} failed its health check and is held until a commit changes the environment"
 
@@ -122,16 +130,7 @@ def alarm_names(env: EnvironmentDesired, changed: list[str]) -> list[str]:
         resource = by_ident.get(ident)
         if resource is not None and resource.kind == "LambdaAlias":
             wanted.extend((resource.spec.get("deployment") or {}).get("alarms") or [])
-    names: list[str] = []
-    for item in wanted:
-        if item.startswith("ref:"):
-            target = by_ident.get(item[4:].split(".")[0])
-            name = target.physical if target else ""
-        else:
-            name = item
-        if name and name not in names:
-            names.append(name)
-    return names
+    return env.alarm_names(wanted)
 
 
 def firing(ctx: Context, names: list[str], since: float) -> list[str]:
@@ -292,10 +291,10 @@ def check(
     the next check, whoever makes it, before any alarm is read again. ``store`` and
     ``may_write`` are the caller's (the daemon's: fenced on its lease)."""
     store = store or engine.store
-    gate = pending(store, env.name)
+    record = store.environment(env.name) or EnvironmentRecord(env.name)
+    gate = _gate_of(record)
     if gate is None or (gate.revision, gate.digest, gate.started_at) != (expected.revision, expected.digest, expected.started_at):
         return "superseded"
-    record = store.environment(env.name) or EnvironmentRecord(env.name)
     rolling = record.data.get(ROLLING_BACK)
     if rolling is None:
         fired = firing(engine.context(env, account), gate.alarms, gate.started_at) if gate.alarms else []
@@ -343,9 +342,8 @@ def _roll_back(
         return "unhealthy"
     assert outcome is not None
     restored_list = put_back(outcome.applied)
-    errors = [f"{r.ident}: {r.message}" for r in outcome.plan.resources if r.status in ("failed", "conflict", "blocked")]
-    restored = record.healthy_revision or (data.get(BASELINE_KEY) or {}).get("revision", "")
-    restored_digest = data.get(HEALTHY_DIGEST) if record.healthy_revision else (data.get(BASELINE_KEY) or {}).get("digest")
+    errors = outcome.plan.failures()
+    restored, restored_digest = healthy_revision(record)
     if restored and restored_digest:
         record.applied_revision, data[APPLIED_DIGEST] = restored, restored_digest
         metrics.set_applied_revision(env.name, restored)

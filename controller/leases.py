@@ -54,8 +54,7 @@ class Leases:
 
     def holds(self, environment: str) -> bool:
         """True while this replica's lease on ``environment`` is surely still its own."""
-        with self._lock:
-            return time.monotonic() < self._valid_until.get(environment, 0.0)
+        return self.token(environment) is not None
 
     def token(self, environment: str) -> tuple[str, int] | None:
         """(owner, epoch) of this replica's lease on ``environment``, while it surely holds it."""

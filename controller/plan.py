@@ -8,6 +8,8 @@ from typing import Any
 from controller.diff import Change
 
 KNOWN_AFTER_APPLY = "(known after apply)"
+FAILING = frozenset({"failed", "conflict", "blocked"})
+"""The statuses of a resource that cannot go ahead."""
 
 
 @dataclass
@@ -32,6 +34,11 @@ class ResourcePlan:
     @property
     def ident(self) -> str:
         return f"{self.kind}/{self.name}"
+
+    @property
+    def failing(self) -> bool:
+        """The resource cannot go ahead (failed, in conflict, or blocked)."""
+        return self.status in FAILING
 
     @property
     def pending(self) -> bool:
@@ -64,7 +71,7 @@ class Plan:
     def counts(self) -> dict[str, int]:
         out = {"create": 0, "update": 0, "delete": 0, "noop": 0, "failed": 0, "held": 0}
         for r in self.resources:
-            if r.status in ("failed", "conflict", "blocked"):
+            if r.failing:
                 out["failed"] += 1
             elif r.pending:
                 out[r.action] += 1
@@ -80,7 +87,11 @@ class Plan:
 
     @property
     def failed(self) -> bool:
-        return bool(self.errors) or any(r.status in ("failed", "conflict", "blocked") for r in self.resources)
+        return bool(self.errors) or any(r.failing for r in self.resources)
+
+    def failures(self) -> list[str]:
+        """``Kind/name: message`` of every resource that cannot go ahead."""
+        return [f"{r.ident}: {r.message}" for r in self.resources if r.failing]
 
     def as_dict(self) -> dict[str, Any]:
         return {

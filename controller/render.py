@@ -64,7 +64,7 @@ def change_lines(change: Change, create: bool = False) -> list[str]:
 
 def resource_lines(rp: ResourcePlan, colour: bool = False) -> list[str]:
     """The lines of one resource in a plan (none for a resource in sync)."""
-    if rp.status in ("failed", "conflict", "blocked"):
+    if rp.failing:
         return [_paint(f"  ! {rp.ident} ({rp.physical}): {rp.status}: {rp.message}", "failed", colour)]
     if rp.action == "noop" and not rp.drift:
         return []
@@ -103,7 +103,7 @@ _DONE = {"create": "created", "update": "updated", "delete": "deleted"}
 
 def resource_done(rp: ResourcePlan) -> str:
     """One progress line for a resource an apply acted on."""
-    if rp.status in ("failed", "conflict", "blocked"):
+    if rp.failing:
         return f"! {rp.ident} {rp.status}: {rp.message}"
     what = _DONE.get(rp.action, rp.action)
     extra = f" ({rp.message})" if rp.message else ""

@@ -17,10 +17,25 @@ from controller.engine.passes import (
     BAKE_KEY,
     BASELINE_KEY,
     FAILED_DIGEST,
+    HEALTHY_DIGEST,
     Engine,
     Outcome,
     content_changed,
+    failed_content,
+    healthy_revision,
     put_back,
 )
 
-__all__ = ["APPLIED_DIGEST", "BAKE_KEY", "BASELINE_KEY", "FAILED_DIGEST", "Engine", "Outcome", "content_changed", "put_back"]
+__all__ = [
+    "APPLIED_DIGEST",
+    "BAKE_KEY",
+    "BASELINE_KEY",
+    "FAILED_DIGEST",
+    "HEALTHY_DIGEST",
+    "Engine",
+    "Outcome",
+    "content_changed",
+    "failed_content",
+    "healthy_revision",
+    "put_back",
+]

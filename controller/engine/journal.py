@@ -23,6 +23,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
+from controller.errors import RetryableError
 from controller.state import StateStore
 
 INTENTS = "intent"
@@ -49,12 +50,21 @@ class Journal:
         self._lock = threading.Lock()
         self._intents = _items(store, INTENTS, environment)
         self._failures = _items(store, FAILURES, environment)
-        found = _items(store, CHANGES, environment) if load_changes else {}
-        self._change_versions = {ident: version for ident, (_, version) in found.items()}
-        self.changes: dict[str, dict[str, Any]] = {i: v for i, (v, _) in found.items() if v.get("point") == point}
-        """Kind/name -> what it was at the healthy point, for this healthy point only."""
+        self._changes = _items(store, CHANGES, environment) if load_changes else {}
+        """Every change entry found (entries of an earlier healthy point too: void, but their versions count)."""
         self._put_back: dict[str, set[str]] = {}
         """In a rollback: the physical names of each resource already as they were at the healthy point."""
+
+    @property
+    def changes(self) -> dict[str, dict[str, Any]]:
+        """Kind/name -> what it was at the healthy point, for this healthy point only."""
+        with self._lock:
+            return {ident: value for ident, (value, _) in self._changes.items() if value.get("point") == self.point}
+
+    def _change_entry(self, ident: str) -> dict[str, Any] | None:
+        with self._lock:
+            found = self._changes.get(ident)
+        return found[0] if found is not None and found[0].get("point") == self.point else None
 
     def _key(self, ident: str) -> str:
         return f"{self.environment}/{ident}"
@@ -66,7 +76,7 @@ class Journal:
             found = self.store.get_item(namespace, key)  # written meanwhile by another process
             version = found[1] if found else None
             if not self.store.put_item(namespace, key, value, version):
-                raise RuntimeError(f"journal item {namespace}/{key} keeps changing under this pass")
+                raise RetryableError(f"state store: journal item {namespace}/{key} keeps changing under this pass")
         return (version or 0) + 1
 
     # --- intents ---------------------------------------------------------
@@ -81,9 +91,7 @@ class Journal:
 
     def done(self, ident: str) -> None:
         """After the write's result is recorded."""
-        with self._lock:
-            self._intents.pop(ident, None)
-        self.store.delete_item(INTENTS, self._key(ident))
+        self._drop(self._intents, INTENTS, ident)
 
     # --- permanent failures ------------------------------------------------
 
@@ -95,10 +103,7 @@ class Journal:
         self._keep(self._failures, FAILURES, ident, value)
 
     def forget_failure(self, ident: str) -> None:
-        with self._lock:
-            known = self._failures.pop(ident, None)
-        if known is not None:
-            self.store.delete_item(FAILURES, self._key(ident))
+        self._drop(self._failures, FAILURES, ident)
 
     def _keep(self, kept: dict[str, tuple[dict[str, Any], int]], namespace: str, ident: str, value: dict[str, Any]) -> None:
         with self._lock:
@@ -107,6 +112,12 @@ class Journal:
         with self._lock:
             kept[ident] = (value, written)
 
+    def _drop(self, kept: dict[str, tuple[dict[str, Any], int]], namespace: str, ident: str) -> None:
+        with self._lock:
+            known = kept.pop(ident, None)
+        if known is not None:
+            self.store.delete_item(namespace, self._key(ident))
+
     # --- changes since the healthy point ---------------------------------
 
     def changing(self, ident: str, was: dict[str, Any], created: str | None = None) -> None:
@@ -114,8 +125,7 @@ class Journal:
         and the physical name lensops is about to create, if it creates one."""
         if not self.record_changes:
             return
-        with self._lock:
-            entry = self.changes.get(ident)
+        entry = self._change_entry(ident)
         if entry is None:
             entry = {**was, "point": self.point, "created": []}
         elif created is None or created in entry["created"]:
@@ -129,8 +139,7 @@ class Journal:
         unless it did not exist then). A name lensops created since is simply not there any more."""
         if not self.record_changes:
             return
-        with self._lock:
-            entry = self.changes.get(ident)
+        entry = self._change_entry(ident)
         if entry is None:
             if was is not None:
                 self.changing(ident, was)
@@ -144,21 +153,16 @@ class Journal:
             self._change(ident, {**entry, "created": created})
 
     def _change(self, ident: str, entry: dict[str, Any]) -> None:
-        with self._lock:
-            version = self._change_versions.get(ident)
-        written = self._put(CHANGES, ident, entry, version)
-        with self._lock:
-            self.changes[ident] = entry
-            self._change_versions[ident] = written
+        self._keep(self._changes, CHANGES, ident, entry)
 
     def put_back(self, ident: str, physical: str) -> None:
         """In a rollback: ``physical`` of ``ident`` is as it was at the healthy point, restored
         (the name it had then) or deleted (a name lensops created since). The entry goes once
         nothing of it is left to put back, so a restore cut short resumes with what is left."""
+        entry = self._change_entry(ident)
+        if entry is None:
+            return
         with self._lock:
-            entry = self.changes.get(ident)
-            if entry is None:
-                return
             done = self._put_back.setdefault(ident, set())
             done.add(physical)
         own = None if entry["was"] == "absent" else entry["desired"]["physical"]
@@ -170,11 +174,7 @@ class Journal:
 
     def resolved(self, ident: str) -> None:
         """``ident`` is back as it was at the healthy point (a rollback put it back)."""
-        with self._lock:
-            self.changes.pop(ident, None)
-            known = self._change_versions.pop(ident, None)
-        if known is not None:
-            self.store.delete_item(CHANGES, self._key(ident))
+        self._drop(self._changes, CHANGES, ident)
 
 
 def clear_changes(store: StateStore, environment: str) -> None:

@@ -45,6 +45,8 @@ APPLIED_DIGEST = "applied_digest"
 FAILED_DIGEST = "failed_digest"
 """Where an environment's record keeps the content digest of the revision that failed its bake:
 held until a commit changes the environment's content and is applied."""
+HEALTHY_DIGEST = "healthy_digest"
+"""Where an environment's record keeps the content digest of its healthy revision."""
 
 
 @dataclass
@@ -87,6 +89,27 @@ def content_changed(env: EnvironmentDesired, record: EnvironmentRecord | None) -
     return bool(applied != env.digest)
 
 
+def healthy_revision(record: EnvironmentRecord | None) -> tuple[str, str]:
+    """(commit, content digest) of the environment's healthy point: its last passed bake, or its
+    baseline before any; ('', '') when it has neither."""
+    if record is None:
+        return "", ""
+    if record.healthy_revision:
+        return record.healthy_revision, str(record.data.get(HEALTHY_DIGEST, ""))
+    baseline = record.data.get(BASELINE_KEY) or {}
+    return str(baseline.get("revision", "")), str(baseline.get("digest", ""))
+
+
+def failed_content(record: EnvironmentRecord | None, env: EnvironmentDesired) -> bool:
+    """Whether ``env``'s content is the one that failed the environment's last failed bake."""
+    if record is None or not record.failed_revision:
+        return False
+    failed = record.data.get(FAILED_DIGEST)
+    if failed:
+        return bool(failed == env.digest)
+    return record.failed_revision == env.revision  # failed before content digests: the commit decides
+
+
 def healthy_point_number(record: EnvironmentRecord | None) -> int:
     return int(record.data.get(POINT_KEY, 0)) if record else 0
 
@@ -116,14 +139,8 @@ class Engine:
 
     def context(self, env: EnvironmentDesired, account: str, execute: bool = False) -> Context:
         health = env.spec.health
-        alarms: list[str] = []
-        if health.rollback == "auto":
-            by_ident = env.by_ident()
-            for item in health.alarms:
-                target = by_ident.get(item[4:].split(".")[0]) if item.startswith("ref:") else None
-                name = target.physical if target else ("" if item.startswith("ref:") else item)
-                if name:
-                    alarms.append(f"arn:aws:cloudwatch:{env.spec.region}:{account}:alarm:{name}")
+        names = env.alarm_names(health.alarms) if health.rollback == "auto" else []
+        alarms = [f"arn:aws:cloudwatch:{env.spec.region}:{account}:alarm:{name}" for name in names]
         return Context(
             environment=env.name,
             region=env.spec.region,
@@ -175,7 +192,7 @@ class Engine:
         outcome = Outcome(run.plan, started_at=started_at)
         try:
             run.walk(rollouts=True)
-            wanted = run.wanted
+            wanted = {(t.ident, t.physical) for t in run.targets}
             run.prune(
                 [rec for rec in run.inventory.values() if (rec.ident, rec.physical) not in wanted],
                 enabled=env.spec.sync.prune,
@@ -211,13 +228,10 @@ class Engine:
         started_at = time.time()
         store = store or self.store
         env_record = store.environment(env.name)
-        restored = env_record.healthy_revision if env_record else ""
-        if not restored and env_record:
-            restored = (env_record.data.get(BASELINE_KEY) or {}).get("revision", "")
         history = History(store, env.name, failed, "rollback")
         run = self._pass(
             env, account, store, env_record, [], history, execute=True, rollback=True, record_changes=False,
-            retry_failed=True, on_resource=None, may_write=may_write, revision=restored,
+            retry_failed=True, on_resource=None, may_write=may_write, revision=healthy_revision(env_record)[0],
         )
         run.targets, deletes, unproven = healthy_point(env.name, run.journal.changes, run.inventory, only)
         run.active = {}  # a rollout in progress is rolled back with the rest, not left to step
@@ -338,7 +352,7 @@ class Engine:
         metrics.count_result(name, outcome.result)
         previous = run.store.environment(name) or EnvironmentRecord(name)
         drifted = [rp.ident for rp in plan.resources if rp.drift]
-        failed = [f"{rp.ident}: {rp.message}" for rp in plan.resources if rp.status in ("failed", "conflict", "blocked")]
+        failed = plan.failures()
         data = dict(previous.data)
         data["last_pass"] = {
             "revision": env.revision,
@@ -364,8 +378,7 @@ class Engine:
             if env.revision:
                 metrics.set_applied_revision(name, env.revision)
             forward = run.writer.history.trigger not in ("rollback", "hold")  # the runbook's older revision ends no hold
-            failed_other = data.get(FAILED_DIGEST, env.digest) != env.digest
-            if forward and (failed_other or (FAILED_DIGEST not in data and previous.failed_revision not in ("", env.revision))):
+            if forward and previous.failed_revision and not failed_content(previous, env):
                 # Other content than the one that failed its bake is applied: that hold is over.
                 data.pop(FAILED_DIGEST, None)
                 previous.failed_revision = ""

@@ -77,11 +77,6 @@ class Pass:
         self.referring: set[str] = set()
         """Resources whose spec holds a ``ref:``: only theirs are resolved against the outputs."""
 
-    @property
-    def wanted(self) -> set[tuple[str, str]]:
-        """(Kind/name, physical) of every target (a new set at each call)."""
-        return {(t.ident, t.physical) for t in self.targets}
-
     def reconciler(self, kind: str) -> Reconciler | None:
         info = KINDS.get(kind)
         return info.reconciler(self.ctx) if info and info.reconciler else None
@@ -146,7 +141,7 @@ class Pass:
     def _one(self, target: Target, rollouts: bool) -> Settling | None:
         rp = self.decisions[target.ident]
         deps = self.deps[target.ident]
-        blocked = [d for d in sorted(deps) if d in self.decisions and self.decisions[d].status in ("failed", "conflict", "blocked")]
+        blocked = [d for d in sorted(deps) if d in self.decisions and self.decisions[d].failing]
         if self.execute and (why := self._cannot_write()):
             rp.status, rp.message = "blocked", why
             return None
@@ -184,7 +179,7 @@ class Pass:
         except Exception as exc:  # noqa: BLE001 - every AWS error is mapped and reported per resource
             error = classify(exc)
             rp.status, rp.message = "failed", str(error)
-        if rp.status in ("failed", "conflict", "blocked"):
+        if rp.failing:
             log.error("resource_failed", environment=self.env.name, kind=target.kind, name=target.name, status=rp.status, error=rp.message)
             if self.execute and rp.status == "failed":
                 self.writer.failed(target, error, rp.message)

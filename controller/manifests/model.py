@@ -191,6 +191,21 @@ class EnvironmentDesired:
     def by_ident(self) -> dict[str, Resource]:
         return {r.ident: r for r in self.resources}
 
+    def alarm_names(self, items: list[str]) -> list[str]:
+        """Physical names of the alarms ``items`` gives by name or ``ref:Kind/name``, each once
+        (a reference to no resource of this environment names none)."""
+        by_ident = self.by_ident()
+        names: list[str] = []
+        for item in items:
+            if item.startswith("ref:"):
+                target = by_ident.get(item[4:].split(".")[0])
+                name = target.physical if target else ""
+            else:
+                name = item
+            if name and name not in names:
+                names.append(name)
+        return names
+
     @property
     def digest(self) -> str:
         """This environment's content as one digest: its settings and its resources after overlays,
