@@ -112,13 +112,14 @@ def _emit(args: argparse.Namespace, data: Any, text: str) -> None:
 
 
 def cmd_validate(args: argparse.Namespace, settings: Any) -> int:
+    from controller import catalog
     from controller.manifests.loader import load_tree
     from controller.source import Source
 
     target = args.path or args.repo or settings.repo_url
     source = Source(target, settings.branch, settings.path if not args.path else ".", settings.cache_dir)
     checkout = source.checkout()
-    result = load_tree(checkout.root, args.env)
+    result = load_tree(checkout.root, catalog.registry(), args.env)
     problems = result.all_problems
     data = {
         "valid": not problems,
@@ -204,9 +205,10 @@ def _progress_printer() -> Callable[[str], None]:
 
 
 def cmd_schema(args: argparse.Namespace, settings: Any) -> int:
+    from controller import catalog
     from controller.schema import schema
 
-    json.dump(schema(), sys.stdout, indent=2)
+    json.dump(schema(catalog.registry()), sys.stdout, indent=2)
     sys.stdout.write("\n")
     return EXIT_OK
 
@@ -273,15 +275,17 @@ def cmd_runbook(args: argparse.Namespace, settings: Any) -> int:
 
 
 def cmd_iam_policy(args: argparse.Namespace, settings: Any) -> int:
+    from controller import catalog
     from controller.iam import policy_for
     from controller.manifests.loader import load_tree
     from controller.source import Source
 
     checkout = Source(args.repo or settings.repo_url, settings.branch, settings.path, settings.cache_dir).checkout()
-    result = load_tree(checkout.root, args.env)
+    registry = catalog.registry()
+    result = load_tree(checkout.root, registry, args.env)
     if result.all_problems:
         raise ManifestError(result.all_problems)
-    json.dump(policy_for(result.environments.values()), sys.stdout, indent=2)
+    json.dump(policy_for(registry, result.environments.values()), sys.stdout, indent=2)
     sys.stdout.write("\n")
     return EXIT_OK
 

@@ -184,7 +184,7 @@ class Daemon:
         if checkout.revision == self.fetched_revision:
             return
         log.info("revision_fetched", revision=checkout.revision, reason=reason)
-        result = load_tree(checkout.root, self.envs, account=self._account)
+        result = load_tree(checkout.root, self.runner.registry, self.envs, account=self._account)
         self.tree_problems = result.problems.get("", [])
         for problem in self.tree_problems:
             log.error("manifest_invalid", problem=str(problem), revision=checkout.revision)
@@ -367,6 +367,12 @@ class Daemon:
             gate = health.after_pass(self.engine, env, outcome, new=decided.new, store=store)
             if gate is not None:
                 self._schedule_bake(name, gate.check_every)
+        retry = outcome.plan.retry_after
+        if retry is not None and not self.stop_event.is_set():
+            # A throttled or busy resource is worth another pass at its own delay, not a whole resync away.
+            when = dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=retry)
+            self.scheduler.add_job(self.schedule, "date", run_date=when, args=[name, "retry"], id=f"retry:{name}", replace_existing=True)
+            log.info("pass_requeued", environment=name, after_s=retry, resources=[r.ident for r in outcome.plan.resources if r.retry_after is not None])
         if not outcome.ok and not self.stop_event.is_set():
             ctx = self.engine.context(env, account)
             notify(ctx, env.spec, health.topic_arn(store, env), f"lensops: {name} reconcile failed", {
@@ -410,13 +416,13 @@ class Daemon:
 
     def _load_revision(self, name: str, revision: str) -> EnvironmentDesired:
         checkout = self.runner.source.export(revision)
-        result = load_tree(checkout.root, [name], account=self._account)
+        result = load_tree(checkout.root, self.runner.registry, [name], account=self._account)
         if name not in result.environments:
             problems = "; ".join(str(p) for p in result.problems.get(name, [])[:3])
             raise LensopsError(f"revision {revision[:12]} of {name} cannot be loaded: {problems}")
         held = result.environments[name]
         held.revision = revision
-        held.resources = [r for r in held.resources if r.kind != "RunbookRun"]
+        held.runs = []
         return held
 
     def _lift_hold(self, name: str, store: StateStore) -> None:
@@ -448,7 +454,7 @@ class Daemon:
     def _drive_runbooks(self, env: EnvironmentDesired, account: str, store: StateStore) -> None:
         """Advance the environment's RunbookRuns through the pass's fenced store (sync windows, holds and
         prune do not stop them); when one waits, a one-off job schedules the environment again at its next check."""
-        if self.stop_event.is_set() or not any(r.kind == "RunbookRun" for r in env.resources):
+        if self.stop_event.is_set() or not env.runs:
             return
         progress = drive_runbooks(
             store, env, self.engine.context(env, account), request_rollback=lambda revision: self.request_rollback(env.name, revision)

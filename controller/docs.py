@@ -1,17 +1,16 @@
-"""``docs/manifests.md``, generated from the models: ``python -m controller.docs [--check]``.
+"""``docs/manifests.md``, generated from the registry: ``python -m controller.docs [--check]``.
 
 Where this stands in the house: beside ``controller/schema.py``, a reader of
-the kinds' spec models (``reconcilers.base.KINDS``, the Environment's and the
-RunbookRun's). Nothing here is used at run time. The reference is generated
-so that it cannot drift from the code: ``tests/test_docs.py`` fails when the
-committed page differs from what this module renders, and checks that every
-example below validates.
+the registry's kinds (each reconciler class carries its docstring, example,
+field notes and IAM actions) and of the Environment's and the RunbookRun's
+models. Nothing here is used at run time. The reference is generated so that
+it cannot drift from the code: ``tests/test_docs.py`` fails when the committed
+page differs from what this module renders, and checks that every example
+validates.
 
-What the models cannot say is kept here, next to the generator: the meaning
-of the annotations, short notes on fields whose semantics go beyond their
-type (``NOTES``, keyed by kind and field path; a note whose path no longer
-exists fails the generation), and one minimal example manifest per kind
-(``EXAMPLES``).
+What the Environment's and the RunbookRun's models cannot say is kept here:
+the meaning of the annotations, notes on fields (``NOTES``; a note whose path
+no longer exists fails the generation) and their examples (``EXAMPLES``).
 """
 
 from __future__ import annotations
@@ -23,7 +22,7 @@ import json
 import sys
 import textwrap
 import types
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
@@ -32,6 +31,8 @@ from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
+from controller import catalog
+from controller.kinds import RUNBOOK_RUN, Reconciler, Registry
 from controller.manifests.model import (
     ANNOTATION_ADOPT,
     ANNOTATION_IGNORE,
@@ -124,83 +125,7 @@ NOTES: dict[tuple[str, str], str] = {
     # RunbookRun
     ("RunbookRun", "runbook"): "One of the runbooks listed below.",
     ("RunbookRun", "parameters"): "The runbook's parameters (below); unknown and missing required ones are errors.",
-    # Stack
-    ("Stack", "template"): (
-        "Path of a YAML or JSON template under `templates/` (it may not leave that folder); "
-        "compared as data, so formatting never shows as drift."
-    ),
-    ("Stack", "parameters"): "Template parameters; numbers and booleans are sent as CloudFormation's strings.",
-    ("Stack", "capabilities"): "Passed with every change set, never compared.",
-    ("Stack", "timeoutInMinutes"): "Creation only: a new stack that sets it is made with CreateStack, not a change set.",
-    # LambdaAlias
-    ("LambdaAlias", "functionName"): (
-        "Function name or ARN; the function and its versions must exist (lensops manages aliases, "
-        "not functions). Not a `ref:`."
-    ),
-    ("LambdaAlias", "functionVersion"): "The published version that takes the traffic; a number is read as text.",
-    ("LambdaAlias", "provisionedConcurrency"): "Not with routing weights (AWS refuses it); allocation is waited for.",
-    ("LambdaAlias", "deployment"): (
-        "When `functionVersion` changes on an alias that serves another version (and the manifest sets no "
-        "`routingConfig` weights): `canary` sends `stepPercent` % to the new version, then all of it after "
-        "`interval`; `linear` adds `stepPercent` % every `interval`. Each step is gated by the alarms; one "
-        "going to `ALARM` puts the traffic back on the previous version. Provisioned concurrency is off "
-        "during the steps."
-    ),
-    ("LambdaAlias", "deployment.stepPercent"): "Required by `canary` and `linear`.",
-    ("LambdaAlias", "deployment.interval"): "Required by `canary` and `linear`.",
-    ("LambdaAlias", "deployment.alarms"): "Added to the Environment's `health.alarms` for the bake after this alias changes.",
-    # CloudWatch
-    ("MetricAlarm", "metricName"): (
-        "With `namespace`, `period` and exactly one of `statistic` / `extendedStatistic`; or give `metrics` instead."
-    ),
-    ("MetricAlarm", "threshold"): "Required unless `thresholdMetricId` (anomaly detection) is given.",
-    ("MetricAlarm", "metrics"): "Metric math queries, instead of `metricName` / `namespace` / `statistic`.",
-    ("MetricAlarm", "datapointsToAlarm"): "Defaults to `evaluationPeriods`.",
-    ("CompositeAlarm", "alarmRule"): "Alarms named in `ALARM(...)` / `OK(...)` that are in the environment are applied first.",
-    ("Dashboard", "body"): "The dashboard body as a map, sent as JSON and compared as data.",
-    # SNS
-    ("Topic", "attributes"): (
-        "Only the attributes named are compared. JSON attributes (`Policy`, `DeliveryPolicy`) may be written as maps."
-    ),
-    # Budgets
-    ("Budget", "limit.amount"): "Compared as a decimal number: `400`, `\"400.0\"` and `400.00` are the same.",
-    ("Budget", "costFilters"): "Dimension name to values, as BudgetLimit's CostFilters.",
-    # Backup
-    ("BackupVault", "encryptionKeyArn"): "Set at creation only; afterwards only the tags change.",
-    ("BackupPlan", "selections"): "A changed selection is deleted and created again (the API has no update).",
-    # WAFv2
-    ("WebACL", "defaultAction"): "WAFv2 DefaultAction in lowerCamelCase; checked against the API's shape.",
-    ("WebACL", "rules[].statement"): "WAFv2 Statement in lowerCamelCase; checked against the API's shape.",
-    ("WebACL", "rules[].action"): "WAFv2 RuleAction (`block: {}`, `allow: {}`, `count: {}` ...).",
-    ("WebACL", "visibilityConfig"): "Defaults to sampled requests and CloudWatch metrics named after the ACL.",
 }
-
-KIND_NOTES: dict[str, str] = {
-    "Stack": (
-        "`lensops plan` of a stack whose template, parameters or tags differ asks CloudFormation through a "
-        "change set that it creates and deletes at once: a role that only plans needs "
-        "`cloudformation:CreateChangeSet` and `cloudformation:DeleteChangeSet` too (and `iam:PassRole` with `roleARN`)."
-    ),
-}
-"""Kind-level notes, after the kind's docstrings."""
-
-EXAMPLE_FILES: dict[str, str] = {
-    "templates/network.yaml": """\
-AWSTemplateFormatVersion: "2010-09-09"
-Parameters:
-  VpcCidr:
-    Type: String
-Resources:
-  Vpc:
-    Type: AWS::EC2::VPC
-    Properties:
-      CidrBlock: !Ref VpcCidr
-Outputs:
-  VpcId:
-    Value: !Ref Vpc
-""",
-}
-"""Files besides the manifests that the examples need (path under the tree's root -> text)."""
 
 EXAMPLES: dict[str, str] = {
     "Environment": """\
@@ -234,137 +159,6 @@ spec:
     targetDbInstanceIdentifier: econlens-dev-db-drill
     endpointParameter: /econlens/dev/db-endpoint
 """,
-    "BackupPlan": """\
-apiVersion: lensops.io/v1
-kind: BackupPlan
-metadata:
-  name: daily
-spec:
-  backupPlanName: econlens-{{ env.name }}-daily
-  rules:
-    - ruleName: daily
-      targetBackupVaultName: econlens-{{ env.name }}
-      scheduleExpression: cron(0 5 * * ? *)
-      lifecycle:
-        deleteAfterDays: 35
-  selections:
-    - selectionName: database
-      iamRoleArn: arn:aws:iam::123456789012:role/service-role/AWSBackupDefaultServiceRole
-      resources: [arn:aws:rds:us-east-1:123456789012:db:econlens-dev-db]
-""",
-    "BackupVault": """\
-apiVersion: lensops.io/v1
-kind: BackupVault
-metadata:
-  name: main
-spec:
-  backupVaultName: econlens-{{ env.name }}
-""",
-    "Budget": """\
-apiVersion: lensops.io/v1
-kind: Budget
-metadata:
-  name: monthly
-spec:
-  limit: {amount: 400, unit: USD}
-  timeUnit: MONTHLY
-  notifications:
-    - notificationType: FORECASTED
-      threshold: 100
-      subscribers:
-        - {subscriptionType: EMAIL, address: finops@example.com}
-""",
-    "CompositeAlarm": """\
-apiVersion: lensops.io/v1
-kind: CompositeAlarm
-metadata:
-  name: api-unhealthy
-spec:
-  alarmRule: ALARM("api-5xx") OR ALARM("api-latency-p99")
-""",
-    "Dashboard": """\
-apiVersion: lensops.io/v1
-kind: Dashboard
-metadata:
-  name: overview
-spec:
-  dashboardName: econlens-{{ env.name }}
-  body:
-    widgets:
-      - type: metric
-        x: 0
-        y: 0
-        width: 12
-        height: 6
-        properties:
-          region: "{{ env.region }}"
-          metrics: [[AWS/Lambda, Errors]]
-""",
-    "IPSet": """\
-apiVersion: lensops.io/v1
-kind: IPSet
-metadata:
-  name: blocked
-spec:
-  addresses: [192.0.2.0/24]
-""",
-    "LambdaAlias": """\
-apiVersion: lensops.io/v1
-kind: LambdaAlias
-metadata:
-  name: live
-spec:
-  functionName: econlens-{{ env.name }}-scenario-processor
-  functionVersion: "3"
-""",
-    "MetricAlarm": """\
-apiVersion: lensops.io/v1
-kind: MetricAlarm
-metadata:
-  name: api-5xx
-spec:
-  namespace: AWS/ApiGateway
-  metricName: 5XXError
-  dimensions: {ApiName: econlens}
-  statistic: Sum
-  period: 60
-  evaluationPeriods: 3
-  threshold: "{{ vars.errorThreshold }}"
-  comparisonOperator: GreaterThanThreshold
-""",
-    "Stack": """\
-apiVersion: lensops.io/v1
-kind: Stack
-metadata:
-  name: network
-spec:
-  stackName: econlens-{{ env.name }}-network
-  template: network.yaml          # templates/network.yaml
-  parameters:
-    VpcCidr: 10.10.0.0/16
-""",
-    "Topic": """\
-apiVersion: lensops.io/v1
-kind: Topic
-metadata:
-  name: alerts
-spec:
-  subscriptions:
-    - {protocol: email, endpoint: oncall@example.com}
-""",
-    "WebACL": """\
-apiVersion: lensops.io/v1
-kind: WebACL
-metadata:
-  name: api
-spec:
-  rules:
-    - name: rate-limit
-      priority: 0
-      statement:
-        rateBasedStatement: {limit: 2000, aggregateKeyType: IP}
-      action: {block: {}}
-""",
 }
 """One minimal manifest per kind (the Environment's is the ``environment.yaml`` the others go with)."""
 
@@ -383,24 +177,31 @@ class FieldRow:
     notes: str
 
 
-def _spec_models() -> dict[str, tuple[type[BaseModel], str | None, Any]]:
-    """Every kind: (spec model, physical-name field, KindInfo or None)."""
-    import reconcilers
-    from runbooks import RunbookRunSpec
+@dataclass(frozen=True)
+class DocKind:
+    """What the reference says of one kind: the Environment, RunbookRun, or a registry kind."""
 
-    out: dict[str, tuple[type[BaseModel], str | None, Any]] = {
-        "Environment": (EnvironmentSpec, None, None),
-        "RunbookRun": (RunbookRunSpec, None, None),
-    }
-    for kind, info in reconcilers.KINDS.items():
-        out[kind] = (info.spec_model, info.name_field, info)
+    kind: str
+    model: type[BaseModel]
+    example: str
+    notes: dict[str, str]
+    reconciler: type[Reconciler] | None = None
+    example_files: dict[str, str] = field(default_factory=dict)
+
+
+def documented(registry: Registry) -> list[DocKind]:
+    """Every kind the reference documents: Environment and RunbookRun first, then the registry's, sorted."""
+    own = {"Environment": EnvironmentSpec, RUNBOOK_RUN: registry.runbook_spec}
+    out = [
+        DocKind(kind, model, EXAMPLES[kind], {path: text for (k, path), text in NOTES.items() if k == kind})
+        for kind, model in own.items()
+        if model is not None
+    ]
+    for cls in registry:
+        if not cls.example:
+            raise ValueError(f"{cls.__module__}.{cls.__qualname__}: no example (the class's ``example``)")
+        out.append(DocKind(cls.kind, cls.spec_model, cls.example, dict(cls.notes), cls, dict(cls.example_files)))
     return out
-
-
-def kinds() -> list[str]:
-    """Every kind the reference documents: Environment and RunbookRun first, then the registry, sorted."""
-    models = _spec_models()
-    return ["Environment", "RunbookRun", *sorted(k for k in models if k not in ("Environment", "RunbookRun"))]
 
 
 def _own_doc(model: type[BaseModel]) -> str:
@@ -592,16 +393,12 @@ def _table(rows: list[FieldRow], notes: dict[str, str]) -> list[str]:
     return lines
 
 
-def _notes_for(kind: str, rows: list[FieldRow]) -> dict[str, str]:
+def _notes_for(kind: DocKind, rows: list[FieldRow]) -> dict[str, str]:
     paths = {row.path for row in rows}
-    out: dict[str, str] = {}
-    for (k, path), text in NOTES.items():
-        if k != kind:
-            continue
-        if path not in paths:
-            raise ValueError(f"controller/docs.py NOTES: {kind} has no field {path!r} any more")
-        out[path] = text
-    return out
+    unknown = sorted(set(kind.notes) - paths)
+    if unknown:
+        raise ValueError(f"{kind.kind}: a note for no field: {', '.join(unknown)}")
+    return kind.notes
 
 
 def _anchor(kind: str) -> str:
@@ -692,8 +489,6 @@ def _first_sentence(text: str) -> str:
 
 def _overridden_doc(reconciler: type, method: str) -> str:
     """The docstring of ``method`` when the reconciler overrides the base class's one, else ''."""
-    from reconcilers.base import Reconciler
-
     mine = inspect.getattr_static(reconciler, method, None)
     base = inspect.getattr_static(Reconciler, method, None)
     found = getattr(mine, "__func__", mine)
@@ -702,9 +497,10 @@ def _overridden_doc(reconciler: type, method: str) -> str:
     return _markdown(found.__doc__)
 
 
-def _kind_section(kind: str, model: type[BaseModel], name_field: str | None, info: Any) -> list[str]:
+def _kind_section(entry: DocKind) -> list[str]:
+    kind, model, reconciler = entry.kind, entry.model, entry.reconciler
     out = [f"## {kind}", ""]
-    doc = _markdown(info.doc) if info is not None and info.doc else ""
+    doc = _markdown(reconciler.__doc__) if reconciler is not None and reconciler.__doc__ else ""
     spec_doc = _markdown(_own_doc(model)) if _own_doc(model) else ""
     if doc:
         out += [doc, ""]
@@ -712,20 +508,17 @@ def _kind_section(kind: str, model: type[BaseModel], name_field: str | None, inf
         out += [spec_doc, ""]
     if kind == "Environment":
         out += ["One per folder, in `environments/<env>/environment.yaml` and named as the folder. It makes no AWS resource.", ""]
-    elif kind == "RunbookRun":
+    elif kind == RUNBOOK_RUN:
         out += [
             "Runs once per (environment, `metadata.name`), even inside a deny sync window; removing the "
             "manifest does not undo a run. It makes no AWS resource of its own.",
             "",
         ]
-    elif name_field:
-        out += [f"**Physical name**: `spec.{name_field}`, defaults to `metadata.name`.", ""]
-    else:
-        out += ["**Physical name**: `metadata.name`.", ""]
-    reconciler = getattr(info, "reconciler", None) if info is not None else None
-    if info is not None and reconciler is None:
-        out += ["_Validated and in the schema; no reconciler in this version: plan and apply report it as failed._", ""]
     if reconciler is not None:
+        if reconciler.name_field:
+            out += [f"**Physical name**: `spec.{reconciler.name_field}`, defaults to `metadata.name`.", ""]
+        else:
+            out += ["**Physical name**: `metadata.name`.", ""]
         override = _overridden_doc(reconciler, "physical_name")
         if override:
             out += [f"In AWS: {override}", ""]
@@ -741,32 +534,22 @@ def _kind_section(kind: str, model: type[BaseModel], name_field: str | None, inf
                 f"to change, also: {', '.join(f'`{a}`' for a in reconciler.iam_write) or 'none'}.",
                 "",
             ]
-    if kind in KIND_NOTES:
-        out += [KIND_NOTES[kind], ""]
     rows = field_rows(model)
-    out += _table(rows, _notes_for(kind, rows)) + [""]
-    if kind == "RunbookRun":
+    out += _table(rows, _notes_for(entry, rows)) + [""]
+    if kind == RUNBOOK_RUN:
         out += _runbooks()
     out += ["#### Example", ""]
     if kind == "Environment":
         out += [f"`environments/{EXAMPLE_ENVIRONMENT}/environment.yaml`:", ""]
-    out += ["```yaml", EXAMPLES[kind].rstrip("\n"), "```", ""]
-    for path, text in EXAMPLE_FILES.items():
-        if kind == "Stack" and path.startswith("templates/"):
-            out += [f"with `{path}`:", "", "```yaml", text.rstrip("\n"), "```", ""]
+    out += ["```yaml", entry.example.rstrip("\n"), "```", ""]
+    for path, text in entry.example_files.items():
+        out += [f"with `{path}`:", "", "```yaml", text.rstrip("\n"), "```", ""]
     return out
 
 
-def render() -> str:
-    """The whole of ``docs/manifests.md``."""
-    models = _spec_models()
-    missing = sorted(set(models) - set(EXAMPLES))
-    if missing:
-        raise ValueError(f"controller/docs.py EXAMPLES: no example for {', '.join(missing)}")
-    unknown = sorted({k for k, _ in NOTES} - set(models))
-    if unknown:
-        raise ValueError(f"controller/docs.py NOTES: unknown kind(s) {', '.join(unknown)}")
-    order = kinds()
+def render(registry: Registry) -> str:
+    """The whole of ``docs/manifests.md`` for the kinds of ``registry``."""
+    entries = documented(registry)
     out = [
         "<!-- Generated by `python -m controller.docs` from the spec models: do not edit by hand. -->",
         "",
@@ -776,16 +559,15 @@ def render() -> str:
         f"models that `lensops validate` uses; `lensops schema` prints the same as JSON Schema. After changing "
         f"a model, run `{REGENERATE}`.",
         "",
-        "Kinds: " + ", ".join(f"[{k}](#{_anchor(k)})" for k in order) + ".",
+        "Kinds: " + ", ".join(f"[{e.kind}](#{_anchor(e.kind)})" for e in entries) + ".",
         "",
         "In the field tables, a path `a.b` is field `b` of the object `a`, `a[].b` field `b` of each item of "
         "the list `a`. A field that is neither required nor given a default may be left out.",
         "",
     ]
     out += _envelope()
-    for kind in order:
-        model, name_field, info = models[kind]
-        out += _kind_section(kind, model, name_field, info)
+    for entry in entries:
+        out += _kind_section(entry)
     return "\n".join(out).rstrip("\n") + "\n"
 
 
@@ -796,7 +578,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", default=str(OUTPUT), help=f"where to write (default {OUTPUT.relative_to(ROOT)})")
     args = parser.parse_args(argv)
     target = Path(args.output)
-    text = render()
+    text = render(catalog.registry())
     if args.check:
         current = target.read_text(encoding="utf-8") if target.is_file() else ""
         if current != text:

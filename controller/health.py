@@ -41,11 +41,13 @@ from controller.engine import (
 )
 from controller.engine.journal import POINT_KEY, clear_changes
 from controller.errors import LensopsError
+from controller.manifests.graph import is_ref, parse_ref
 from controller.manifests.model import EnvironmentDesired
 from controller.manifests.types import parse_duration
 from controller.notify import notify
 from controller.state import EnvironmentRecord, StateStore
-from reconcilers.base import Context, chunks
+from controller.alarms import BATCH, describe_alarms
+from controller.kinds import Context
 
 log = logs.get("lensops.health")
 
@@ -137,20 +139,11 @@ def firing(ctx: Context, names: list[str], since: float) -> list[str]:
     """The alarms among ``names`` that went to ALARM at or after ``since`` (Unix time, less ``CLOCK_SLACK``)."""
     client = ctx.client("cloudwatch")
     fired: list[str] = []
-    for batch in chunks(names, 100):
-        token = None
-        while True:
-            kwargs: dict[str, Any] = {"AlarmNames": batch, "AlarmTypes": ["MetricAlarm", "CompositeAlarm"], "MaxRecords": 100}
-            if token:
-                kwargs["NextToken"] = token
-            page = client.describe_alarms(**kwargs)
-            for alarm in page.get("MetricAlarms", []) + page.get("CompositeAlarms", []):
-                updated = alarm.get("StateUpdatedTimestamp")
-                if alarm.get("StateValue") == "ALARM" and updated is not None and updated.timestamp() >= since - CLOCK_SLACK:
-                    fired.append(alarm["AlarmName"])
-            token = page.get("NextToken")
-            if not token:
-                break
+    for start in range(0, len(names), BATCH):
+        for alarm in describe_alarms(client, names[start : start + BATCH]):
+            updated = alarm.get("StateUpdatedTimestamp")
+            if alarm.get("StateValue") == "ALARM" and updated is not None and updated.timestamp() >= since - CLOCK_SLACK:
+                fired.append(alarm["AlarmName"])
     return sorted(fired)
 
 
@@ -367,7 +360,8 @@ def _roll_back(
 def topic_arn(store: StateStore, env: EnvironmentDesired) -> str | None:
     """The ARN of the environment's notification topic (a ``ref:`` resolved from the state store)."""
     topic = env.spec.notifications.topic
-    if topic and topic.startswith("ref:"):
-        record = store.resources(env.name).get(topic[4:].split(".")[0])
+    if is_ref(topic):
+        ref = parse_ref(str(topic))
+        record = store.resources(env.name).get(ref.ident) if ref else None
         return record.arn if record else None
     return topic

@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
+from controller.kinds import Registry
 from controller.manifests.model import EnvironmentDesired
+from runbooks import CATALOGUE as RUNBOOKS
 
 _ALWAYS = ("sts:GetCallerIdentity",)
 
 
-def policy_for(environments: Iterable[EnvironmentDesired]) -> dict[str, Any]:
+def policy_for(registry: Registry, environments: Iterable[EnvironmentDesired]) -> dict[str, Any]:
     """An IAM policy document with the actions each used kind's reconciler declares."""
-    from reconcilers.base import KINDS
-    from runbooks import CATALOGUE as RUNBOOKS
-
     actions: set[str] = set(_ALWAYS)
     roles: set[str] = set()
     for env in environments:
@@ -23,16 +23,15 @@ def policy_for(environments: Iterable[EnvironmentDesired]) -> dict[str, Any]:
             actions.add("sns:Publish")
         if env.spec.health.alarms:
             actions.add("cloudwatch:DescribeAlarms")
+        for run in env.runs:
+            runbook = RUNBOOKS.get(str(run.spec.get("runbook")))
+            if runbook is not None:
+                actions.update(runbook.touches)
         for resource in env.resources:
-            if resource.kind == "RunbookRun":
-                runbook = RUNBOOKS.get(str(resource.spec.get("runbook")))
-                if runbook is not None:
-                    actions.update(runbook.touches)
-                continue
-            info = KINDS.get(resource.kind)
-            if info and info.reconciler:
-                actions.update(info.reconciler.iam_read)
-                actions.update(info.reconciler.iam_write)
+            reconciler = registry.get(resource.kind)
+            if reconciler is not None:
+                actions.update(reconciler.iam_read)
+                actions.update(reconciler.iam_write)
     statements: list[dict[str, Any]] = [{"Sid": "LensopsReconcile", "Effect": "Allow", "Action": sorted(actions), "Resource": "*"}]
     if roles:
         statements.append({"Sid": "LensopsAssumeRole", "Effect": "Allow", "Action": ["sts:AssumeRole"], "Resource": sorted(roles)})

@@ -13,7 +13,7 @@ from typing import Any
 from controller import logs
 from controller.errors import classify
 from controller.manifests.model import EnvironmentSpec
-from reconcilers.base import Context
+from controller.kinds import Context
 
 log = logs.get("lensops.notify")
 

@@ -3,13 +3,40 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
 from controller.diff import Change
 
 KNOWN_AFTER_APPLY = "(known after apply)"
-FAILING = frozenset({"failed", "conflict", "blocked"})
-"""The statuses of a resource that cannot go ahead."""
+
+
+class Action(StrEnum):
+    """What a pass does to one resource."""
+
+    CREATE = "create"
+    UPDATE = "update"
+    DELETE = "delete"
+    NOOP = "noop"
+
+
+class Status(StrEnum):
+    """Whether a resource's action can go ahead (ok), is held, or cannot (a failure)."""
+
+    OK = "ok"
+    PROGRESSING = "progressing"
+    """A progressive rollout is under way."""
+    SUSPENDED = "suspended"
+    ORPHAN = "orphan"
+    RETAINED = "retained"
+    CONFLICT = "conflict"
+    FAILED = "failed"
+    BLOCKED = "blocked"
+
+    @property
+    def is_failure(self) -> bool:
+        """The resource cannot go ahead (failed, in conflict, or blocked)."""
+        return self in (Status.CONFLICT, Status.FAILED, Status.BLOCKED)
 
 
 @dataclass
@@ -24,12 +51,17 @@ class ResourcePlan:
     kind: str
     name: str
     physical: str
-    action: str = "noop"
+    action: Action = Action.NOOP
     changes: list[Change] = field(default_factory=list)
-    status: str = "ok"
+    status: Status = Status.OK
     message: str = ""
     drift: list[Change] = field(default_factory=list)
     adopt: bool = False
+    retry_after: float | None = None
+    """Seconds after which a retryable failure (throttling, a busy resource) is worth another pass."""
+
+    def __post_init__(self) -> None:
+        self.action, self.status = Action(self.action), Status(self.status)
 
     @property
     def ident(self) -> str:
@@ -38,20 +70,20 @@ class ResourcePlan:
     @property
     def failing(self) -> bool:
         """The resource cannot go ahead (failed, in conflict, or blocked)."""
-        return self.status in FAILING
+        return self.status.is_failure
 
     @property
     def pending(self) -> bool:
         """A change that apply would make."""
-        return self.action != "noop" and self.status == "ok"
+        return self.action != Action.NOOP and self.status == Status.OK
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "kind": self.kind,
             "name": self.name,
             "physical": self.physical,
-            "action": self.action,
-            "status": self.status,
+            "action": self.action.value,
+            "status": self.status.value,
             "message": self.message,
             "adopt": self.adopt,
             "changes": [c.as_dict() for c in self.changes],
@@ -69,13 +101,13 @@ class Plan:
     errors: list[str] = field(default_factory=list)
 
     def counts(self) -> dict[str, int]:
-        out = {"create": 0, "update": 0, "delete": 0, "noop": 0, "failed": 0, "held": 0}
+        out = {**{action.value: 0 for action in Action}, "failed": 0, "held": 0}
         for r in self.resources:
             if r.failing:
                 out["failed"] += 1
             elif r.pending:
                 out[r.action] += 1
-            elif r.action != "noop":
+            elif r.action != Action.NOOP:
                 out["held"] += 1
             else:
                 out["noop"] += 1
@@ -88,6 +120,12 @@ class Plan:
     @property
     def failed(self) -> bool:
         return bool(self.errors) or any(r.failing for r in self.resources)
+
+    @property
+    def retry_after(self) -> float | None:
+        """The soonest a retryable failure of this plan is worth another pass; None when there is none."""
+        delays = [r.retry_after for r in self.resources if r.failing and r.retry_after is not None]
+        return min(delays) if delays else None
 
     def failures(self) -> list[str]:
         """``Kind/name: message`` of every resource that cannot go ahead."""

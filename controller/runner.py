@@ -15,10 +15,11 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from controller import health, logs, metrics, policy
+from controller import catalog, health, logs, metrics, policy
 from controller.aws import ClientFactory, check_account
 from controller.engine import Engine, Outcome
 from controller.errors import LensopsError, Problem, classify
+from controller.kinds import Registry
 from controller.manifests.loader import load_tree
 from controller.manifests.model import EnvironmentDesired, EnvironmentSpec
 from controller.render import resource_done
@@ -85,18 +86,19 @@ class Report:
 class Runner:
     """Holds the factory, the store and the source for passes over environments."""
 
-    def __init__(self, settings: Settings, source: Source, store: StateStore, factory: ClientFactory):
+    def __init__(self, settings: Settings, source: Source, store: StateStore, factory: ClientFactory, registry: Registry):
         self.settings = settings
+        self.registry = registry
         self.source = source
         self.store = store
         self.factory = factory
-        self.engine = Engine(factory, store, settings.concurrency)
+        self.engine = Engine(factory, store, registry, settings.concurrency)
         self._accounts: dict[tuple[str, str, str], str] = {}
 
     @classmethod
     def from_settings(cls, settings: Settings, repo: str | None = None) -> "Runner":
         source = Source(repo or settings.repo_url, settings.branch, settings.path, settings.cache_dir)
-        return cls(settings, source, open_store(settings.state_url), ClientFactory(settings.concurrency))
+        return cls(settings, source, open_store(settings.state_url), ClientFactory(settings.concurrency), catalog.registry())
 
     def close(self) -> None:
         self.store.close()
@@ -128,7 +130,7 @@ class Runner:
                 guard_errors[name] = str(exc)
                 return spec.account
 
-        result = load_tree(checkout.root, envs, account=account)
+        result = load_tree(checkout.root, self.registry, envs, account=account)
         report.problems = result.all_problems
         for name in sorted(result.problems):
             if name and execute:
@@ -169,7 +171,7 @@ class Runner:
         """Drive the environment's RunbookRuns in the foreground until each finishes (windows do not hold them).
 
         Waiting is re-checking in a loop on this thread, bounded by the longest run timeout."""
-        runs = [r for r in env.resources if r.kind == "RunbookRun"]
+        runs = env.runs
         if not runs:
             return []
         ctx = self.engine.context(env, account)

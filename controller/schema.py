@@ -4,16 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
+from controller.kinds import RUNBOOK_RUN, Registry
 from controller.manifests.model import API_VERSION, EnvironmentSpec, Metadata
 
 
-def schema() -> dict[str, Any]:
-    """A JSON Schema (draft 2020-12) whose ``oneOf`` has one branch per kind."""
-    import reconcilers
-    from runbooks import RunbookRunSpec
-
-    specs: dict[str, Any] = {"Environment": EnvironmentSpec, "RunbookRun": RunbookRunSpec}
-    specs.update({kind: info.spec_model for kind, info in reconcilers.KINDS.items()})
+def schema(registry: Registry) -> dict[str, Any]:
+    """A JSON Schema (draft 2020-12) whose ``oneOf`` has one branch per kind of ``registry``."""
+    specs: dict[str, Any] = {"Environment": EnvironmentSpec}
+    if registry.runbook_spec is not None:
+        specs[RUNBOOK_RUN] = registry.runbook_spec
+    specs.update({cls.kind: cls.spec_model for cls in registry})
     defs: dict[str, Any] = {}
     branches = []
     meta = Metadata.model_json_schema(ref_template="#/$defs/{model}")

@@ -6,6 +6,9 @@ import datetime as dt
 import time
 from typing import Any
 
+from controller.engine import BAKE_KEY, LAST_PASS_KEY
+from controller.manifests.model import ANNOTATION_SUSPEND
+from controller.policy import HOLD_KEY
 from controller.state import StateStore
 from runbooks.executor import runbook_runs
 
@@ -21,15 +24,15 @@ def status_document(store: StateStore, envs: list[str] | None = None) -> dict[st
         if envs and record.environment not in envs:
             continue
         resources = store.resources(record.environment)
-        last_pass = record.data.get("last_pass", {})
+        last_pass = record.data.get(LAST_PASS_KEY, {})
         counts = {
             "total": len(resources),
             "synced": sum(1 for r in resources.values() if r.sync == "synced"),
             "drifted": len(last_pass.get("drifted", [])),
             "failed": sum(1 for r in resources.values() if r.health == "degraded"),
-            "suspended": sum(1 for r in resources.values() if r.annotations.get("lensops.io/suspend", "").lower() == "true"),
+            "suspended": sum(1 for r in resources.values() if r.annotations.get(ANNOTATION_SUSPEND, "").lower() == "true"),
         }
-        gate = record.data.get("bake") or {}
+        gate = record.data.get(BAKE_KEY) or {}
         out["environments"][record.environment] = {
             "appliedRevision": record.applied_revision,
             "healthyRevision": record.healthy_revision,
@@ -38,8 +41,8 @@ def status_document(store: StateStore, envs: list[str] | None = None) -> dict[st
             "message": record.message,
             "lastSync": _when(record.last_sync),
             "lastSyncAgeSeconds": round(time.time() - record.last_sync, 1) if record.last_sync else None,
-            "lastPass": record.data.get("last_pass", {}),
-            "hold": record.data.get("hold"),
+            "lastPass": last_pass,
+            "hold": record.data.get(HOLD_KEY),
             "counts": counts,
             "bake": {"revision": gate["revision"], "until": _when(gate["until"]), "alarms": gate["alarms"]} if gate else None,
             "rollouts": [

@@ -9,7 +9,7 @@ Call budget per pass, for N declared or recorded resources of a kind:
   not list backup plans in moto) and one ``ListBackupSelections``, plus one
   ``GetBackupSelection`` per selection: 1 + 3N + S reads. Within one engine's
   life (the daemon's resyncs), a plan whose listed ``VersionId`` is the one
-  it was read under comes from the read cache (``reconcilers.base.ReadCache``),
+  it was read under comes from the read cache (``controller.kinds.ReadCache``),
   and so does every selection (a selection cannot change): 1 + 2N.
 
 A vault's only mutable part is its tags: a different ``encryptionKeyArn``
@@ -28,17 +28,10 @@ from pydantic import Field, model_validator
 from controller.apishape import from_api, shape, to_api
 from controller.diff import Change
 from controller.errors import PermanentError
+from controller.kinds import Desired, Live, Reconciler
 from controller.manifests.types import Spec
-from reconcilers.base import (
-    OWNER_ENV_TAG,
-    OWNER_ID_TAG,
-    Desired,
-    Live,
-    Reconciler,
-    register,
-    tag_updates,
-    tagged_resources,
-)
+from reconcilers.tags import TagApi, tagged_resources
+from reconcilers.listing import Listing
 
 # What AWS fills in for a rule that leaves these out; the same defaults go into
 # both the desired and the observed state so that leaving them out is no diff.
@@ -47,6 +40,14 @@ RULE_DEFAULTS: dict[str, Any] = {
     "startWindowMinutes": 480,
     "completionWindowMinutes": 10080,
 }
+
+TAGS = TagApi(keys="TagKeyList", pairs=False)
+"""How backup spells its tag writes."""
+
+VAULTS = Listing("backup", "list_backup_vaults", "BackupVaultList", "BackupVaultName")
+
+# AWS does not make plan names unique: the first listed is the one managed.
+PLANS = Listing("backup", "list_backup_plans", "BackupPlansList", "BackupPlanName", first_wins=True)
 
 
 class BackupVaultSpec(Spec):
@@ -105,7 +106,6 @@ class BackupPlanSpec(Spec):
         return self
 
 
-@register
 class BackupVaultReconciler(Reconciler):
     """An AWS Backup vault: created with its key, then only its tags change."""
 
@@ -116,17 +116,23 @@ class BackupVaultReconciler(Reconciler):
     iam_read = ("backup:ListBackupVaults", "tag:GetResources")
     iam_write = ("backup:CreateBackupVault", "backup:DeleteBackupVault", "backup:TagResource", "backup:UntagResource")
 
+    example = """\
+apiVersion: lensops.io/v1
+kind: BackupVault
+metadata:
+  name: main
+spec:
+  backupVaultName: econlens-{{ env.name }}
+"""
+    notes = {
+        "encryptionKeyArn": "Set at creation only; afterwards only the tags change.",
+    }
+
     def arn(self, physical: str) -> str:
         return f"arn:aws:backup:{self.ctx.region}:{self.ctx.account}:backup-vault:{physical}"
 
     def _vaults(self) -> dict[str, dict[str, Any]]:
-        def fetch() -> dict[str, dict[str, Any]]:
-            found: dict[str, dict[str, Any]] = {}
-            for page in self.ctx.client("backup").get_paginator("list_backup_vaults").paginate():
-                found.update({v["BackupVaultName"]: v for v in page.get("BackupVaultList", [])})
-            return found
-
-        return self.ctx.once("backup:vaults", fetch)  # type: ignore[no-any-return]
+        return VAULTS.read(self.ctx)
 
     def observe(self, physicals: list[str]) -> dict[str, Live]:
         if not physicals:
@@ -141,13 +147,12 @@ class BackupVaultReconciler(Reconciler):
             raw = vaults[name]
             arn = raw.get("BackupVaultArn") or self.arn(name)
             owned = tags.get(arn) or {}
-            found[name] = Live(
+            found[name] = Live.tagged(
                 name,
                 {"encryptionKeyArn": raw.get("EncryptionKeyArn"), "tags": owned},
                 arn=arn,
                 attrs={"arn": arn, "name": name},
-                owner=owned.get(OWNER_ID_TAG),
-                owner_env=owned.get(OWNER_ENV_TAG),
+                tags=owned,
                 extra={"recoveryPoints": int(raw.get("NumberOfRecoveryPoints") or 0)},
             )
         return found
@@ -176,11 +181,7 @@ class BackupVaultReconciler(Reconciler):
                     f"({change.old} -> {change.new}): the vault must be replaced by hand"
                 )
         client = self.ctx.client("backup")
-        to_set, to_remove = tag_updates(changes)
-        if to_set:
-            client.tag_resource(ResourceArn=live.arn, Tags=to_set)
-        if to_remove:
-            client.untag_resource(ResourceArn=live.arn, TagKeyList=to_remove)
+        TAGS.write(client, live.arn, changes)
         return Live(live.physical, state, arn=live.arn, attrs=live.attrs, extra=live.extra)
 
     def delete(self, live: Live) -> None:
@@ -263,7 +264,6 @@ def _api_selection(name: str, selection: dict[str, Any]) -> dict[str, Any]:
     return params
 
 
-@register
 class BackupPlanReconciler(Reconciler):
     """An AWS Backup plan with its rules, resource selections and tags."""
 
@@ -289,20 +289,34 @@ class BackupPlanReconciler(Reconciler):
         "iam:PassRole",
     )
 
+    example = """\
+apiVersion: lensops.io/v1
+kind: BackupPlan
+metadata:
+  name: daily
+spec:
+  backupPlanName: econlens-{{ env.name }}-daily
+  rules:
+    - ruleName: daily
+      targetBackupVaultName: econlens-{{ env.name }}
+      scheduleExpression: cron(0 5 * * ? *)
+      lifecycle:
+        deleteAfterDays: 35
+  selections:
+    - selectionName: database
+      iamRoleArn: arn:aws:iam::123456789012:role/service-role/AWSBackupDefaultServiceRole
+      resources: [arn:aws:rds:us-east-1:123456789012:db:econlens-dev-db]
+"""
+    notes = {
+        "selections": "A changed selection is deleted and created again (the API has no update).",
+    }
+
     @classmethod
     def implied_dependencies(cls, spec: dict[str, Any]) -> list[tuple[str, str]]:
         return sorted({("BackupVault", rule["targetBackupVaultName"]) for rule in spec.get("rules", [])})
 
     def _plans(self) -> dict[str, dict[str, Any]]:
-        def fetch() -> dict[str, dict[str, Any]]:
-            found: dict[str, dict[str, Any]] = {}
-            for page in self.ctx.client("backup").get_paginator("list_backup_plans").paginate():
-                for plan in page.get("BackupPlansList", []):
-                    # AWS does not make plan names unique: the first listed is the one managed.
-                    found.setdefault(plan["BackupPlanName"], plan)
-            return found
-
-        return self.ctx.once("backup:plans", fetch)  # type: ignore[no-any-return]
+        return PLANS.read(self.ctx)
 
     def observe(self, physicals: list[str]) -> dict[str, Live]:
         if not physicals:
@@ -335,13 +349,12 @@ class BackupPlanReconciler(Reconciler):
             "selections": _by_name(selections, "selectionName", _selection),
             "tags": tags,
         }
-        return Live(
+        return Live.tagged(
             name,
             state,
             arn=arn,
             attrs={"arn": arn, "id": plan_id, "versionId": got.get("VersionId", "")},
-            owner=tags.get(OWNER_ID_TAG),
-            owner_env=tags.get(OWNER_ENV_TAG),
+            tags=tags,
             extra={"selections": selections},
         )
 
@@ -397,11 +410,7 @@ class BackupPlanReconciler(Reconciler):
         selections = live.extra.get("selections", [])
         if "selections" in fields:
             selections = self._select(plan_id, state["selections"], selections)
-        to_set, to_remove = tag_updates(changes)
-        if to_set:
-            client.tag_resource(ResourceArn=live.arn, Tags=to_set)
-        if to_remove:
-            client.untag_resource(ResourceArn=live.arn, TagKeyList=to_remove)
+        TAGS.write(client, live.arn, changes)
         return Live(live.physical, state, arn=live.arn, attrs=attrs, extra={"selections": selections})
 
     def _select(self, plan_id: str, wanted: dict[str, dict[str, Any]], current: list[dict[str, Any]]) -> list[dict[str, Any]]:

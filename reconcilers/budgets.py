@@ -22,7 +22,10 @@ from pydantic import Field
 from controller.apishape import from_api, shape, to_api
 from controller.diff import Change
 from controller.manifests.types import Spec
-from reconcilers.base import Desired, Live, Reconciler, register
+from controller.kinds import Desired, Live, Reconciler
+from reconcilers.listing import Listing
+
+BUDGETS = Listing("budgets", "describe_budgets", "Budgets", "BudgetName", by_account=True, empty_when="NotFoundException")
 
 
 class Spend(Spec):
@@ -187,7 +190,6 @@ def _family(key: str) -> str:
     return f"{kind} {operator} {threshold_type}"
 
 
-@register
 class BudgetReconciler(Reconciler):
     """An AWS budget with its notifications and their subscribers."""
 
@@ -201,6 +203,25 @@ class BudgetReconciler(Reconciler):
     iam_read = ("budgets:ViewBudget",)
     iam_write = ("budgets:ModifyBudget",)
 
+    example = """\
+apiVersion: lensops.io/v1
+kind: Budget
+metadata:
+  name: monthly
+spec:
+  limit: {amount: 400, unit: USD}
+  timeUnit: MONTHLY
+  notifications:
+    - notificationType: FORECASTED
+      threshold: 100
+      subscribers:
+        - {subscriptionType: EMAIL, address: finops@example.com}
+"""
+    notes = {
+        "limit.amount": 'Compared as a decimal number: `400`, `"400.0"` and `400.00` are the same.',
+        "costFilters": "Dimension name to values, as BudgetLimit's CostFilters.",
+    }
+
     def arn(self, physical: str) -> str:
         return f"arn:aws:budgets::{self.ctx.account}:budget/{physical}"
 
@@ -209,18 +230,7 @@ class BudgetReconciler(Reconciler):
     def _budgets(self) -> dict[str, dict[str, Any]]:
         """Every budget of the account by name, one paginated listing a pass."""
 
-        def fetch() -> dict[str, dict[str, Any]]:
-            client = self.ctx.client("budgets")
-            found: dict[str, dict[str, Any]] = {}
-            try:
-                for page in client.get_paginator("describe_budgets").paginate(AccountId=self.ctx.account):
-                    found.update((b["BudgetName"], b) for b in page.get("Budgets", []))
-            except client.exceptions.NotFoundException:
-                # AWS answers so for an account without budgets.
-                return {}
-            return found
-
-        return self.ctx.once("budgets:budgets", fetch)
+        return BUDGETS.read(self.ctx)
 
     def _notifications(self, name: str) -> dict[str, list[dict[str, str]]]:
         """A budget's notifications (by key) with their subscribers."""

@@ -48,9 +48,12 @@ from controller.diff import Change, diff
 from controller.errors import PermanentError, error_code
 from controller.manifests.types import Spec
 from controller.plan import KNOWN_AFTER_APPLY
-from reconcilers.base import OWNER_ENV_TAG, OWNER_ID_TAG, Desired, Live, Reconciler, register
+from controller.kinds import OWNER_ENV_TAG, OWNER_ID_TAG, Context, Desired, Live, Reconciler
+from reconcilers.listing import Listing
 
 log = logs.get("lensops.reconcilers.cloudformation")
+
+STACKS = Listing("cloudformation", "describe_stacks", "Stacks", "StackName", keep=lambda stack: stack["StackStatus"] != "DELETE_COMPLETE")
 
 Capability = Literal["CAPABILITY_IAM", "CAPABILITY_NAMED_IAM", "CAPABILITY_AUTO_EXPAND"]
 
@@ -233,9 +236,14 @@ _NO_DRIFT_API: set[str] = set()
 _NO_DRIFT_LOCK = threading.Lock()
 
 
-@register
 class StackReconciler(Reconciler):
-    """A CloudFormation stack; every change goes through a change set."""
+    """A CloudFormation stack; every change goes through a change set.
+
+    `lensops plan` of a stack whose template, parameters or tags differ asks CloudFormation through a
+    change set that it creates and deletes at once: a role that only plans needs
+    `cloudformation:CreateChangeSet` and `cloudformation:DeleteChangeSet` too (and `iam:PassRole` with
+    `roleARN`).
+    """
 
     kind = "Stack"
     spec_model = StackSpec
@@ -267,6 +275,47 @@ class StackReconciler(Reconciler):
         "cloudformation:ContinueUpdateRollback",
     )
 
+    example = """\
+apiVersion: lensops.io/v1
+kind: Stack
+metadata:
+  name: network
+spec:
+  stackName: econlens-{{ env.name }}-network
+  template: network.yaml          # templates/network.yaml
+  parameters:
+    VpcCidr: 10.10.0.0/16
+"""
+    notes = {
+        "template": "Path of a YAML or JSON template under `templates/` (it may not leave that folder); compared as data, so formatting never shows as drift.",
+        "parameters": "Template parameters; numbers and booleans are sent as CloudFormation's strings.",
+        "capabilities": "Passed with every change set, never compared.",
+        "timeoutInMinutes": "Creation only: a new stack that sets it is made with CreateStack, not a change set.",
+    }
+    example_files = {
+        'templates/network.yaml': """\
+AWSTemplateFormatVersion: "2010-09-09"
+Parameters:
+  VpcCidr:
+    Type: String
+Resources:
+  Vpc:
+    Type: AWS::EC2::VPC
+    Properties:
+      CidrBlock: !Ref VpcCidr
+Outputs:
+  VpcId:
+    Value: !Ref Vpc
+""",
+    }
+
+    def __init__(self, ctx: Context):
+        super().__init__(ctx)
+        self._texts: dict[str, tuple[str, str]] = {}
+        """Stack name -> (digest of the change-set fields, template text) of this pass's desired state."""
+        self._previews: dict[tuple[str, str], list[str] | None] = {}
+        """(stack name, digest) -> a change set's entries, kept for the pass (the drift check asks again)."""
+
     @property
     def _client(self) -> Any:
         return self.ctx.client("cloudformation")
@@ -275,16 +324,7 @@ class StackReconciler(Reconciler):
 
     def _stacks(self) -> dict[str, dict[str, Any]]:
         """Every stack of the region by name, one paginated listing per pass."""
-
-        def fetch() -> dict[str, dict[str, Any]]:
-            found: dict[str, dict[str, Any]] = {}
-            for page in self._client.get_paginator("describe_stacks").paginate():
-                for stack in page.get("Stacks", []):
-                    if stack["StackStatus"] != "DELETE_COMPLETE":
-                        found[stack["StackName"]] = stack
-            return found
-
-        return self.ctx.once("cloudformation:stacks", fetch)
+        return STACKS.read(self.ctx)
 
     def observe(self, physicals: list[str]) -> dict[str, Live]:
         if not physicals:
@@ -313,13 +353,12 @@ class StackReconciler(Reconciler):
             "changeSet": [],
             "resourceDrift": self._resource_drift(stack) if drift and status in READY else [],
         }
-        return Live(
+        return Live.tagged(
             stack["StackName"],
             state,
             arn=stack["StackId"],
             attrs=_attrs(stack),
-            owner=tags.get(OWNER_ID_TAG),
-            owner_env=tags.get(OWNER_ENV_TAG),
+            tags=tags,
             extra={"status": status},
         )
 
@@ -392,8 +431,8 @@ class StackReconciler(Reconciler):
         }
         if spec.get("roleARN"):
             state["roleARN"] = spec["roleARN"]
-        # What compare_view may preview this pass: only this desired state, and its template text.
-        self.ctx.cache[f"cloudformation:desired:{desired.physical}"] = (_digest(_pick(state)), text)
+        # What preview may ask about this pass: only this desired state, and its template text.
+        self._texts[desired.physical] = (_digest(_pick(state)), text)
         return state
 
     def adoption_state(self, live: Live, state: dict[str, Any]) -> dict[str, Any]:
@@ -404,27 +443,26 @@ class StackReconciler(Reconciler):
         return found
 
     def compare_view(self, live: Live, state: dict[str, Any]) -> dict[str, Any]:
-        """The live stack as CloudFormation sees it against ``state``.
+        """The live stack against ``state``: NoEcho parameters (``****``) and capabilities cannot
+        be read back, so they take the desired values."""
+        return _readable(live, state)
 
-        NoEcho parameters (``****``) and capabilities cannot be read back, so
-        they take the desired values. When the change-set fields differ, a
-        change set previews them: its entries become ``changeSet``, and an empty
-        one means CloudFormation has nothing to do (in sync).
-        """
-        view = _readable(live, state)
+    def preview(self, desired: Desired, live: Live, state: dict[str, Any], view: dict[str, Any]) -> dict[str, Any]:
+        """When the change-set fields differ, a change set (made and deleted at once) previews
+        them: its entries become ``changeSet``, and an empty one means CloudFormation has nothing
+        to do (in sync). Only for this pass's desired state of a settled stack."""
         fields = _pick(state)
         if live.extra.get("status") not in READY or not diff(fields, view) or _unresolved(state):
             return view
         key = _digest(fields)
-        current = self.ctx.cache.get(f"cloudformation:desired:{live.physical}")
+        current = self._texts.get(live.physical)
         if current is None or current[0] != key:
             return view
-        # Kept for the pass (the drift check compares the same state again), outside
-        # ctx.once, whose lock would hold every other kind's listing while AWS answers.
-        memo = f"cloudformation:preview:{live.physical}:{key}"
-        if memo not in self.ctx.cache:
-            self.ctx.cache[memo] = self._preview(live, state, current[1])
-        preview = self.ctx.cache[memo]
+        memo = (live.physical, key)
+        if memo not in self._previews:
+            self._previews[memo] = self._preview(live, state, current[1])
+        preview = self._previews[memo]
+        view = dict(view)
         if preview is None:
             view.update(fields)
         else:
@@ -546,10 +584,10 @@ class StackReconciler(Reconciler):
         At most five triggers and 180 minutes, as the API allows; lensops's
         health gate still watches every alarm for the whole bake.
         """
-        arns = self.ctx.rollback_alarm_arns[:5]
+        arns = self.ctx.gate.alarm_arns[:5]
         if not arns:
             return {}
-        minutes = min(180, max(1, -(-self.ctx.bake_seconds // 60)))
+        minutes = min(180, max(1, -(-self.ctx.gate.bake_seconds // 60)))
         return {
             "RollbackTriggers": [{"Arn": arn, "Type": "AWS::CloudWatch::Alarm"} for arn in arns],
             "MonitoringTimeInMinutes": minutes,
@@ -579,7 +617,7 @@ class StackReconciler(Reconciler):
     def _template_for(self, desired: Desired, state: dict[str, Any]) -> str:
         """The template text that makes ``state``: the spec's own text, as written, or, for a state
         not made from this spec (a rollback to a stack's state when it was adopted), its template as JSON."""
-        cached = self.ctx.cache.get(f"cloudformation:desired:{desired.physical}")
+        cached = self._texts.get(desired.physical)
         if cached and cached[0] == _digest(_pick(state)):
             return str(cached[1])
         body = desired.spec.get("templateBody")
@@ -654,13 +692,12 @@ class StackReconciler(Reconciler):
                 StackName=stack["StackId"], EnableTerminationProtection=state["terminationProtection"]
             )
         tags = tags_to_map(stack.get("Tags"))
-        return Live(
+        return Live.tagged(
             stack["StackName"],
             state,
             arn=stack["StackId"],
             attrs=_attrs(stack),
-            owner=tags.get(OWNER_ID_TAG),
-            owner_env=tags.get(OWNER_ENV_TAG),
+            tags=tags,
         )
 
     def _failure(self, physical: str, stack: dict[str, Any] | None) -> str:

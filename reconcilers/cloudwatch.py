@@ -18,22 +18,13 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from controller.apishape import from_api, map_to_tags, output_shape, shape
+from controller.alarms import BATCH, describe_alarms
+from controller.apishape import from_api, map_to_tags, shape
 from controller.diff import Change
 from controller.errors import PermanentError
+from controller.kinds import Desired, Live, Reconciler
 from controller.manifests.types import Spec
-from reconcilers.base import (
-    OWNER_ENV_TAG,
-    OWNER_ID_TAG,
-    Desired,
-    Live,
-    Reconciler,
-    chunks,
-    only_tags_changed,
-    register,
-    tag_updates,
-    tags_of,
-)
+from reconcilers.tags import TagApi, chunks, only_tags_changed, tags_of
 
 Statistic = Literal["SampleCount", "Average", "Sum", "Minimum", "Maximum"]
 ComparisonOperator = Literal[
@@ -45,6 +36,9 @@ ComparisonOperator = Literal[
     "LessThanLowerThreshold",
     "GreaterThanUpperThreshold",
 ]
+
+TAGS = TagApi(arn="ResourceARN")
+"""How cloudwatch spells its tag writes."""
 
 
 class Metric(Spec):
@@ -236,7 +230,6 @@ class _AlarmReconciler(Reconciler):
     service = "cloudwatch"
     name_field = "alarmName"
     alarm_type: str
-    result_key: str
 
     def _canonical(self, d: dict[str, Any]) -> dict[str, Any]:
         raise NotImplementedError
@@ -248,7 +241,7 @@ class _AlarmReconciler(Reconciler):
         if not physicals:
             return {}
         client = self.ctx.client("cloudwatch")
-        batches = chunks(sorted(set(physicals)), 100)
+        batches = chunks(sorted(set(physicals)), BATCH)
         out_shape = shape("cloudwatch", self.alarm_type)
         found: dict[str, Live] = {}
         for raws, tags in self.ctx.map(lambda batch: self._describe(client, batch), batches):
@@ -257,27 +250,18 @@ class _AlarmReconciler(Reconciler):
                 state = self._canonical(from_api(raw, out_shape))
                 owned = tags.get(arn) or {}
                 state["tags"] = owned
-                found[raw["AlarmName"]] = Live(
+                found[raw["AlarmName"]] = Live.tagged(
                     physical=raw["AlarmName"],
                     state=state,
                     arn=arn,
                     attrs={"arn": arn, "stateValue": raw.get("StateValue")},
-                    owner=owned.get(OWNER_ID_TAG),
-                    owner_env=owned.get(OWNER_ENV_TAG),
+                    tags=owned,
                 )
         return found
 
     def _describe(self, client: Any, names: list[str]) -> tuple[list[dict[str, Any]], dict[str, dict[str, str]]]:
         """The alarms of this type among ``names`` (at most 100), every page of them, and their tags by ARN."""
-        found: list[dict[str, Any]] = []
-        kwargs: dict[str, Any] = {"AlarmNames": names, "AlarmTypes": [self.alarm_type], "MaxRecords": 100}
-        while True:
-            page = client.describe_alarms(**kwargs)
-            found.extend(page.get(self.result_key, []))
-            token = page.get("NextToken")
-            if not token:
-                break
-            kwargs["NextToken"] = token
+        found = describe_alarms(client, names, [self.alarm_type])
         return found, tags_of(self.ctx, [raw["AlarmArn"] for raw in found if raw.get("AlarmArn")])
 
     def desired_state(self, desired: Desired) -> dict[str, Any]:
@@ -296,12 +280,8 @@ class _AlarmReconciler(Reconciler):
     def update(self, desired: Desired, state: dict[str, Any], live: Live, changes: list[Change]) -> Live:
         if not only_tags_changed(changes):
             self._put(desired, state, with_tags=False)
-        to_set, to_remove = tag_updates(changes)
         client = self.ctx.client("cloudwatch")
-        if to_set:
-            client.tag_resource(ResourceARN=live.arn, Tags=map_to_tags(to_set))
-        if to_remove:
-            client.untag_resource(ResourceARN=live.arn, TagKeys=to_remove)
+        TAGS.write(client, live.arn, changes)
         return Live(live.physical, state, arn=live.arn, attrs=live.attrs)
 
     def delete(self, live: Live) -> None:
@@ -317,16 +297,36 @@ def _actions(state: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-@register
 class MetricAlarmReconciler(_AlarmReconciler):
     """A CloudWatch metric alarm (PutMetricAlarm)."""
 
     kind = "MetricAlarm"
     spec_model = MetricAlarmSpec
     alarm_type = "MetricAlarm"
-    result_key = "MetricAlarms"
     iam_read = ("cloudwatch:DescribeAlarms", "tag:GetResources")
     iam_write = ("cloudwatch:PutMetricAlarm", "cloudwatch:DeleteAlarms", "cloudwatch:TagResource", "cloudwatch:UntagResource")
+
+    example = """\
+apiVersion: lensops.io/v1
+kind: MetricAlarm
+metadata:
+  name: api-5xx
+spec:
+  namespace: AWS/ApiGateway
+  metricName: 5XXError
+  dimensions: {ApiName: econlens}
+  statistic: Sum
+  period: 60
+  evaluationPeriods: 3
+  threshold: "{{ vars.errorThreshold }}"
+  comparisonOperator: GreaterThanThreshold
+"""
+    notes = {
+        "metricName": "With `namespace`, `period` and exactly one of `statistic` / `extendedStatistic`; or give `metrics` instead.",
+        "threshold": "Required unless `thresholdMetricId` (anomaly detection) is given.",
+        "metrics": "Metric math queries, instead of `metricName` / `namespace` / `statistic`.",
+        "datapointsToAlarm": "Defaults to `evaluationPeriods`.",
+    }
 
     def _canonical(self, d: dict[str, Any]) -> dict[str, Any]:
         return _metric_alarm_state(d)
@@ -361,16 +361,26 @@ class MetricAlarmReconciler(_AlarmReconciler):
         self.ctx.client("cloudwatch").put_metric_alarm(**params)
 
 
-@register
 class CompositeAlarmReconciler(_AlarmReconciler):
     """A CloudWatch composite alarm (PutCompositeAlarm)."""
 
     kind = "CompositeAlarm"
     spec_model = CompositeAlarmSpec
     alarm_type = "CompositeAlarm"
-    result_key = "CompositeAlarms"
     iam_read = ("cloudwatch:DescribeAlarms", "tag:GetResources")
     iam_write = ("cloudwatch:PutCompositeAlarm", "cloudwatch:DeleteAlarms", "cloudwatch:TagResource", "cloudwatch:UntagResource")
+
+    example = """\
+apiVersion: lensops.io/v1
+kind: CompositeAlarm
+metadata:
+  name: api-unhealthy
+spec:
+  alarmRule: ALARM("api-5xx") OR ALARM("api-latency-p99")
+"""
+    notes = {
+        "alarmRule": "Alarms named in `ALARM(...)` / `OK(...)` that are in the environment are applied first.",
+    }
 
     def _canonical(self, d: dict[str, Any]) -> dict[str, Any]:
         return _composite_state(d)
@@ -395,7 +405,6 @@ class CompositeAlarmReconciler(_AlarmReconciler):
         self.ctx.client("cloudwatch").put_composite_alarm(**params)
 
 
-@register
 class DashboardReconciler(Reconciler):
     """A CloudWatch dashboard (PutDashboard); the body is compared as data, not text."""
 
@@ -406,6 +415,28 @@ class DashboardReconciler(Reconciler):
     taggable = False
     iam_read = ("cloudwatch:GetDashboard",)
     iam_write = ("cloudwatch:PutDashboard", "cloudwatch:DeleteDashboards")
+
+    example = """\
+apiVersion: lensops.io/v1
+kind: Dashboard
+metadata:
+  name: overview
+spec:
+  dashboardName: econlens-{{ env.name }}
+  body:
+    widgets:
+      - type: metric
+        x: 0
+        y: 0
+        width: 12
+        height: 6
+        properties:
+          region: "{{ env.region }}"
+          metrics: [[AWS/Lambda, Errors]]
+"""
+    notes = {
+        "body": "The dashboard body as a map, sent as JSON and compared as data.",
+    }
 
     def arn(self, physical: str) -> str:
         return f"arn:aws:cloudwatch::{self.ctx.account}:dashboard/{physical}"

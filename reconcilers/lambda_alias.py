@@ -25,7 +25,8 @@ from pydantic import BeforeValidator, Field, field_validator, model_validator
 from controller.diff import Change
 from controller.errors import PermanentError
 from controller.manifests.types import Duration, Spec, parse_duration
-from reconcilers.base import Desired, Live, Reconciler, register
+from controller.manifests.graph import is_ref
+from controller.kinds import Desired, Live, Reconciler
 
 
 class Deployment(Spec):
@@ -74,7 +75,7 @@ class LambdaAliasSpec(Spec):
     def _literal_function(cls, value: str) -> str:
         # The function is part of the alias's identity, which must be known
         # before anything is applied, so it cannot wait for a reference.
-        if value.startswith("ref:"):
+        if is_ref(value):
             raise ValueError("functionName must be the function's name or ARN, not a reference")
         return value
 
@@ -119,7 +120,6 @@ def split_physical(physical: str) -> tuple[str, str]:
     return function, alias
 
 
-@register
 class LambdaAliasReconciler(Reconciler):
     """A Lambda alias: its version, routing weights, description and provisioned concurrency."""
 
@@ -137,6 +137,31 @@ class LambdaAliasReconciler(Reconciler):
         "lambda:PutProvisionedConcurrencyConfig",
         "lambda:DeleteProvisionedConcurrencyConfig",
     )
+
+    example = """\
+apiVersion: lensops.io/v1
+kind: LambdaAlias
+metadata:
+  name: live
+spec:
+  functionName: econlens-{{ env.name }}-scenario-processor
+  functionVersion: "3"
+"""
+    notes = {
+        "functionName": "Function name or ARN; the function and its versions must exist (lensops manages aliases, not functions). Not a `ref:`.",
+        "functionVersion": "The published version that takes the traffic; a number is read as text.",
+        "provisionedConcurrency": "Not with routing weights (AWS refuses it); allocation is waited for.",
+        "deployment": (
+            "When `functionVersion` changes on an alias that serves another version (and the manifest sets no "
+            "`routingConfig` weights): `canary` sends `stepPercent` % to the new version, then all of it after "
+            "`interval`; `linear` adds `stepPercent` % every `interval`. Each step is gated by the alarms; one "
+            "going to `ALARM` puts the traffic back on the previous version. Provisioned concurrency is off "
+            "during the steps."
+        ),
+        "deployment.stepPercent": "Required by `canary` and `linear`.",
+        "deployment.interval": "Required by `canary` and `linear`.",
+        "deployment.alarms": "Added to the Environment's `health.alarms` for the bake after this alias changes.",
+    }
 
     @classmethod
     def physical_name(cls, spec: dict[str, Any], metadata_name: str) -> str:

@@ -14,17 +14,10 @@ from pydantic import Field
 
 from controller.apishape import map_to_tags
 from controller.diff import Change
+from controller.kinds import Desired, Live, Reconciler
 from controller.manifests.types import Spec
-from reconcilers.base import (
-    OWNER_ENV_TAG,
-    OWNER_ID_TAG,
-    Desired,
-    Live,
-    Reconciler,
-    register,
-    tag_updates,
-    tagged_resources,
-)
+from reconcilers.tags import TagApi, tagged_resources
+from reconcilers.listing import Listing
 
 _READ_ONLY_ATTRIBUTES = {
     "TopicArn",
@@ -34,6 +27,11 @@ _READ_ONLY_ATTRIBUTES = {
     "SubscriptionsDeleted",
     "EffectiveDeliveryPolicy",
 }
+
+TAGS = TagApi()
+"""How sns spells its tag writes."""
+
+TOPICS = Listing("sns", "list_topics", "Topics", "TopicArn")
 
 
 class Subscription(Spec):
@@ -75,7 +73,6 @@ def _subscription_key(item: dict[str, str]) -> tuple[str, str]:
     return (item["protocol"], item["endpoint"])
 
 
-@register
 class TopicReconciler(Reconciler):
     """An SNS topic with its attributes, subscriptions and tags."""
 
@@ -94,18 +91,24 @@ class TopicReconciler(Reconciler):
         "sns:UntagResource",
     )
 
+    example = """\
+apiVersion: lensops.io/v1
+kind: Topic
+metadata:
+  name: alerts
+spec:
+  subscriptions:
+    - {protocol: email, endpoint: oncall@example.com}
+"""
+    notes = {
+        "attributes": "Only the attributes named are compared. JSON attributes (`Policy`, `DeliveryPolicy`) may be written as maps.",
+    }
+
     def arn(self, physical: str) -> str:
         return f"arn:aws:sns:{self.ctx.region}:{self.ctx.account}:{physical}"
 
     def _existing_topics(self) -> set[str]:
-        def fetch() -> set[str]:
-            client = self.ctx.client("sns")
-            arns: set[str] = set()
-            for page in client.get_paginator("list_topics").paginate():
-                arns.update(t["TopicArn"] for t in page.get("Topics", []))
-            return arns
-
-        return self.ctx.once("sns:topics", fetch)
+        return set(TOPICS.read(self.ctx))
 
     def _subscriptions(self) -> dict[str, list[dict[str, str]]]:
         def fetch() -> dict[str, list[dict[str, str]]]:
@@ -144,13 +147,12 @@ class TopicReconciler(Reconciler):
                 ),
                 "tags": owned,
             }
-            found[wanted[arn]] = Live(
+            found[wanted[arn]] = Live.tagged(
                 wanted[arn],
                 state,
                 arn=arn,
                 attrs={"arn": arn},
-                owner=owned.get(OWNER_ID_TAG),
-                owner_env=owned.get(OWNER_ENV_TAG),
+                tags=owned,
                 extra={"subscriptions": subs},
             )
         return found
@@ -188,11 +190,7 @@ class TopicReconciler(Reconciler):
             client.set_topic_attributes(TopicArn=live.arn, AttributeName=name, AttributeValue=_attribute_text(value))
         if any(c.path == "subscriptions" for c in changes):
             self._subscribe(live.arn, state["subscriptions"], live.extra.get("subscriptions", []))
-        to_set, to_remove = tag_updates(changes)
-        if to_set:
-            client.tag_resource(ResourceArn=live.arn, Tags=map_to_tags(to_set))
-        if to_remove:
-            client.untag_resource(ResourceArn=live.arn, TagKeys=to_remove)
+        TAGS.write(client, live.arn, changes)
         return Live(live.physical, state, arn=live.arn, attrs={"arn": live.arn})
 
     def _subscribe(self, arn: str, wanted: list[dict[str, str]], current: list[dict[str, str]]) -> None:

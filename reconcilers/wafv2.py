@@ -8,7 +8,7 @@ gives the LockToken, kept in ``Live.extra``) and one ``ListTagsForResource``
 (the tagging API does not list WAFv2 resources in moto, nor CLOUDFRONT-scope
 ones in AWS): 2 + 2N reads. Within one engine's life (the daemon's resyncs),
 a resource whose listed LockToken is the one it was read under comes from the
-read cache (``reconcilers.base.ReadCache``): 2 + N.
+read cache (``controller.kinds.ReadCache``): 2 + N.
 
 Writes carry the LockToken read by observe. When someone changed the resource
 since (``WAFOptimisticLockException``), ``update`` reads it once more,
@@ -33,17 +33,9 @@ from pydantic import Field, field_validator, model_validator
 from controller.apishape import from_api, map_to_tags, shape, tags_to_map, to_api, unknown_fields
 from controller.diff import Change, diff
 from controller.errors import PermanentError, RetryableError, error_code
+from controller.kinds import Desired, Live, Reconciler
 from controller.manifests.types import Spec
-from reconcilers.base import (
-    OWNER_ENV_TAG,
-    OWNER_ID_TAG,
-    Desired,
-    Live,
-    Reconciler,
-    only_tags_changed,
-    register,
-    tag_updates,
-)
+from reconcilers.tags import TagApi, only_tags_changed
 
 Scope = Literal["REGIONAL", "CLOUDFRONT"]
 SCOPES: tuple[str, ...] = ("REGIONAL", "CLOUDFRONT")
@@ -60,6 +52,9 @@ _STATEMENT_DEFAULTS: dict[str, dict[str, Any]] = {
     "body": {"oversizeHandling": "CONTINUE"},
     "jsonBody": {"oversizeHandling": "CONTINUE"},
 }
+
+TAGS = TagApi(arn="ResourceARN")
+"""How wafv2 spells its tag writes."""
 
 
 class IPSetSpec(Spec):
@@ -280,13 +275,12 @@ class _WafReconciler(Reconciler):
         state, arn, token = self.ctx.reads.read(key, marker, lambda: self._get(scope, name, ident))
         tags = self._tags(scope, arn)
         state["tags"] = tags
-        return Live(
+        return Live.tagged(
             name,
             state,
             arn=arn,
             attrs={"arn": arn, "id": ident},
-            owner=tags.get(OWNER_ID_TAG),
-            owner_env=tags.get(OWNER_ENV_TAG),
+            tags=tags,
             extra={"scope": scope, "id": ident, "lockToken": token},
         )
 
@@ -353,11 +347,7 @@ class _WafReconciler(Reconciler):
         client = self._client(scope)
         if not only_tags_changed(changes):
             token = self._put_locked(client, desired, state, ident, token)
-        to_set, to_remove = tag_updates(changes)
-        if to_set:
-            client.tag_resource(ResourceARN=target.arn, Tags=map_to_tags(to_set))
-        if to_remove:
-            client.untag_resource(ResourceARN=target.arn, TagKeys=to_remove)
+        TAGS.write(client, target.arn, changes)
         return Live(target.physical, state, arn=target.arn, attrs=target.attrs, extra={"scope": scope, "id": ident, "lockToken": token})
 
     def _put_locked(self, client: Any, desired: Desired, state: dict[str, Any], ident: str, token: str) -> str:
@@ -377,7 +367,6 @@ class _WafReconciler(Reconciler):
         self._call(self._client(scope), "delete", Name=live.physical, Scope=scope, Id=live.extra["id"], LockToken=live.extra["lockToken"])
 
 
-@register
 class IPSetReconciler(_WafReconciler):
     """A WAFv2 IP set; addresses are compared as a set."""
 
@@ -389,6 +378,15 @@ class IPSetReconciler(_WafReconciler):
     immutable = ("scope", "ipAddressVersion")
     iam_read = ("wafv2:ListIPSets", "wafv2:GetIPSet", "wafv2:ListTagsForResource")
     iam_write = ("wafv2:CreateIPSet", "wafv2:UpdateIPSet", "wafv2:DeleteIPSet", "wafv2:TagResource", "wafv2:UntagResource")
+
+    example = """\
+apiVersion: lensops.io/v1
+kind: IPSet
+metadata:
+  name: blocked
+spec:
+  addresses: [192.0.2.0/24]
+"""
 
     def _canonical(self, item: dict[str, Any], scope: str, physical: str) -> dict[str, Any]:
         return _ip_set_state(item, scope)
@@ -424,7 +422,6 @@ class IPSetReconciler(_WafReconciler):
         return str(client.update_ip_set(**params)["NextLockToken"])
 
 
-@register
 class WebACLReconciler(_WafReconciler):
     """A WAFv2 web ACL with its rules (rate-based, managed rule groups, IP set references...)."""
 
@@ -436,6 +433,26 @@ class WebACLReconciler(_WafReconciler):
     immutable = ("scope",)
     iam_read = ("wafv2:ListWebACLs", "wafv2:GetWebACL", "wafv2:ListTagsForResource")
     iam_write = ("wafv2:CreateWebACL", "wafv2:UpdateWebACL", "wafv2:DeleteWebACL", "wafv2:TagResource", "wafv2:UntagResource")
+
+    example = """\
+apiVersion: lensops.io/v1
+kind: WebACL
+metadata:
+  name: api
+spec:
+  rules:
+    - name: rate-limit
+      priority: 0
+      statement:
+        rateBasedStatement: {limit: 2000, aggregateKeyType: IP}
+      action: {block: {}}
+"""
+    notes = {
+        "defaultAction": "WAFv2 DefaultAction in lowerCamelCase; checked against the API's shape.",
+        "rules[].statement": "WAFv2 Statement in lowerCamelCase; checked against the API's shape.",
+        "rules[].action": "WAFv2 RuleAction (`block: {}`, `allow: {}`, `count: {}` ...).",
+        "visibilityConfig": "Defaults to sampled requests and CloudWatch metrics named after the ACL.",
+    }
 
     def _canonical(self, item: dict[str, Any], scope: str, physical: str) -> dict[str, Any]:
         return _web_acl_state(item, scope, physical)

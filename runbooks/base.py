@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Literal, Mapping
 
 if TYPE_CHECKING:
-    from reconcilers.base import Context
+    from controller.kinds import Context
 
 STEP_TIMEOUT_SECONDS = 60 * 60.0
 """Default time a step may take from its first attempt, waits included."""

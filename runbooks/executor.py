@@ -45,7 +45,7 @@ from controller.errors import RetryableError, classify
 from controller.manifests.model import EnvironmentDesired, Resource
 from controller.notify import notify as send_notification
 from controller.state import StateStore
-from reconcilers.base import Context
+from controller.kinds import Context
 from runbooks import CATALOGUE
 from runbooks.base import Notifier, RollbackRequester, Runbook, RunContext, Step, StepResult, fail, wait
 from runbooks.record import (
@@ -456,9 +456,7 @@ def drive(
     """``advance`` every ``RunbookRun`` of an environment; one run's crash does not stop the others."""
     out = []
     notify = notifier_for(aws, env, store)
-    for resource in env.resources:
-        if resource.kind != "RunbookRun":
-            continue
+    for resource in env.runs:
         request = RunRequest.from_resource(resource, env.revision)
         for result in (SUCCEEDED, FAILED):
             metrics.RUNBOOK_RUNS.labels(request.runbook, result)  # the series exist (at 0) before a run ends

@@ -10,7 +10,7 @@ from conftest import ACCOUNT, REGION, writes
 from controller.aws import ClientFactory
 from controller.errors import PermanentError
 from reconcilers.backup import BackupVaultReconciler
-from reconcilers.base import Context, Live
+from controller.kinds import Context, Live
 
 ROLE = f"arn:aws:iam::{ACCOUNT}:role/backup"
 DB = f"arn:aws:rds:{REGION}:{ACCOUNT}:db:econlens"

@@ -158,3 +158,20 @@ def test_revision_arriving_mid_pass_is_applied_right_after_it(aws, daemon, git_r
     assert waited < 5.0
     live = {a["AlarmName"]: a["Threshold"] for a in client("cloudwatch").describe_alarms(AlarmNamePrefix="slow-")["MetricAlarms"]}
     assert live == {**{n: 5 for n in names[:-1]}, names[-1]: 9}
+
+
+def test_a_retryable_failure_is_retried_at_its_delay_not_a_resync_later(daemon, git_remote, client, aws):
+    """CloudWatch answers 503 during the first pass: the alarm fails as retryable, and the daemon
+    passes over the environment again at the error's delay (seconds), not at the hour-long resync."""
+    aws.set_faults(FaultPlan(down={"cloudwatch"}))
+    try:
+        _estate(git_remote, 5)
+        d = daemon(LENSOPS_RESYNC_INTERVAL="1h")
+        d.wait_until(lambda: "MetricAlarm/api-5xx" in json.dumps(d.status()) and "failed" in json.dumps(d.status()), timeout=30)
+    finally:
+        aws.set_faults(None)
+    started = time.monotonic()
+    d.wait_until(lambda: client("cloudwatch").describe_alarms(AlarmNames=["api-5xx"])["MetricAlarms"], timeout=30)
+    assert time.monotonic() - started < 30
+    assert _threshold(client) == 5
+    assert d.terminate() == 0

@@ -15,7 +15,7 @@ from controller.engine.journal import Journal
 from controller.engine.targets import Target, healthy_point
 from controller.plan import KNOWN_AFTER_APPLY
 from controller.state import ResourceRecord, open_store
-from reconcilers.base import Live
+from controller.kinds import Live
 
 ENV = "dev"
 

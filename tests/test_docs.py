@@ -11,6 +11,7 @@ import pytest
 
 from controller import docs
 from controller.manifests.loader import load_tree
+from controller.catalog import registry
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGE = ROOT / "docs" / "manifests.md"
@@ -31,7 +32,7 @@ def _examples(section: str) -> tuple[str, dict[str, str]]:
 
 
 def test_the_committed_page_is_what_the_models_give() -> None:
-    rendered = docs.render()
+    rendered = docs.render(registry())
     committed = PAGE.read_text(encoding="utf-8") if PAGE.is_file() else ""
     if committed != rendered:
         diff = "".join(list(difflib.unified_diff(committed.splitlines(True), rendered.splitlines(True), "docs/manifests.md", "generated", n=1))[:60])
@@ -53,10 +54,10 @@ def test_every_kind_of_the_schema_has_a_section(lensops) -> None:
     kinds = sorted(branch["title"] for branch in json.loads(result.out)["oneOf"])
     sections = _sections(PAGE.read_text(encoding="utf-8"))
     assert [k for k in kinds if k not in sections] == []
-    assert sorted(docs.kinds()) == kinds
+    assert sorted([entry.kind for entry in docs.documented(registry())]) == kinds
 
 
-@pytest.mark.parametrize("kind", docs.kinds())
+@pytest.mark.parametrize("kind", [entry.kind for entry in docs.documented(registry())])
 def test_the_example_of_each_kind_validates(kind: str, tmp_path: Path) -> None:
     sections = _sections(PAGE.read_text(encoding="utf-8"))
     manifest, files = _examples(sections[kind])
@@ -71,12 +72,12 @@ def test_the_example_of_each_kind_validates(kind: str, tmp_path: Path) -> None:
         (root / path).parent.mkdir(parents=True, exist_ok=True)
         (root / path).write_text(text)
 
-    result = load_tree(root)
+    result = load_tree(root, registry())
 
     assert [str(p) for p in result.all_problems] == []
     loaded = result.environments[docs.EXAMPLE_ENVIRONMENT]
     if kind != "Environment":
-        assert [r.kind for r in loaded.resources] == [kind]
+        assert [r.kind for r in [*loaded.resources, *loaded.runs]] == [kind]
 
 
 def test_nested_fields_are_listed_with_their_path() -> None:

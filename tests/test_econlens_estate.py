@@ -9,7 +9,7 @@ import shutil
 from pathlib import Path
 
 from controller.demo import seed
-from reconcilers.base import KINDS
+from controller.catalog import registry
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -25,7 +25,7 @@ def test_econlens_applies_whole_from_a_git_url_and_plans_clean(aws, git_remote, 
     assert applied.code == 0, applied.err[-3000:]
     doc = json.loads(applied.out)
     kinds = {a["kind"] for env in doc["environments"] for a in env["applied"]}
-    assert kinds == set(KINDS), set(KINDS) - kinds
+    assert kinds == set(registry().kinds), set(registry().kinds) - kinds
     assert {env["environment"] for env in doc["environments"]} == {"dev", "staging", "prod"}
     planned = lensops("plan", "--repo", git_remote.url)
     assert planned.code == 0, planned.out[-3000:]
@@ -39,5 +39,5 @@ def test_iam_policy_lists_only_the_actions_of_the_kinds_used(tree, lensops):
     )
     policy = json.loads(lensops("iam-policy", "--repo", str(tree.root)).out)
     actions = set(policy["Statement"][0]["Action"])
-    topic = KINDS["Topic"].reconciler
+    topic = registry()["Topic"]
     assert actions == {"sts:GetCallerIdentity", *topic.iam_read, *topic.iam_write}

@@ -36,6 +36,7 @@ from conftest import alarm
 from controller.diff import Change, diff
 from controller.errors import Problem
 from controller.manifests.loader import LoadResult, load_tree
+from controller.catalog import registry
 
 FUZZ = settings(
     deadline=None,
@@ -178,7 +179,7 @@ def check_result(result: Any) -> None:
 def load_or_known(root: Path, stats: Counter[str]) -> LoadResult | None:
     """load_tree(root); a known crash is counted and gives None, any other exception fails the test."""
     try:
-        result = load_tree(root)
+        result = load_tree(root, registry())
     except Exception as exc:  # noqa: BLE001 - the property under test
         name = known_crash(exc)
         if name is None:
@@ -370,7 +371,7 @@ def test_loader_answers_mutated_manifests_with_problems(tmp_path):
 
 def test_the_valid_tree_loads(tmp_path):
     root = Workspace(tmp_path / "tree").write({"environments/dev/environment.yaml": ENVIRONMENT, "environments/dev/m.yaml": dump(DOCUMENTS[1:])})
-    result = load_tree(root)
+    result = load_tree(root, registry())
     assert result.ok, result.all_problems
     assert len(result.environments["dev"].resources) == len(MANIFESTS)
 
@@ -537,7 +538,7 @@ def _environment_with(tmp_path: Path, extra: str, manifests: str = "") -> Path:
 
 
 def test_an_infinite_duration_is_a_problem(tmp_path):
-    result = load_tree(_environment_with(tmp_path, "health: {bakeTime: .inf}"))
+    result = load_tree(_environment_with(tmp_path, "health: {bakeTime: .inf}"), registry())
     assert "bakeTime" in str(result.all_problems)
 
 
@@ -582,13 +583,13 @@ def test_yaml_reads_as_pyyaml_safe_load_reads(documents):
 
 
 def test_a_merge_key_on_a_scalar_is_a_problem(tmp_path):
-    result = load_tree(_environment_with(tmp_path, "tags: {<<: 5}"))
+    result = load_tree(_environment_with(tmp_path, "tags: {<<: 5}"), registry())
     assert "merg" in str(result.all_problems)
 
 
 @pytest.mark.parametrize("value", ["!!int abc", "!!float x", "!!bool maybe", "!!int ''"])
 def test_a_bad_explicit_tag_is_a_problem(tmp_path, value):
-    result = load_tree(_environment_with(tmp_path, f"tags: {{a: {value}}}"))
+    result = load_tree(_environment_with(tmp_path, f"tags: {{a: {value}}}"), registry())
     assert result.all_problems
 
 
@@ -603,7 +604,7 @@ def test_a_kind_that_is_not_a_string_is_a_problem(tmp_path, where):
         root = Workspace(tmp_path / "tree").write({"environments/dev/environment.yaml": MINIMAL_ENVIRONMENT.replace("kind: Environment", "kind: [Environment]")})
     else:
         root = _environment_with(tmp_path, "tags: {}", alarm("api-5xx").replace("kind: MetricAlarm", "kind: {MetricAlarm: 1}"))
-    result = load_tree(root)
+    result = load_tree(root, registry())
     assert any("kind" in p.message for p in result.all_problems)
 
 

@@ -13,7 +13,7 @@ import pytest
 from conftest import writes
 
 from controller.errors import PermanentError
-from reconcilers.base import Context, Desired, Live
+from controller.kinds import Context, Desired, Live
 from reconcilers.lambda_alias import LambdaAliasReconciler
 
 ALIAS_ARN = "arn:aws:lambda:us-east-1:123456789012:function:{}:{}"

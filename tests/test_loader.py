@@ -5,6 +5,7 @@ from __future__ import annotations
 from controller.manifests.loader import load_tree
 
 from conftest import alarm
+from controller.catalog import registry
 
 
 def test_base_overlay_deep_merges_maps_and_replaces_lists(tree):
@@ -32,7 +33,7 @@ def test_base_overlay_deep_merges_maps_and_replaces_lists(tree):
           subscriptions: [{protocol: email, endpoint: oncall@example.com}]
         """,
     )
-    result = load_tree(tree.root)
+    result = load_tree(tree.root, registry())
     assert result.ok, result.all_problems
     dev = result.environments["dev"].by_ident()["Topic/alerts"].spec
     prod = result.environments["prod"].by_ident()["Topic/alerts"].spec
@@ -44,7 +45,7 @@ def test_base_overlay_deep_merges_maps_and_replaces_lists(tree):
 def test_interpolation_keeps_types_and_fills_strings(tree):
     tree.environment("dev", "vars: {limit: 7}")
     tree.write("environments/dev/a.yaml", alarm("api", extra='alarmDescription: "{{ env.name }} in {{ env.region }} above {{ vars.limit }}"').replace("threshold: 5", 'threshold: "{{ vars.limit }}"'))
-    spec = load_tree(tree.root).environments["dev"].by_ident()["MetricAlarm/api"].spec
+    spec = load_tree(tree.root, registry()).environments["dev"].by_ident()["MetricAlarm/api"].spec
     assert spec["threshold"] == 7.0
     assert spec["alarmDescription"] == "dev in us-east-1 above 7"
 
@@ -53,7 +54,7 @@ def test_references_order_resources(tree):
     tree.environment("dev")
     tree.write("environments/dev/a.yaml", alarm("api", extra="alarmActions: [ref:Topic/alerts]"))
     tree.write("environments/dev/b.yaml", "apiVersion: lensops.io/v1\nkind: Topic\nmetadata: {name: alerts}\nspec: {}\n")
-    order = [r.ident for r in load_tree(tree.root).environments["dev"].resources]
+    order = [r.ident for r in load_tree(tree.root, registry()).environments["dev"].resources]
     assert order == ["Topic/alerts", "MetricAlarm/api"]
 
 
@@ -62,7 +63,7 @@ def test_invalid_environment_does_not_stop_the_others(tree):
     tree.environment("prod")
     tree.write("environments/dev/a.yaml", alarm("api"))
     tree.write("environments/prod/a.yaml", alarm("api").replace("period: 60", "period: -1"))
-    result = load_tree(tree.root)
+    result = load_tree(tree.root, registry())
     assert set(result.environments) == {"dev"}
     assert [p.ident for p in result.problems["prod"]] == ["MetricAlarm/api"]
 
@@ -141,5 +142,5 @@ def test_a_base_with_placeholders_is_interpolated_under_an_override_without_any(
     tree.environment("dev", "vars: {limit: 7}")
     tree.write("base/a.yaml", alarm("api").replace("threshold: 5", 'threshold: "{{ vars.limit }}"'))
     tree.write("environments/dev/a.yaml", alarm("api").replace("  threshold: 5\n", "").replace("period: 60", "period: 120"))
-    spec = load_tree(tree.root).environments["dev"].by_ident()["MetricAlarm/api"].spec
+    spec = load_tree(tree.root, registry()).environments["dev"].by_ident()["MetricAlarm/api"].spec
     assert (spec["threshold"], spec["period"]) == (7.0, 120)

@@ -23,17 +23,18 @@ from controller.state import open_store
 from test_rollback import HEALTH, _health_alarm, _set, _threshold
 from test_rollout import GATE, _routing, _setup
 from test_lambda_alias import alias
+from controller.catalog import registry
 
 
 @pytest.fixture
 def engine(tmp_path: Path) -> Any:
     store = open_store(f"sqlite:///{tmp_path}/sequences.db")
-    yield Engine(ClientFactory(4), store, 4)
+    yield Engine(ClientFactory(4), store, registry(), 4)
     store.close()
 
 
 def _load(tree: Any, revision: str) -> EnvironmentDesired:
-    result = load_tree(tree.root, ["dev"])
+    result = load_tree(tree.root, registry(), ["dev"])
     assert "dev" in result.environments, result.all_problems
     env = result.environments["dev"]
     env.revision = revision

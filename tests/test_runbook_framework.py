@@ -20,7 +20,7 @@ from controller.errors import PermanentError, RetryableError
 from controller.metrics import REGISTRY
 from controller.state import StateStore, open_store
 from controller.status import status_document, status_text
-from reconcilers.base import Context
+from controller.kinds import Context
 from runbooks import CATALOGUE
 from runbooks.base import Runbook, RunContext, Step, StepResult, done, fail, wait
 from runbooks.executor import RunRequest, advance, runbook_runs

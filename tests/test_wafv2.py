@@ -10,7 +10,7 @@ from conftest import ACCOUNT, REGION, writes
 from controller.aws import ClientFactory
 from controller.diff import diff
 from controller.errors import RetryableError
-from reconcilers.base import Context, Desired
+from controller.kinds import Context, Desired
 from reconcilers.wafv2 import IPSetReconciler, WebACLReconciler
 
 IP_SET = """

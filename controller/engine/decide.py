@@ -14,12 +14,12 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from controller.diff import Change, diff
-from controller.manifests.graph import REF_RE, topological_order
+from controller.manifests.graph import is_ref, parse_ref, topological_order
 from controller.manifests.model import ANNOTATION_ADOPT, ANNOTATION_PRUNE, ANNOTATION_SUSPEND
-from controller.plan import KNOWN_AFTER_APPLY, ResourcePlan
+from controller.plan import Action, KNOWN_AFTER_APPLY, ResourcePlan, Status
 from controller.engine.targets import Target
 from controller.state import ResourceRecord
-from reconcilers.base import Live
+from controller.kinds import Live
 
 MASS_PRUNE_FRACTION = 0.10
 
@@ -42,12 +42,11 @@ def resolve_refs(value: Any, outputs: dict[str, dict[str, Any]], strict: bool) -
     A target not known yet becomes ``(known after apply)`` when planning and
     raises ``Unresolved`` when applying (``strict``).
     """
-    if isinstance(value, str) and value.startswith("ref:"):
-        match = REF_RE.match(value)
-        if not match:
+    if is_ref(value):
+        ref = parse_ref(value)
+        if ref is None:
             return value
-        ident = f"{match['kind']}/{match['name']}"
-        attr = match["attr"] or "arn"
+        ident, attr = ref.ident, ref.attr or "arn"
         found = outputs.get(ident, {}).get(attr)
         if found in (None, ""):
             if strict:
@@ -112,18 +111,18 @@ def decide(
     decision = Decision(rp, state)
     ignore = target.ignored_fields
     if live is None:
-        rp.action = "create"
+        rp.action = Action.CREATE
         rp.changes = [Change(k, None, v) for k, v in state.items() if k not in ignore and v not in (None, "", [], {})]
     else:
         owned, why = ownership(target, live, environment, record, intent)
         foreign = bool(live.owner_env) and live.owner_env != environment
         if not owned and (foreign or not target.annotation_true(ANNOTATION_ADOPT)):
-            rp.status, rp.message = "conflict", why
+            rp.status, rp.message = Status.CONFLICT, why
             return decision
         rp.adopt = not owned
         view = compare(state)
         rp.changes = diff(state, view, ignore)
-        rp.action = "update" if rp.changes else "noop"
+        rp.action = Action.UPDATE if rp.changes else Action.NOOP
         # Fields another tool owns keep their live value even through APIs that
         # replace the whole resource (PutMetricAlarm, UpdateWebACL, ...).
         kept = {key: view[key] for key in ignore if key in state and key in view}
@@ -136,10 +135,10 @@ def decide(
                 rp.drift = list(rp.changes)  # the recorded spec is this one: its drift is the change set
             elif record.spec is not None:
                 rp.drift = diff(record.spec, compare(record.spec), ignore)
-    if rp.action != "noop" and target.annotation_true(ANNOTATION_SUSPEND):
-        rp.status, rp.message = "suspended", "lensops.io/suspend: observed only"
-    if rollout is not None and rp.action == "update" and spec_hash(rollout["final"]) == decision.digest:
-        rp.status = "progressing"
+    if rp.action != Action.NOOP and target.annotation_true(ANNOTATION_SUSPEND):
+        rp.status, rp.message = Status.SUSPENDED, "lensops.io/suspend: observed only"
+    if rollout is not None and rp.action == Action.UPDATE and spec_hash(rollout["final"]) == decision.digest:
+        rp.status = Status.PROGRESSING
         rp.message = f"rollout step {rollout['index'] + 1} of {len(rollout['steps']) + 1}"
     return decision
 
@@ -168,16 +167,16 @@ def prune_decisions(
     """
     decisions: list[tuple[ResourcePlan, ResourceRecord, Live | None]] = []
     for rec in prune_order(candidates):
-        rp = ResourcePlan(rec.kind, rec.name, rec.physical, action="delete")
+        rp = ResourcePlan(rec.kind, rec.name, rec.physical, action=Action.DELETE)
         live = observed.get(rec.kind, {}).get(rec.physical)
         if rec.kind in failures:
-            rp.status, rp.message = "failed", f"observe: {failures[rec.kind]}"
+            rp.status, rp.message = Status.FAILED, f"observe: {failures[rec.kind]}"
         elif live is None:
-            rp.action, rp.message = "noop", "already gone from AWS"
+            rp.action, rp.message = Action.NOOP, "already gone from AWS"
         elif rec.annotations.get(ANNOTATION_PRUNE, "").strip().lower() == "false":
-            rp.status, rp.message = "retained", 'lensops.io/prune: "false"'
+            rp.status, rp.message = Status.RETAINED, 'lensops.io/prune: "false"'
         elif not prune:
-            rp.status, rp.message = "orphan", "not in Git; sync.prune is off"
+            rp.status, rp.message = Status.ORPHAN, "not in Git; sync.prune is off"
         decisions.append((rp, rec, live))
     return decisions
 

@@ -15,7 +15,6 @@ wants, and records the outcome. There are three kinds of pass, one engine:
 
 from __future__ import annotations
 
-import dataclasses
 import threading
 import time
 from dataclasses import dataclass, field
@@ -29,9 +28,9 @@ from controller.engine.walk import Pass
 from controller.engine.write import History, Writer
 from controller.manifests.model import EnvironmentDesired
 from controller.manifests.types import parse_duration
-from controller.plan import Plan, ResourcePlan
+from controller.plan import Action, Plan, ResourcePlan, Status
 from controller.state import EnvironmentRecord, StateStore
-from reconcilers.base import Context, ReadCache
+from controller.kinds import Context, HealthGate, ReadCache, Registry
 
 log = logs.get("lensops.engine")
 
@@ -47,6 +46,8 @@ FAILED_DIGEST = "failed_digest"
 held until a commit changes the environment's content and is applied."""
 HEALTHY_DIGEST = "healthy_digest"
 """Where an environment's record keeps the content digest of its healthy revision."""
+LAST_PASS_KEY = "last_pass"
+"""Where an environment's record keeps a summary of its last pass (``lensops status``)."""
 
 
 @dataclass
@@ -71,7 +72,7 @@ class Outcome:
         return self.result == "success"
 
 
-_PUT_BACK = {"update": "restored", "create": "recreated", "delete": "deleted"}
+_PUT_BACK = {Action.UPDATE: "restored", Action.CREATE: "recreated", Action.DELETE: "deleted"}
 
 
 def put_back(applied: list[dict[str, Any]]) -> str:
@@ -128,8 +129,9 @@ def on_baseline(env: EnvironmentDesired, record: EnvironmentRecord | None) -> bo
 class Engine:
     """Plans and applies environments against AWS, recording into a state store."""
 
-    def __init__(self, factory: ClientFactory, store: StateStore, concurrency: int = 8):
+    def __init__(self, factory: ClientFactory, store: StateStore, registry: Registry, concurrency: int = 8):
         self.factory = factory
+        self.registry = registry
         self.store = store
         self.concurrency = max(1, concurrency)
         self.stopping = threading.Event()
@@ -137,9 +139,11 @@ class Engine:
         self.reads = ReadCache()
         """Reads kept under their change markers for this engine's life (the daemon's resyncs)."""
 
-    def context(self, env: EnvironmentDesired, account: str, execute: bool = False) -> Context:
+    def context(self, env: EnvironmentDesired, account: str, execute: bool = False, rollback: bool = False) -> Context:
+        """A pass's context; while rolling back, without the health gate (CloudFormation must not
+        undo the rollback on the very alarms that called for it)."""
         health = env.spec.health
-        names = env.alarm_names(health.alarms) if health.rollback == "auto" else []
+        names = env.alarm_names(health.alarms) if health.rollback == "auto" and not rollback else []
         alarms = [f"arn:aws:cloudwatch:{env.spec.region}:{account}:alarm:{name}" for name in names]
         return Context(
             environment=env.name,
@@ -148,8 +152,7 @@ class Engine:
             role_arn=env.spec.assumeRoleArn or "",
             factory=self.factory,
             execute=execute,
-            rollback_alarm_arns=tuple(alarms),
-            bake_seconds=parse_duration(health.bakeTime),
+            gate=HealthGate(tuple(alarms), parse_duration(health.bakeTime)),
             reads=self.reads,
         )
 
@@ -185,7 +188,7 @@ class Engine:
         if record and execute and content_changed(env, env_record):
             history.start()  # a new revision has its row even when it changes nothing
         run = self._pass(
-            env, account, store, env_record, [Target.of(r) for r in env.resources if r.kind != "RunbookRun"], history,
+            env, account, store, env_record, [Target.of(r) for r in env.resources], history,
             execute=execute, rollback=False, record_changes=not baseline, retry_failed=retry_failed, on_resource=on_resource, may_write=may_write,
         )
         run.observe(list(run.inventory.values()))
@@ -240,10 +243,10 @@ class Engine:
         history.start()
         try:
             run.walk(rollouts=False)
-            unsettled = {ident: rp for ident, rp in run.decisions.items() if rp.status != "ok"}
+            unsettled = {ident: rp for ident, rp in run.decisions.items() if rp.status != Status.OK}
             for rec in [r for r in deletes if r.ident in unsettled]:
                 why = f"kept while {rec.ident} is not back under its healthy name ({unsettled[rec.ident].message})"
-                run.plan.resources.append(ResourcePlan(rec.kind, rec.name, rec.physical, "delete", status="blocked", message=why))
+                run.plan.resources.append(ResourcePlan(rec.kind, rec.name, rec.physical, Action.DELETE, status=Status.BLOCKED, message=why))
             run.prune([r for r in deletes if r.ident not in unsettled], enabled=True, guard=False, unproven=unproven)
         finally:
             self._finish(run, outcome, may_write)
@@ -305,14 +308,11 @@ class Engine:
         may_write: Callable[[], bool] | None,
         revision: str | None = None,
     ) -> Pass:
-        ctx = self.context(env, account, execute)
-        if rollback:
-            # CloudFormation must not undo the rollback on the very alarms that called for it.
-            ctx = dataclasses.replace(ctx, rollback_alarm_arns=())
+        ctx = self.context(env, account, execute, rollback)
         journal = Journal(store, env.name, healthy_point_number(env_record), record_changes, load_changes=execute)
         gate = (env_record.data.get(BAKE_KEY) if env_record else None) or {}
         run = Pass(
-            store, ctx, env, targets, store.resources(env.name), journal, Plan(env.name, env.revision),
+            store, self.registry, ctx, env, targets, store.resources(env.name), journal, Plan(env.name, env.revision),
             execute=execute, concurrency=self.concurrency, stopping=self.stopping,
             active={r["ident"]: r for r in gate.get("rollouts", [])}, on_resource=on_resource, may_write=may_write,
         )
@@ -335,13 +335,13 @@ class Engine:
         name = env.name
         counts: dict[tuple[str, str, str], int] = {}
         for rp in plan.resources:
-            if rp.action == "delete" and rp.status == "ok" and execute:
+            if rp.action == Action.DELETE and rp.status == Status.OK and execute:
                 continue
-            sync = "unknown" if rp.status == "failed" else ("synced" if (rp.action == "noop" or (execute and rp.status == "ok")) else "out_of_sync")
-            health = {"failed": "degraded", "conflict": "degraded", "blocked": "unknown", "progressing": "progressing"}.get(
+            sync = "unknown" if rp.status == Status.FAILED else ("synced" if (rp.action == Action.NOOP or (execute and rp.status == Status.OK)) else "out_of_sync")
+            health = {Status.FAILED: "degraded", Status.CONFLICT: "degraded", Status.BLOCKED: "unknown", Status.PROGRESSING: "progressing"}.get(
                 rp.status, "healthy" if sync == "synced" else "unknown"
             )
-            if rp.status == "failed":
+            if rp.status == Status.FAILED:
                 health = "unknown" if rp.message.startswith("observe:") else "degraded"
             key = (rp.kind, sync, health)
             counts[key] = counts.get(key, 0) + 1
@@ -354,7 +354,7 @@ class Engine:
         drifted = [rp.ident for rp in plan.resources if rp.drift]
         failed = plan.failures()
         data = dict(previous.data)
-        data["last_pass"] = {
+        data[LAST_PASS_KEY] = {
             "revision": env.revision,
             "executed": execute,
             "result": outcome.result,

@@ -15,7 +15,7 @@ from typing import Any
 
 from controller.manifests.model import Identity, Resource
 from controller.state import ResourceRecord
-from reconcilers.base import Desired
+from controller.kinds import Desired
 
 
 @dataclass

@@ -19,12 +19,13 @@ from controller.engine.journal import Journal
 from controller.engine.schedule import Scheduler
 from controller.engine.targets import Target
 from controller.engine.write import Settling, Writer
-from controller.errors import LensopsError, PermanentError, classify
+from controller.diff import diff
+from controller.errors import PermanentError, RetryableError, classify
 from controller.manifests.graph import find_refs
 from controller.manifests.model import EnvironmentDesired
-from controller.plan import Plan, ResourcePlan
+from controller.plan import Action, Plan, ResourcePlan, Status
 from controller.state import ResourceRecord, StateStore
-from reconcilers.base import KINDS, OWNER_ENV_TAG, OWNER_ID_TAG, Context, Desired, Live, Reconciler
+from controller.kinds import OWNER_ENV_TAG, OWNER_ID_TAG, Context, Desired, Live, Reconciler, Registry
 
 log = logs.get("lensops.engine")
 
@@ -35,6 +36,7 @@ class Pass:
     def __init__(
         self,
         store: StateStore,
+        registry: Registry,
         ctx: Context,
         env: EnvironmentDesired,
         targets: list[Target],
@@ -50,6 +52,9 @@ class Pass:
         may_write: Callable[[], bool] | None,
     ):
         self.store = store
+        self.registry = registry
+        self._reconcilers: dict[str, Reconciler] = {}
+        self._reconcilers_lock = threading.Lock()
         self.concurrency = concurrency
         self.stopping = stopping
         """Set on shutdown: the pass stops before its next write (a safe point)."""
@@ -69,6 +74,8 @@ class Pass:
         self.started = time.monotonic()
         self.observed: dict[str, dict[str, Live]] = {}
         self.failures: dict[str, str] = {}
+        self.observe_retry: dict[str, float] = {}
+        """Kind -> the delay of its retryable observe failure."""
         self.outputs: dict[str, dict[str, Any]] = {}
         self.lock = threading.Lock()
         self.decisions: dict[str, ResourcePlan] = {}
@@ -78,8 +85,14 @@ class Pass:
         """Resources whose spec holds a ``ref:``: only theirs are resolved against the outputs."""
 
     def reconciler(self, kind: str) -> Reconciler | None:
-        info = KINDS.get(kind)
-        return info.reconciler(self.ctx) if info and info.reconciler else None
+        """The pass's one reconciler of ``kind`` (it may keep what it learns for the pass), or None."""
+        with self._reconcilers_lock:
+            if kind not in self._reconcilers:
+                cls = self.registry.get(kind)
+                if cls is None:
+                    return None
+                self._reconcilers[kind] = cls(self.ctx)
+            return self._reconcilers[kind]
 
     # --- observe ---------------------------------------------------------
 
@@ -91,10 +104,11 @@ class Pass:
             wanted.setdefault(target.kind, []).append(target.physical)
         for rec in records:
             wanted.setdefault(rec.kind, []).append(rec.physical)
-        kinds = [k for k in wanted if k in KINDS and KINDS[k].reconciler is not None]
+        kinds = [k for k in wanted if k in self.registry]
 
         def read(kind: str) -> tuple[str, dict[str, Live]]:
-            reconciler = KINDS[kind].reconciler(self.ctx)  # type: ignore[misc]
+            reconciler = self.reconciler(kind)
+            assert reconciler is not None
             return kind, reconciler.observe(sorted(set(wanted[kind])))
 
         with ThreadPoolExecutor(max_workers=min(self.concurrency, max(1, len(kinds)))) as pool:
@@ -105,6 +119,8 @@ class Pass:
                 except Exception as exc:  # noqa: BLE001 - mapped onto the taxonomy and reported
                     error = classify(exc)
                     self.failures[kind] = str(error)
+                    if isinstance(error, RetryableError):
+                        self.observe_retry[kind] = error.delay
                     log.warning(
                         "observe_failed", environment=self.env.name, kind=kind, error=str(error), retryable=not isinstance(error, PermanentError)
                     )
@@ -143,10 +159,10 @@ class Pass:
         deps = self.deps[target.ident]
         blocked = [d for d in sorted(deps) if d in self.decisions and self.decisions[d].failing]
         if self.execute and (why := self._cannot_write()):
-            rp.status, rp.message = "blocked", why
+            rp.status, rp.message = Status.BLOCKED, why
             return None
         if self.execute and blocked:
-            rp.status, rp.message = "blocked", f"dependency not ready: {', '.join(blocked)}"
+            rp.status, rp.message = Status.BLOCKED, f"dependency not ready: {', '.join(blocked)}"
             log.error("resource_failed", environment=self.env.name, kind=target.kind, name=target.name, status=rp.status, error=rp.message)
             return None
         return self._guarded(target, rp, lambda: self._decide_and_write(target, rp, rollouts))
@@ -166,7 +182,7 @@ class Pass:
 
     def _abandon(self, settling: Settling) -> None:
         rp = self.decisions[settling.target.ident]
-        rp.status, rp.message = "blocked", "lensops stopped while AWS was still applying this change"
+        rp.status, rp.message = Status.BLOCKED, "lensops stopped while AWS was still applying this change"
 
     def _guarded(self, target: Target, rp: ResourcePlan, step: Callable[[], Settling | None]) -> Settling | None:
         """Run one step for a resource; any error marks that resource failed and is logged."""
@@ -174,17 +190,23 @@ class Pass:
         error: Exception | None = None
         try:
             result = step()
-        except LensopsError as exc:
-            rp.status, rp.message, error = "failed", str(exc), exc
         except Exception as exc:  # noqa: BLE001 - every AWS error is mapped and reported per resource
             error = classify(exc)
-            rp.status, rp.message = "failed", str(error)
+            rp.status, rp.message = Status.FAILED, str(error)
+            if isinstance(error, RetryableError):
+                rp.retry_after = error.delay
         if rp.failing:
             log.error("resource_failed", environment=self.env.name, kind=target.kind, name=target.name, status=rp.status, error=rp.message)
-            if self.execute and rp.status == "failed":
+            if self.execute and rp.status == Status.FAILED:
                 self.writer.failed(target, error, rp.message)
             self.report(rp)
         return result
+
+    @staticmethod
+    def _view(reconciler: Reconciler, desired: Desired, live: Live, state: dict[str, Any]) -> dict[str, Any]:
+        """The live state as the reconciler compares it with ``state``, previewed with AWS where they differ."""
+        view = reconciler.compare_view(live, state)
+        return reconciler.preview(desired, live, state, view) if diff(state, view) else view
 
     def report(self, rp: ResourcePlan) -> None:
         """Tell the caller (the CLI's progress display) about a resource that was acted on."""
@@ -199,10 +221,11 @@ class Pass:
         """Decide what one resource needs and, when applying, write it."""
         reconciler = self.reconciler(target.kind)
         if reconciler is None:
-            rp.status, rp.message = "failed", f"kind {target.kind} has no reconciler in this version"
+            rp.status, rp.message = Status.FAILED, f"kind {target.kind} has no reconciler in this version"
             return None
         if target.kind in self.failures:
-            rp.status, rp.message = "failed", f"observe: {self.failures[target.kind]}"
+            rp.status, rp.message = Status.FAILED, f"observe: {self.failures[target.kind]}"
+            rp.retry_after = self.observe_retry.get(target.kind)
             return None
         live = self.observed.get(target.kind, {}).get(target.physical)
         spec = target.spec
@@ -211,25 +234,25 @@ class Pass:
                 with self.lock:
                     spec = resolve_refs(target.spec, self.outputs, strict=self.execute)
             except Unresolved as exc:
-                rp.status, rp.message = "blocked", str(exc)
+                rp.status, rp.message = Status.BLOCKED, str(exc)
                 return None
         tags = target.tags if target.tags is not None else self._tags(target, reconciler, spec)
         desired = Desired(target.kind, target.name, target.physical, spec, tags, target.annotations)
         state = target.state if target.state is not None else reconciler.desired_state(desired)
         decision = decide(
-            target, state, live, lambda wanted: reconciler.compare_view(live, wanted),  # type: ignore[arg-type]
+            target, state, live, lambda wanted: self._view(reconciler, desired, live, wanted),  # type: ignore[arg-type]
             environment=self.env.name, record=self.inventory.get(target.ident),
             intent=self.journal.intent(target.ident), rollout=self.active.get(target.ident),
         )
         self._copy_decision(rp, decision.plan)
         decision.plan = rp
         deps = sorted(self.deps[target.ident])
-        if rp.status != "ok" or rp.action == "noop" or not self.execute:
+        if rp.status != Status.OK or rp.action == Action.NOOP or not self.execute:
             if live is not None:
                 self.publish(target, live)
             else:
                 self._publish_known(target, reconciler)
-            if self.execute and rp.status == "ok":
+            if self.execute and rp.status == Status.OK:
                 self._unchanged(target, rp, reconciler, desired, decision, live, deps)
             return None
         return self.writer.write(target, decision, reconciler, desired, live, deps, rollouts)
@@ -282,24 +305,24 @@ class Pass:
         if refusal:
             self.plan.errors.append(f"mass-prune guard: {refusal}")
             for rp, _, _ in deletes:
-                rp.status, rp.message = "blocked", "mass-prune guard"
+                rp.status, rp.message = Status.BLOCKED, "mass-prune guard"
         for rp, rec, live in decisions:
             self.plan.resources.append(rp)
             if not self.execute:
                 continue
-            if rp.action == "noop" and rec.ident not in idents:
+            if rp.action == Action.NOOP and rec.ident not in idents:
                 self.writer.gone(rec, keep_record=False)
             if not rp.pending or live is None:
                 continue
             if (rec.ident, rec.physical) in unproven and (live.owner, live.owner_env) != (rec.ident, self.env.name):
-                rp.status = "failed"
+                rp.status = Status.FAILED
                 rp.message = (
                     f"{rec.physical} was being created by lensops since the healthy point, but its creation was "
                     "never recorded and its tags do not show lensops made it: delete it by hand if lensops did"
                 )
                 continue
             if why := self._cannot_write():
-                rp.status, rp.message = "blocked", why
+                rp.status, rp.message = Status.BLOCKED, why
                 continue
             try:
                 reconciler = self.reconciler(rec.kind)
@@ -307,5 +330,5 @@ class Pass:
                     raise PermanentError(f"kind {rec.kind} has no reconciler in this version")
                 self.writer.delete(rec, rp, reconciler, live, keep_record=rec.ident in idents)
             except Exception as exc:  # noqa: BLE001 - mapped and reported per resource
-                rp.status, rp.message = "failed", str(classify(exc))
+                rp.status, rp.message = Status.FAILED, str(classify(exc))
                 log.error("prune_failed", environment=self.env.name, kind=rec.kind, name=rec.name, error=rp.message)

@@ -23,9 +23,9 @@ from controller.engine.decide import Decision, spec_hash
 from controller.engine.journal import Journal
 from controller.engine.targets import Target, desired_record
 from controller.errors import PermanentError
-from controller.plan import ResourcePlan
+from controller.plan import Action, ResourcePlan, Status
 from controller.state import ResourceRecord, StateStore
-from reconcilers.base import Desired, Live, Reconciler
+from controller.kinds import Desired, Live, Reconciler
 
 log = logs.get("lensops.engine")
 
@@ -110,7 +110,7 @@ class Writer:
         rp, state, digest = decision.plan, decision.state, decision.digest
         known = self.journal.failure(target.ident)
         if known and not self.retry_failed and known["hash"] == digest and known["revision"] == self.revision:
-            rp.status = "failed"
+            rp.status = Status.FAILED
             rp.message = f"{known['message']} (not retried until the spec or the revision changes)"
             return None
         with self._lock:
@@ -187,7 +187,7 @@ class Writer:
             self.rollouts.append(rollout)
         log.info("rollout_started", environment=self.environment, kind=target.kind, name=target.name, steps=len(steps) + 1)
         self.finish(target, rp, result, first, desired, deps)
-        rp.status, rp.message = "progressing", f"rollout started: step 1 of {len(steps) + 1}"
+        rp.status, rp.message = Status.PROGRESSING, f"rollout started: step 1 of {len(steps) + 1}"
 
     def finish(self, target: Target, rp: ResourcePlan, result: Live, state: dict[str, Any], desired: Desired, deps: list[str]) -> None:
         """Count, log, publish and record a change that AWS has completed."""
@@ -268,15 +268,15 @@ class Writer:
         The intent is written first (behind the lease's fence, like every write of the pass), and
         what the resource was at the healthy point; the record goes once AWS has deleted it."""
         self.history.start()
-        self.journal.intend(rec.ident, rec.physical, "delete")
+        self.journal.intend(rec.ident, rec.physical, Action.DELETE)
         self.journal.pruned(rec.ident, rec.physical, {"was": "recorded", "desired": rec.desired} if rec.desired is not None else None)
         reconciler.delete(live)
         self.gone(rec, keep_record)
-        self._count(rec.kind, "delete")
+        self._count(rec.kind, Action.DELETE)
         event = "resource_rolled_back" if self.rollback else "resource_pruned"
-        log.info(event, environment=self.environment, kind=rec.kind, name=rec.name, physical=rec.physical, action="delete")
+        log.info(event, environment=self.environment, kind=rec.kind, name=rec.name, physical=rec.physical, action=Action.DELETE)
         with self._lock:
-            self.applied.append({"kind": rec.kind, "name": rec.name, "action": "delete", "fields": []})
+            self.applied.append({"kind": rec.kind, "name": rec.name, "action": Action.DELETE.value, "fields": []})
         self.report(rp)
 
     def gone(self, rec: ResourceRecord, keep_record: bool) -> None:

@@ -3,9 +3,29 @@
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, NamedTuple
 
+REF_PREFIX = "ref:"
 REF_RE = re.compile(r"^ref:(?P<kind>[A-Za-z]+)/(?P<name>[a-z0-9]([-a-z0-9]*[a-z0-9])?)(?:\.(?P<attr>[A-Za-z0-9_.\-]+))?$")
+
+
+class Ref(NamedTuple):
+    """One ``ref:Kind/name[.attr]``."""
+
+    ident: str
+    """``Kind/name`` of the resource referred to."""
+    attr: str | None
+
+
+def is_ref(value: Any) -> bool:
+    """The value is written as a reference (valid or not)."""
+    return isinstance(value, str) and value.startswith(REF_PREFIX)
+
+
+def parse_ref(value: str) -> Ref | None:
+    """The reference ``value`` writes, or None when it is not a valid one."""
+    match = REF_RE.match(value)
+    return Ref(f"{match['kind']}/{match['name']}", match["attr"]) if match else None
 
 
 def find_refs(value: Any, path: tuple[Any, ...] = ()) -> list[tuple[tuple[Any, ...], str, str | None]]:
@@ -21,13 +41,13 @@ def _collect_refs(value: Any, path: tuple[Any, ...], found: list[tuple[tuple[Any
     elif isinstance(value, list):
         items = enumerate(value)
     else:
-        if isinstance(value, str) and value.startswith("ref:"):
-            match = REF_RE.match(value)
-            found.append((path, f"{match['kind']}/{match['name']}", match["attr"]) if match else (path, value[4:], "\0invalid"))
+        if is_ref(value):
+            ref = parse_ref(value)
+            found.append((path, ref.ident, ref.attr) if ref else (path, value[len(REF_PREFIX) :], "\0invalid"))
         return
     for key, item in items:
         if isinstance(item, str):
-            if item.startswith("ref:"):
+            if is_ref(item):
                 _collect_refs(item, path + (key,), found)
         elif isinstance(item, (dict, list)):
             _collect_refs(item, path + (key,), found)

@@ -18,6 +18,7 @@ from typing import Any, Callable
 from pydantic import ValidationError
 
 from controller.errors import Problem
+from controller.kinds import RUNBOOK_RUN, Registry
 from controller.manifests.graph import find_refs, topological_order
 from controller.manifests.interpolate import UnknownVariable, interpolate
 from controller.manifests.model import (
@@ -83,39 +84,25 @@ class LoadResult:
 AccountLookup = Callable[[str, EnvironmentSpec], str | None]
 
 
-def _kinds() -> dict[str, Any]:
-    import reconcilers  # registers every kind
-    from runbooks import RunbookRunSpec
-
-    kinds: dict[str, Any] = {k: (info.spec_model, info.name_field) for k, info in reconcilers.KINDS.items()}
-    kinds["RunbookRun"] = (RunbookRunSpec, None)
-    return kinds
-
-
-def known_kinds() -> list[str]:
-    """Every kind a manifest may have, Environment included."""
-    return sorted([*_kinds(), "Environment"])
-
-
-def load_tree(root: str | os.PathLike[str], only: list[str] | None = None, account: AccountLookup | None = None) -> LoadResult:
-    """Load the tree at ``root`` (the layout of CONTRACT.md section 1).
+def load_tree(
+    root: str | os.PathLike[str], registry: Registry, only: list[str] | None = None, account: AccountLookup | None = None
+) -> LoadResult:
+    """Load the tree at ``root`` (the layout of CONTRACT.md section 1) with the kinds of ``registry``.
 
     ``only`` restricts to some environments; ``account`` gives an environment's
     account id when it is known (from STS) so that ``{{ env.account }}`` resolves.
     """
     with paused_gc():  # hundreds of thousands of small dicts and lists, and no cycle
-        return _Loader(Path(root), only, account).load()
+        return _Loader(Path(root), registry, only, account).load()
 
 
 class _Loader:
-    def __init__(self, root: Path, only: list[str] | None, account: AccountLookup | None):
+    def __init__(self, root: Path, registry: Registry, only: list[str] | None, account: AccountLookup | None):
         self.root = root
+        self.registry = registry
+        self.kinds = frozenset(registry.manifest_kinds)
         self.only = set(only) if only else None
         self.account = account
-        self.kinds = _kinds()
-        import reconcilers
-
-        self.reconcilers = {k: i.reconciler for k, i in reconcilers.KINDS.items() if i.reconciler is not None}
         self.result = LoadResult()
         self.documents_seen = 0
 
@@ -221,7 +208,14 @@ class _Loader:
             resources = self.order(name, resources, resources_docs, env_spec, env_path)
         if self.result.problems.get(name) or env_spec is None:
             return
-        self.result.environments[name] = EnvironmentDesired(name, env_spec, env_path, resources, root=str(self.root))
+        self.result.environments[name] = EnvironmentDesired(
+            name,
+            env_spec,
+            env_path,
+            [r for r in resources if r.kind != RUNBOOK_RUN],
+            [r for r in resources if r.kind == RUNBOOK_RUN],
+            root=str(self.root),
+        )
 
     def check_envelope(self, env: str, doc: _Doc, quiet: bool = False) -> bool:
         """apiVersion, kind and metadata.name are usable; report what is not (once)."""
@@ -235,8 +229,8 @@ class _Loader:
         if not isinstance(kind, str):
             report(doc.line("kind"), f"kind must be a string, not {type(kind).__name__}")
             ok = False
-        elif kind != "Environment" and kind not in self.kinds:
-            close = difflib.get_close_matches(str(kind), known_kinds(), n=1)
+        elif kind not in self.kinds:
+            close = difflib.get_close_matches(str(kind), self.registry.manifest_kinds, n=1)
             hint = f" (did you mean {close[0]}?)" if close else ""
             report(doc.line("kind"), f"unknown kind {kind!r}{hint}")
             ok = False
@@ -312,18 +306,16 @@ class _Loader:
         except ValidationError as exc:
             self.validation_problems(env, doc, exc, None)
             return None
-        model, name_field = self.kinds[envelope.kind]
+        reconciler = self.registry.get(envelope.kind)
+        model = reconciler.spec_model if reconciler is not None else self.registry.runbook_spec
+        assert model is not None  # check_envelope let only known kinds through
         try:
             spec = model.model_validate(envelope.spec)
         except ValidationError as exc:
             self.validation_problems(env, doc, exc, model, prefix=("spec",))
             return None
         dumped = spec.model_dump(mode="json", exclude_none=True)
-        reconciler = self.reconcilers.get(envelope.kind)
-        if reconciler is not None:
-            physical = reconciler.physical_name(dumped, envelope.metadata.name)
-        else:
-            physical = str(dumped.get(name_field) or envelope.metadata.name) if name_field else envelope.metadata.name
+        physical = reconciler.physical_name(dumped, envelope.metadata.name) if reconciler is not None else envelope.metadata.name
         if envelope.kind == "Stack":
             body = self.check_template(env, doc, dumped["template"])
             if body is None:
@@ -406,7 +398,7 @@ class _Loader:
                     self.problem(env, resource.path, line, resource.ident, "a resource cannot reference itself")
                 else:
                     deps.add(target)
-            info = self.reconcilers.get(resource.kind)
+            info = self.registry.get(resource.kind)
             if info is not None:
                 for kind, physical in info.implied_dependencies(resource.spec):
                     target = by_physical.get((kind, physical))

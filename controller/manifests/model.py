@@ -11,6 +11,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
+from controller.manifests.cron import cron_trigger
+from controller.manifests.graph import is_ref, parse_ref
 from controller.manifests.types import NAME_RE, Duration, Spec, parse_duration
 
 API_VERSION = "lensops.io/v1"
@@ -68,8 +70,6 @@ class SyncWindow(Spec):
     @field_validator("schedule")
     @classmethod
     def _cron(cls, value: str) -> str:
-        from controller.windows import cron_trigger
-
         try:
             cron_trigger(value)
         except ValueError as exc:
@@ -184,6 +184,9 @@ class EnvironmentDesired:
     spec: EnvironmentSpec
     path: str
     resources: list[Resource]
+    """The AWS resources, in dependency order."""
+    runs: list[Resource] = field(default_factory=list)
+    """The runbook runs (``kind: RunbookRun``), in dependency order."""
     revision: str = ""
     root: str = ""
     _digests: dict[bool, str] = field(default_factory=dict, repr=False, compare=False)
@@ -197,8 +200,9 @@ class EnvironmentDesired:
         by_ident = self.by_ident()
         names: list[str] = []
         for item in items:
-            if item.startswith("ref:"):
-                target = by_ident.get(item[4:].split(".")[0])
+            if is_ref(item):
+                ref = parse_ref(item)
+                target = by_ident.get(ref.ident) if ref else None
                 name = target.physical if target else ""
             else:
                 name = item
@@ -224,8 +228,7 @@ class EnvironmentDesired:
                 "environment": self.spec.model_dump(mode="json"),
                 "resources": sorted(
                     [r.ident, r.physical, r.spec, r.annotations, sorted(r.depends_on)]
-                    for r in self.resources
-                    if runbooks or r.kind != "RunbookRun"
+                    for r in [*self.resources, *(self.runs if runbooks else [])]
                 ),
             }
             text = json.dumps(content, sort_keys=True, default=str, separators=(",", ":"))

@@ -66,7 +66,7 @@ def main() -> int:
     from controller.engine import passes, walk
     from controller.manifests import loader
     from controller.state import sqlite
-    import reconcilers.base
+    import controller.kinds
     import reconcilers.cloudwatch
 
     TIMES["imports"] = time.perf_counter() - started

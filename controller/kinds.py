@@ -1,24 +1,25 @@
-"""The reconciler protocol and the registry of kinds.
+"""The reconciler protocol, the types it speaks, and the registry of kinds.
 
 A reconciler is small and synchronous: ``observe`` (batched), a normalised
-``desired_state`` that the engine's one generic differ compares with the
-observed state, then ``create``, ``update`` or ``delete``. No sleeps, no retry
-loops: the engine owns time, retries and ordering. Reconcilers depend only on
-the engine's core (``controller.errors``, ``controller.aws``,
-``controller.diff``, ``controller.manifests.types``), never on the daemon.
+``desired_state`` that the engine's one generic differ compares with
+``compare_view`` of the observed state, then ``create``, ``update`` or
+``delete``. No sleeps, no retry loops: the engine owns time, retries and
+ordering. A kind is one module under ``reconcilers/`` (its spec model and its
+reconciler class, which also carries the kind's documentation, example and
+IAM actions) and one test file; ``reconcilers.registry()`` finds it.
 
-Adding a kind: a module with its spec model and reconciler class, decorated
-with ``@register``; kinds whose reconciler is not written yet register their
-spec with ``register_spec`` so that validate and schema know them.
+The engine, the loader and the docs are given a ``Registry``; nothing under
+``controller/`` imports a reconciler module.
 """
 
 from __future__ import annotations
 
 import copy
 import threading
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar, Iterable, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 from controller.aws import ClientFactory
 from controller.diff import Change
@@ -64,6 +65,15 @@ class ReadCache:
         return value
 
 
+@dataclass(frozen=True)
+class HealthGate:
+    """The environment's health gate, for services that can enforce it themselves
+    (CloudFormation's rollback triggers): the alarms watched after a change, and for how long."""
+
+    alarm_arns: tuple[str, ...] = ()
+    bake_seconds: int = 0
+
+
 @dataclass
 class Context:
     """What a reconciler needs for one pass of one environment."""
@@ -75,12 +85,11 @@ class Context:
     factory: ClientFactory
     execute: bool = False
     """True when this pass applies, False when it only plans (a reconciler may keep work for apply)."""
-    rollback_alarm_arns: tuple[str, ...] = ()
-    """The health alarms when ``rollback: auto`` (a Stack hands them to CloudFormation's own rollback)."""
-    bake_seconds: int = 0
+    gate: HealthGate = field(default_factory=HealthGate)
+    """The health gate when ``rollback: auto``; empty otherwise, and while rolling back."""
     reads: ReadCache = field(default_factory=ReadCache)
     """Reads kept across passes under their change markers (the engine's, for the daemon's life)."""
-    cache: dict[str, Any] = field(default_factory=dict)
+    _once: dict[str, Any] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _key_locks: dict[str, threading.Lock] = field(default_factory=dict)
 
@@ -96,9 +105,9 @@ class Context:
         with self._lock:
             lock = self._key_locks.setdefault(key, threading.Lock())
         with lock:
-            if key not in self.cache:
-                self.cache[key] = compute()
-            return self.cache[key]
+            if key not in self._once:
+                self._once[key] = compute()
+            return self._once[key]
 
     def gather(self, calls: Iterable[Callable[[], T]]) -> list[T]:
         """Run independent reads concurrently; their results in the order given.
@@ -150,17 +159,43 @@ class Live:
     extra: dict[str, Any] = field(default_factory=dict)
     """Reconciler-private data from observation (lock tokens, versions)."""
 
+    @classmethod
+    def tagged(
+        cls,
+        physical: str,
+        state: dict[str, Any],
+        tags: dict[str, str],
+        *,
+        arn: str = "",
+        attrs: dict[str, Any] | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> Live:
+        """A resource whose tags were read: lensops's two ownership tags say whose it is."""
+        return cls(physical, state, arn, attrs or {}, tags.get(OWNER_ID_TAG), tags.get(OWNER_ENV_TAG), extra or {})
+
 
 class Reconciler:
-    """Base of every reconciler; subclasses set the class attributes and methods."""
+    """Base of every reconciler; subclasses set the class attributes and methods.
+
+    The class's docstring introduces the kind in the generated reference
+    (docs/manifests.md); ``example``, ``example_files`` and ``notes`` complete it.
+    """
 
     kind: ClassVar[str]
     spec_model: ClassVar[type[Spec]]
     name_field: ClassVar[str | None] = None
+    """The spec field that holds the physical name (``metadata.name`` when absent or unset)."""
     service: ClassVar[str]
+    """The AWS service, as boto3 and the docs name it (``cloudwatch``)."""
     taggable: ClassVar[bool] = True
     iam_read: ClassVar[tuple[str, ...]] = ()
     iam_write: ClassVar[tuple[str, ...]] = ()
+    example: ClassVar[str] = ""
+    """A minimal manifest of the kind, in ``environments/dev/``: the reference shows it and its tests validate it."""
+    example_files: ClassVar[dict[str, str]] = {}
+    """Files besides the manifest that ``example`` needs (path under the tree's root -> text)."""
+    notes: ClassVar[dict[str, str]] = {}
+    """Field path (``a.b``, ``a[].b``) -> what its type cannot say; a path that does not exist fails the docs."""
     settle_interval: ClassVar[float] = 5.0
     """Seconds between the engine's re-checks of a change still in progress."""
     settle_timeout: ClassVar[float] = 1800.0
@@ -244,99 +279,58 @@ class Reconciler:
         """
         return live.state
 
+    def preview(self, desired: Desired, live: Live, state: dict[str, Any], view: dict[str, Any]) -> dict[str, Any]:
+        """While deciding, when ``view`` differs from ``state``: the view once AWS has said what
+        writing ``state`` would really change (a Stack's change set). Asks nothing by default."""
+        return view
+
 
 @dataclass(frozen=True)
-class KindInfo:
-    """What the engine knows of a kind."""
+class Registry:
+    """The kinds a tree may hold: one reconciler class per kind, and the runbook runs' spec.
 
-    kind: str
-    spec_model: type[Spec]
-    name_field: str | None
-    reconciler: type[Reconciler] | None = None
-    doc: str = ""
-
-
-KINDS: dict[str, KindInfo] = {}
-
-R = TypeVar("R", bound=type[Reconciler])
-
-
-def register(cls: R) -> R:
-    """Class decorator: make a reconciler the one for its kind."""
-    KINDS[cls.kind] = KindInfo(cls.kind, cls.spec_model, cls.name_field, cls, (cls.__doc__ or "").strip())
-    return cls
-
-
-def register_spec(kind: str, spec_model: type[Spec], name_field: str | None, doc: str = "") -> None:
-    """Make a kind known to validate and schema before its reconciler exists."""
-    KINDS.setdefault(kind, KindInfo(kind, spec_model, name_field, None, doc))
-
-
-def tag_updates(changes: list[Change]) -> tuple[dict[str, str], list[str]]:
-    """Split ``tags.<key>`` changes into tags to set and tag keys to remove."""
-    to_set: dict[str, str] = {}
-    to_remove: list[str] = []
-    for change in changes:
-        if change.path == "tags":
-            new = change.new or {}
-            old = change.old or {}
-            to_set.update({k: v for k, v in new.items() if old.get(k) != v})
-            to_remove.extend(k for k in old if k not in new)
-        elif change.path.startswith("tags."):
-            key = change.path[len("tags.") :]
-            if change.new is None:
-                to_remove.append(key)
-            else:
-                to_set[key] = change.new
-    return to_set, to_remove
-
-
-def only_tags_changed(changes: list[Change]) -> bool:
-    """True when every change is to a tag."""
-    return all(c.path == "tags" or c.path.startswith("tags.") for c in changes)
-
-
-def tagged_resources(ctx: Context, resource_type: str) -> dict[str, dict[str, str]]:
-    """ARN -> tags of this environment's owned resources of one type, one paginated listing a pass.
-
-    Uses the Resource Groups Tagging API filtered on ``lensops:environment``,
-    so that a kind's tags cost one call per hundred resources, not one per resource.
+    Built once by the program (``reconcilers.registry()``) and handed to the loader,
+    the engine and the docs, which import no reconciler module themselves.
     """
 
-    def fetch() -> dict[str, dict[str, str]]:
-        from controller.apishape import tags_to_map
+    reconcilers: tuple[type[Reconciler], ...]
+    runbook_spec: type[Spec] | None = None
+    """The spec of ``kind: RunbookRun`` (none: runbook runs are unknown kinds)."""
 
-        found: dict[str, dict[str, str]] = {}
-        paginator = ctx.client("resourcegroupstaggingapi").get_paginator("get_resources")
-        pages = paginator.paginate(
-            ResourceTypeFilters=[resource_type],
-            TagFilters=[{"Key": OWNER_ENV_TAG, "Values": [ctx.environment]}],
-            ResourcesPerPage=100,
-        )
-        for page in pages:
-            for item in page.get("ResourceTagMappingList", []):
-                found[item["ResourceARN"]] = tags_to_map(item.get("Tags"))
-        return found
+    _by_kind: dict[str, type[Reconciler]] = field(init=False, repr=False, compare=False)
 
-    return ctx.once(f"tags:{resource_type}", fetch)
+    def __post_init__(self) -> None:
+        by_kind: dict[str, type[Reconciler]] = {}
+        for cls in self.reconcilers:
+            if cls.kind in by_kind:
+                raise ValueError(f"two reconcilers for {cls.kind}: {by_kind[cls.kind].__qualname__} and {cls.__qualname__}")
+            by_kind[cls.kind] = cls
+        object.__setattr__(self, "_by_kind", by_kind)
+
+    def __iter__(self) -> Iterator[type[Reconciler]]:
+        return iter(sorted(self.reconcilers, key=lambda cls: cls.kind))
+
+    def __contains__(self, kind: object) -> bool:
+        return any(cls.kind == kind for cls in self.reconcilers)
+
+    def get(self, kind: str) -> type[Reconciler] | None:
+        """The reconciler class of ``kind``, or None."""
+        return self._by_kind.get(kind)
+
+    def __getitem__(self, kind: str) -> type[Reconciler]:
+        return self._by_kind[kind]
+
+    @property
+    def kinds(self) -> list[str]:
+        """Every resource kind, sorted (RunbookRun and Environment aside)."""
+        return sorted(self._by_kind)
+
+    @property
+    def manifest_kinds(self) -> list[str]:
+        """Every kind a manifest may have: Environment, RunbookRun and the resource kinds, sorted."""
+        return sorted([*self._by_kind, "Environment", *([RUNBOOK_RUN] if self.runbook_spec else [])])
 
 
-def tags_of(ctx: Context, arns: list[str]) -> dict[str, dict[str, str]]:
-    """ARN -> tags of the named resources (at most 100, as the API takes): one ``GetResources`` call.
+RUNBOOK_RUN = "RunbookRun"
+"""The kind of a runbook run: the loader sets such manifests apart (``EnvironmentDesired.runs``)."""
 
-    For kinds whose reads return ARNs batch by batch: each batch's tags are read
-    beside the next batches, where a filtered listing pages serially by token.
-    Resources without tags are left out, as the API does.
-    """
-    from controller.apishape import tags_to_map
-
-    if not arns:
-        return {}
-    # One answer: the API takes no page token (nor TagFilters) beside a ResourceARNList.
-    page = ctx.client("resourcegroupstaggingapi").get_resources(ResourceARNList=arns)
-    return {item["ResourceARN"]: tags_to_map(item.get("Tags")) for item in page.get("ResourceTagMappingList", [])}
-
-
-def chunks(items: list[str], size: int) -> list[list[str]]:
-    """``items`` in lists of at most ``size``."""
-    return [items[i : i + size] for i in range(0, len(items), size)]
