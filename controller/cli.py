@@ -121,10 +121,11 @@ def cmd_validate(args: argparse.Namespace, settings: Any) -> int:
     checkout = source.checkout()
     result = load_tree(checkout.root, catalog.registry(), args.env)
     problems = result.all_problems
+    counts = {name: len(env.resources) + len(env.runs) for name, env in result.environments.items()}
     data = {
         "valid": not problems,
         "revision": checkout.revision,
-        "environments": {name: len(env.resources) for name, env in result.environments.items()},
+        "environments": counts,
         "problems": [{"path": p.path, "line": p.line, "resource": p.ident, "message": p.message} for p in problems],
     }
     if args.output == "json":
@@ -133,7 +134,7 @@ def cmd_validate(args: argparse.Namespace, settings: Any) -> int:
         for problem in problems:
             print(problem, file=sys.stderr)
         if not problems:
-            envs = ", ".join(f"{n} ({c} resources)" for n, c in data["environments"].items())
+            envs = ", ".join(f"{n} ({c} resources)" for n, c in counts.items())
             print(f"valid: {envs or 'no environments'}")
     return EXIT_OK if not problems else EXIT_ERROR
 

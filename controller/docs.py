@@ -242,7 +242,7 @@ def _union_args(tp: Any) -> tuple[Any, ...] | None:
 
 
 def _is_duration(tp: Any, metadata: list[Any]) -> bool:
-    marker = Duration.__metadata__[0]
+    marker = get_args(Duration)[1]
     if tp == Duration:
         return True
     return any(item is marker for item in metadata)

@@ -15,6 +15,7 @@ The engine, the loader and the docs are given a ``Registry``; nothing under
 from __future__ import annotations
 
 import copy
+import functools
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -97,7 +98,7 @@ class Context:
         """The boto3 client for ``service`` in this environment's account and region."""
         return self.factory.client(service, self.region, self.role_arn, self.account)
 
-    def once(self, key: str, compute: Callable[[], Any]) -> Any:
+    def once(self, key: str, compute: Callable[[], T]) -> T:
         """Compute a value once per pass (a listing shared by every resource of a kind).
 
         Callers of one key wait for the first to compute it; other keys go on meanwhile.
@@ -107,7 +108,7 @@ class Context:
         with lock:
             if key not in self._once:
                 self._once[key] = compute()
-            return self._once[key]
+            return self._once[key]  # type: ignore[no-any-return]  # what compute gave for this key
 
     def gather(self, calls: Iterable[Callable[[], T]]) -> list[T]:
         """Run independent reads concurrently; their results in the order given.
@@ -126,7 +127,7 @@ class Context:
 
     def map(self, read: Callable[[A], T], items: Iterable[A]) -> list[T]:
         """``read`` of every item, concurrently as ``gather``; results in the items' order."""
-        return self.gather([lambda item=item: read(item) for item in items])
+        return self.gather([functools.partial(read, item) for item in items])
 
 
 @dataclass

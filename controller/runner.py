@@ -11,6 +11,7 @@ environment's RunbookRuns to their end (``runbooks/executor.py``).
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -22,6 +23,7 @@ from controller.errors import LensopsError, Problem, classify
 from controller.kinds import Registry
 from controller.manifests.loader import load_tree
 from controller.manifests.model import EnvironmentDesired, EnvironmentSpec
+from controller.plan import ResourcePlan
 from controller.render import resource_done
 from controller.settings import Settings
 from controller.source import Source
@@ -81,6 +83,10 @@ class Report:
                 for p in self.runbooks
             ],
         }
+
+
+def _progress(progress: Callable[[str], None], environment: str, rp: ResourcePlan) -> None:
+    progress(f"{environment}: {resource_done(rp)}")
 
 
 class Runner:
@@ -150,7 +156,7 @@ class Runner:
                 report.held[name] = decided.why
             outcome = self.engine.reconcile(
                 env, acct, execute=decided.execute, record=decided.execute, allow_mass_prune=allow_mass_prune, trigger=decided.trigger,
-                on_resource=lambda rp, name=name: progress(f"{name}: {resource_done(rp)}"),
+                on_resource=functools.partial(_progress, progress, name),
             )
             report.outcomes.append(outcome)
             if decided.execute:

@@ -20,6 +20,7 @@ changed selection is deleted and created again.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -48,6 +49,11 @@ VAULTS = Listing("backup", "list_backup_vaults", "BackupVaultList", "BackupVault
 
 # AWS does not make plan names unique: the first listed is the one managed.
 PLANS = Listing("backup", "list_backup_plans", "BackupPlansList", "BackupPlanName", first_wins=True)
+
+
+def _get_selection(client: Any, plan_id: str, selection_id: str) -> dict[str, Any]:
+    """One backup selection of a plan, as GetBackupSelection answers it."""
+    return dict(client.get_backup_selection(BackupPlanId=plan_id, SelectionId=selection_id)["BackupSelection"])
 
 
 class BackupVaultSpec(Spec):
@@ -340,7 +346,7 @@ spec:
             for summary in page.get("BackupSelectionsList", []):
                 sid = summary["SelectionId"]
                 selection = self.ctx.reads.read(
-                    (*base, sid), sid, lambda sid=sid: client.get_backup_selection(BackupPlanId=plan_id, SelectionId=sid)["BackupSelection"]
+                    (*base, sid), sid, functools.partial(_get_selection, client, plan_id, sid)
                 )
                 raw = from_api(selection, shape("backup", "BackupSelection"))
                 selections.append({"id": sid, "selectionName": raw["selectionName"], **_selection(raw)})

@@ -126,7 +126,8 @@ _TemplateLoader.add_constructor("tag:yaml.org,2002:timestamp", yaml.SafeLoader.c
 def parse_template(body: str | dict[str, Any]) -> dict[str, Any]:
     """A template as data (YAML or JSON), so that formatting and !Ref vs Ref: never show as drift."""
     if isinstance(body, dict):
-        return json.loads(json.dumps(body))
+        copied: dict[str, Any] = json.loads(json.dumps(body))
+        return copied
     try:
         data = json.loads(body)
     except ValueError:
@@ -392,7 +393,8 @@ Outputs:
         if endpoint in _NO_DRIFT_API:
             return None
         try:
-            return getattr(client, operation)(**params)
+            answer: dict[str, Any] = getattr(client, operation)(**params)
+            return answer
         except (botocore.parsers.ResponseParserError, botocore.exceptions.ClientError) as exc:
             status = 0
             if isinstance(exc, botocore.exceptions.ClientError):

@@ -33,7 +33,7 @@ class Listing:
 
     def read(self, ctx: Context) -> dict[str, dict[str, Any]]:
         """The pass's listing: the first caller reads it, the others wait for it."""
-        return ctx.once(f"listing:{self.service}:{self.operation}", lambda: self._fetch(ctx))  # type: ignore[no-any-return]
+        return ctx.once(f"listing:{self.service}:{self.operation}", lambda: self._fetch(ctx))
 
     def _fetch(self, ctx: Context) -> dict[str, dict[str, Any]]:
         params = {"AccountId": ctx.account} if self.by_account else {}

@@ -7,6 +7,7 @@ topic (SNS has no batch read), tags come from one tagging listing.
 
 from __future__ import annotations
 
+import functools
 import json
 from typing import Any
 
@@ -123,6 +124,10 @@ spec:
 
         return self.ctx.once("sns:subscriptions", fetch)
 
+    @staticmethod
+    def _attributes(client: Any, arn: str) -> dict[str, str]:
+        return dict(client.get_topic_attributes(TopicArn=arn).get("Attributes", {}))
+
     def observe(self, physicals: list[str]) -> dict[str, Live]:
         if not physicals:
             return {}
@@ -132,12 +137,15 @@ spec:
         if not present:
             return {}
         client = self.ctx.client("sns")
-        subscriptions, tags, *read = self.ctx.gather(
+        # The two listings and every topic's attributes, all at once (the reads are independent).
+        answers: list[Any] = self.ctx.gather(
             [self._subscriptions, lambda: tagged_resources(self.ctx, "sns:topic")]
-            + [lambda arn=arn: client.get_topic_attributes(TopicArn=arn).get("Attributes", {}) for arn in present]
+            + [functools.partial(self._attributes, client, arn) for arn in present]
         )
+        subscriptions: dict[str, list[dict[str, str]]] = answers[0]
+        tags: dict[str, dict[str, str]] = answers[1]
         found: dict[str, Live] = {}
-        for arn, attributes in zip(present, read):
+        for arn, attributes in zip(present, answers[2:]):
             subs = subscriptions.get(arn, [])
             owned = tags.get(arn) or {}
             state = {

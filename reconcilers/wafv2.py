@@ -95,7 +95,7 @@ class WebACLRule(Spec):
     @field_validator("statement")
     @classmethod
     def _statement(cls, value: dict[str, Any]) -> dict[str, Any]:
-        return _check_shape(value, "Statement")
+        return dict(_check_shape(value, "Statement"))
 
     @field_validator("action")
     @classmethod
@@ -132,7 +132,7 @@ class WebACLSpec(Spec):
     @field_validator("defaultAction")
     @classmethod
     def _default_action(cls, value: dict[str, Any]) -> dict[str, Any]:
-        return _check_shape(value, "DefaultAction")
+        return dict(_check_shape(value, "DefaultAction"))
 
 
 def _clean(value: Any) -> Any:
@@ -245,7 +245,7 @@ class _WafReconciler(Reconciler):
                     return found
                 params["NextMarker"] = page["NextMarker"]
 
-        return self.ctx.once(f"wafv2:{self.entity}:{scope}", fetch)  # type: ignore[no-any-return]
+        return self.ctx.once(f"wafv2:{self.entity}:{scope}", fetch)
 
     def _get(self, scope: str, name: str, ident: str) -> tuple[dict[str, Any], str, str]:
         """(canonical state without tags, ARN, LockToken) of one resource."""

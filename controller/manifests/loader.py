@@ -220,7 +220,11 @@ class _Loader:
     def check_envelope(self, env: str, doc: _Doc, quiet: bool = False) -> bool:
         """apiVersion, kind and metadata.name are usable; report what is not (once)."""
         data = doc.data
-        report = (lambda *a: None) if quiet else (lambda line, msg: self.problem(env, doc.path, line, doc.ident, msg))
+
+        def report(line: int, message: str) -> None:
+            if not quiet:
+                self.problem(env, doc.path, line, doc.ident, message)
+
         ok = True
         if data.get("apiVersion") != API_VERSION:
             report(doc.line("apiVersion"), f"unknown apiVersion {data.get('apiVersion')!r}, expected {API_VERSION}")
@@ -401,11 +405,11 @@ class _Loader:
             info = self.registry.get(resource.kind)
             if info is not None:
                 for kind, physical in info.implied_dependencies(resource.spec):
-                    target = by_physical.get((kind, physical))
-                    if target and target != resource.ident:
-                        deps.add(target)
-                        if target not in resource.depends_on:
-                            resource.depends_on.append(target)
+                    implied = by_physical.get((kind, physical))
+                    if implied and implied != resource.ident:
+                        deps.add(implied)
+                        if implied not in resource.depends_on:
+                            resource.depends_on.append(implied)
             edges[resource.ident] = deps
         for _, target, _attr in find_refs(env_spec.model_dump(mode="json"), ("spec",)):
             if target not in by_ident:
