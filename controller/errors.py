@@ -1,14 +1,14 @@
 """The error taxonomy, and the one function that maps AWS errors onto it.
 
-Every failure lensops handles is one of four kinds:
+Every failure lensops handles is one of three kinds:
 
 - ``ManifestError``: the desired state is invalid; never retried, reported with
   file, line and resource, and the revision is refused.
-- ``RetryableError``: throttling, 5xx, timeouts, eventual consistency; the engine
-  tries again later (botocore already retried with backoff and jitter).
+- ``RetryableError``: throttling, 5xx, timeouts, eventual consistency; the daemon
+  passes over the environment again after the error's ``delay`` (botocore already
+  retried with backoff and jitter).
 - ``PermanentError``: access denied, AWS validation errors; the resource is
   marked failed with AWS's message and not retried until its spec changes.
-- ``HealthCheckFailed``: a health gate saw an alarm fire; triggers rollback.
 """
 
 from __future__ import annotations
@@ -55,10 +55,6 @@ class RetryableError(LensopsError):
 
 class PermanentError(LensopsError):
     """A failure retrying cannot fix until the spec or revision changes."""
-
-
-class HealthCheckFailed(LensopsError):
-    """An alarm went to ALARM during a bake or a rollout step."""
 
 
 class UsageError(LensopsError):

@@ -1,6 +1,7 @@
 """Loading the desired state: YAML with line numbers, envelopes, kinds' specs,
 interpolation, references, overlays and the dependency graph.
 
-``load_tree(root)`` is the entry point; it returns every environment's
-resources or raises ``ManifestError`` with every problem found.
+``load_tree(root, registry)`` is the entry point; it returns a ``LoadResult``:
+every environment that loaded (its resources and runbook runs), and the
+problems of those that did not.
 """
