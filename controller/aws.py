@@ -200,7 +200,7 @@ def caller_account(factory: ClientFactory, region: str, role_arn: str = "") -> s
     """The account id that the credentials act in (sts:GetCallerIdentity)."""
     try:
         return str(factory.client("sts", region, role_arn).get_caller_identity()["Account"])
-    except Exception as exc:  # noqa: BLE001 - mapped onto the taxonomy
+    except Exception as exc:  # mapped onto the taxonomy
         raise classify(exc) from exc
 
 
