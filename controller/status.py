@@ -127,7 +127,7 @@ def _run_line(run: dict[str, Any]) -> str:
 
 def history_document(store: StateStore, envs: list[str] | None, limit: int) -> dict[str, Any]:
     rows = []
-    for env in envs or [None]:
+    for env in envs or (None,):
         rows.extend(store.history(env, limit))
     rows.sort(key=lambda r: r.id, reverse=True)
     return {
