@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 
-import reconcilers
 from reconcilers.base import KINDS
 
 TESTS = Path(__file__).resolve().parent
