@@ -34,4 +34,4 @@ soak: $(STAMP)
 	$(BIN)/python -m pytest -s tests/soak
 
 clean:
-	rm -rf $(VENV) .pytest_cache .lensops
+	rm -rf $(VENV) .pytest_cache .lensops .mypy_cache .ruff_cache
