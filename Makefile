@@ -12,8 +12,13 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
-## make test: the whole test suite (under 10 minutes on 2 cores)
-test: $(STAMP)
+## make lint: ruff (bugs, not style: see [tool.ruff] in pyproject.toml) and mypy (strict on controller/ and reconcilers/)
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/mypy controller reconcilers runbooks
+
+## make test: the lint, then the whole test suite (under 10 minutes on 2 cores)
+test: lint
 	$(BIN)/python -m pytest -q -n 2 tests
 
 ## make demo: the daemon on an embedded AWS emulator, on a Git repo made from desired-state/
@@ -29,4 +34,4 @@ soak: $(STAMP)
 	$(BIN)/python -m pytest -s tests/soak
 
 clean:
-	rm -rf $(VENV) .pytest_cache .lensops
+	rm -rf $(VENV) .pytest_cache .lensops .mypy_cache .ruff_cache

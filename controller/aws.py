@@ -58,7 +58,8 @@ def parse_timestamp(value: Any) -> dt.datetime:
             return dt.datetime.fromisoformat(value)
         except ValueError:
             pass
-    return botocore.utils.parse_timestamp(value)  # type: ignore[no-any-return]
+    parsed: dt.datetime = botocore.utils.parse_timestamp(value)
+    return parsed
 
 
 def _botocore_session() -> botocore.session.Session:
@@ -166,7 +167,7 @@ class ClientFactory:
         if held <= 0:
             return
         self._held.value = 0
-        for _ in range(held):
+        for _slot in range(held):  # not `_`: that is the keyword arguments
             self._semaphore.release()
         _count(event_name, "error", held)
 
@@ -200,7 +201,7 @@ def caller_account(factory: ClientFactory, region: str, role_arn: str = "") -> s
     """The account id that the credentials act in (sts:GetCallerIdentity)."""
     try:
         return str(factory.client("sts", region, role_arn).get_caller_identity()["Account"])
-    except Exception as exc:  # noqa: BLE001 - mapped onto the taxonomy
+    except Exception as exc:  # mapped onto the taxonomy
         raise classify(exc) from exc
 
 

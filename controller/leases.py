@@ -143,5 +143,5 @@ class Leases:
         for env in list(self._epochs):
             try:
                 self.release(env)
-            except Exception as exc:  # noqa: BLE001 - on the way out; the lease expires anyway
+            except Exception as exc:  # on the way out; the lease expires anyway
                 log.warning("lease_release_failed", environment=env, error=str(exc))

@@ -36,4 +36,5 @@ def configure(fmt: str = "json", level: str = "info") -> None:
 
 def get(name: str = "lensops") -> structlog.typing.FilteringBoundLogger:
     """A logger for a module."""
-    return structlog.get_logger(name)
+    logger: structlog.typing.FilteringBoundLogger = structlog.get_logger(name)  # the wrapper_class that configure() sets
+    return logger

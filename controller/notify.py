@@ -26,7 +26,7 @@ def notify(ctx: Context, spec: EnvironmentSpec, topic_arn: str | None, subject: 
         try:
             ctx.client("sns").publish(TopicArn=topic_arn, Subject=subject[:99], Message=text)
             log.info("notification_sent", environment=ctx.environment, channel="sns", subject=subject)
-        except Exception as exc:  # noqa: BLE001 - reported, never fatal
+        except Exception as exc:  # reported, never fatal
             log.warning("notification_failed", environment=ctx.environment, channel="sns", error=str(classify(exc)))
     url = spec.notifications.webhookUrl
     if url:

@@ -112,7 +112,7 @@ def _make_handler(server: Server) -> Callable[..., BaseHTTPRequestHandler]:
         server_version = "lensops"
         sys_version = ""
 
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+        def log_message(self, format: str, *args: Any) -> None:  # stdlib signature
             return
 
         def _send(self, code: int, body: bytes, content_type: str = "application/json") -> None:
@@ -125,7 +125,7 @@ def _make_handler(server: Server) -> Callable[..., BaseHTTPRequestHandler]:
         def _json(self, code: int, data: Any) -> None:
             self._send(code, json.dumps(data, default=str).encode())
 
-        def do_GET(self) -> None:  # noqa: N802 - stdlib name
+        def do_GET(self) -> None:  # stdlib name
             path = self.path.split("?", 1)[0]
             if path == "/metrics":
                 self._send(200, generate_latest(metrics.REGISTRY), CONTENT_TYPE_LATEST)
@@ -140,7 +140,7 @@ def _make_handler(server: Server) -> Callable[..., BaseHTTPRequestHandler]:
             else:
                 self._json(404, {"error": "not found"})
 
-        def do_POST(self) -> None:  # noqa: N802 - stdlib name
+        def do_POST(self) -> None:  # stdlib name
             path = self.path.split("?", 1)[0]
             if path != "/hooks/git":
                 self._json(404, {"error": "not found"})

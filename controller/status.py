@@ -86,7 +86,7 @@ def status_text(doc: dict[str, Any]) -> str:
         counts = (c.get("total", 0), c.get("synced", 0), c.get("drifted", 0), c.get("failed", 0), c.get("suspended", 0))
         rows.append((name, env.get("status", "-"), (env.get("appliedRevision") or "-")[:12], _age(env.get("lastSyncAgeSeconds")), *map(str, counts)))
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
-    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows]
+    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in rows]
     for name, env in doc["environments"].items():
         details = []
         if env.get("message"):
@@ -130,7 +130,7 @@ def _run_line(run: dict[str, Any]) -> str:
 
 def history_document(store: StateStore, envs: list[str] | None, limit: int) -> dict[str, Any]:
     rows = []
-    for env in envs or [None]:
+    for env in envs or (None,):
         rows.extend(store.history(env, limit))
     rows.sort(key=lambda r: r.id, reverse=True)
     return {

@@ -329,7 +329,7 @@ class _Driver:
         )
         try:
             return definition.run(ctx)
-        except Exception as exc:  # noqa: BLE001 - mapped onto the taxonomy and recorded on the step
+        except Exception as exc:  # mapped onto the taxonomy and recorded on the step
             error = classify(exc)
             if isinstance(error, RetryableError):
                 log.warning("runbook_step_retry", **self.fields, step=state.name, attempt=state.attempts, error=str(error))
@@ -462,7 +462,7 @@ def drive(
             metrics.RUNBOOK_RUNS.labels(request.runbook, result)  # the series exist (at 0) before a run ends
         try:
             out.append(advance(store, request, aws, notify=notify, request_rollback=request_rollback, clock=clock))
-        except Exception as exc:  # noqa: BLE001 - a bug or a store failure in one run is reported, the others go on
+        except Exception as exc:  # a bug or a store failure in one run is reported, the others go on
             log.exception("runbook_advance_crashed", environment=env.name, run=resource.name, error=f"{type(exc).__name__}: {exc}")
             out.append(Progress(env.name, resource.name, request.runbook, RUNNING, next_check=clock() + 60, message=str(exc)))
     return out

@@ -71,8 +71,8 @@ def test_an_unowned_resource_is_a_conflict_unless_adopted():
 
 def test_another_environments_resource_is_a_conflict_even_when_adopted():
     theirs = live({"threshold": 5}, owner="MetricAlarm/api-5xx", owner_env="prod")
-    for annotations in ({}, {"lensops.io/adopt": "true"}):
-        d = decided({"threshold": 5}, theirs, target=target(annotations))
+    for given in ({}, {"lensops.io/adopt": "true"}):
+        d = decided({"threshold": 5}, theirs, target=target(given))
         assert d.plan.status == "conflict" and "lensops environment 'prod'" in d.plan.message
 
 

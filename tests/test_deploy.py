@@ -57,7 +57,7 @@ def exported_metric_names() -> set[str]:
     touched = []
     try:
         for wrapper in wrappers:
-            labelnames = wrapper._labelnames  # noqa: SLF001 - prometheus_client keeps them private
+            labelnames = wrapper._labelnames  # prometheus_client keeps them private
             if labelnames:
                 wrapper.labels(*[LABEL_SET_VALUE] * len(labelnames))
                 touched.append((wrapper, len(labelnames)))
@@ -70,7 +70,7 @@ def exported_metric_names() -> set[str]:
                 pass
     names = {sample.name for family in text_string_to_metric_families(text) for sample in family.samples}
     families = {family.name for family in metrics.REGISTRY.collect()}
-    assert families == {w._name for w in wrappers}, "every registered metric is a module-level object of controller.metrics"  # noqa: SLF001
+    assert families == {w._name for w in wrappers}, "every registered metric is a module-level object of controller.metrics"  # _name: private too
     return names
 
 
@@ -159,7 +159,10 @@ def container() -> dict[str, Any]:
 
 
 def test_promql_name_extraction_sees_metrics_and_skips_the_rest() -> None:
-    expr = 'histogram_quantile(0.95, sum by (le, environment) (rate(lensops_x_bucket{environment=~"$environment"}[$__rate_interval]))) / on (environment) group_left(revision) up{job="a"} and time() - lensops_y offset 5m'
+    expr = (
+        'histogram_quantile(0.95, sum by (le, environment) (rate(lensops_x_bucket{environment=~"$environment"}[$__rate_interval])))'
+        ' / on (environment) group_left(revision) up{job="a"} and time() - lensops_y offset 5m'
+    )
     assert promql_metric_names(expr) == {"lensops_x_bucket", "up", "lensops_y"}
 
 

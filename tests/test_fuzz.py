@@ -180,7 +180,7 @@ def load_or_known(root: Path, stats: Counter[str]) -> LoadResult | None:
     """load_tree(root); a known crash is counted and gives None, any other exception fails the test."""
     try:
         result = load_tree(root, registry())
-    except Exception as exc:  # noqa: BLE001 - the property under test
+    except Exception as exc:  # the property under test
         name = known_crash(exc)
         if name is None:
             raise
@@ -436,7 +436,7 @@ def same(a: Any, b: Any) -> bool:
     if isinstance(a, dict) and isinstance(b, dict):
         return all(same(a.get(k), b.get(k)) for k in set(a) | set(b))
     if isinstance(a, list) and isinstance(b, list):
-        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
+        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b, strict=True))
     return type(a) is type(b) and a == b
 
 

@@ -57,7 +57,7 @@ def test_apply_creates_everything_then_plan_is_clean(aws, client, tree, lensops)
     cw = client("cloudwatch")
     alarm_live = cw.describe_alarms(AlarmNames=["lambda-errors"])["MetricAlarms"][0]
     assert alarm_live["Threshold"] == 5.0
-    assert alarm_live["AlarmActions"] == [f"arn:aws:sns:us-east-1:123456789012:alerts"]
+    assert alarm_live["AlarmActions"] == ["arn:aws:sns:us-east-1:123456789012:alerts"]
     composite = cw.describe_alarms(AlarmNames=["api-health"], AlarmTypes=["CompositeAlarm"])["CompositeAlarms"]
     assert composite and composite[0]["AlarmRule"] == 'ALARM("lambda-errors")'
     assert json.loads(cw.get_dashboard(DashboardName="operations")["DashboardBody"])["widgets"][0]["type"] == "text"

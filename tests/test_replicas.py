@@ -115,7 +115,7 @@ def test_a_paused_holder_writes_nothing_when_it_wakes(replicas, client, git_remo
 def _chained_alarms(names: list[str]) -> str:
     """Alarms each depending on the one before, so a pass writes them one at a time, in order."""
     docs = []
-    for before, name in zip([None, *names], names):
+    for before, name in zip([None, *names], names, strict=False):  # one longer on purpose: the last name comes before none
         extra = f"  dependsOn: [MetricAlarm/{before}]\n" if before else ""
         docs.append(alarm(name, 5).replace(f"  name: {name}\n", f"  name: {name}\n{extra}"))
     return "---\n".join(docs)

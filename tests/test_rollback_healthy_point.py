@@ -55,7 +55,7 @@ def _eventually(read: Callable[[], Any], want: Any, timeout: float = 5.0, every:
     while True:
         try:
             value = read()
-        except Exception as exc:  # noqa: BLE001 - an unreadable value is reported, not raised
+        except Exception as exc:  # an unreadable value is reported, not raised
             value = f"<{type(exc).__name__}: {exc}>"
         if value == want or time.monotonic() >= deadline:
             return value

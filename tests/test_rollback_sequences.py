@@ -16,7 +16,7 @@ import pytest
 from conftest import ACCOUNT, alarm
 from controller import health, policy
 from controller.aws import ClientFactory
-from controller.engine import Engine, Outcome, content_changed
+from controller.engine import Engine, Outcome
 from controller.manifests.loader import load_tree
 from controller.manifests.model import EnvironmentDesired
 from controller.state import open_store

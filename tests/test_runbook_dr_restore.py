@@ -193,7 +193,8 @@ def test_the_recovery_point_path_against_recorded_answers(aws):
         backup_stub.add_response("describe_restore_job", {"RestoreJobId": "job-1", "Status": "COMPLETED", "CreatedResourceArn": created}, {"RestoreJobId": "job-1"})
         rds_stub.add_response("add_tags_to_resource", {}, {"ResourceName": created, "Tags": [
             {"Key": RUN_TAG, "Value": "dev/drill-1"}, {"Key": "lensops:environment", "Value": "dev"}, {"Key": "lensops:id", "Value": "RunbookRun/drill-1"}]})
-        rds_stub.add_response("describe_db_instances", {"DBInstances": [{"DBInstanceIdentifier": TARGET, "DBInstanceStatus": "available", "Endpoint": {"Address": "t.example", "Port": 5432}}]}, {"DBInstanceIdentifier": TARGET})
+        rds_stub.add_response("describe_db_instances", {"DBInstances": [
+            {"DBInstanceIdentifier": TARGET, "DBInstanceStatus": "available", "Endpoint": {"Address": "t.example", "Port": 5432}}]}, {"DBInstanceIdentifier": TARGET})
 
         class Clients:
             account = "123456789012"

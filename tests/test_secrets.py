@@ -129,7 +129,7 @@ def test_aws_error_messages_never_carry_the_secret_key(aws, kind):
     )
     try:
         sns.create_topic(Name="alerts", Attributes={"DisplayName": "x"})
-    except Exception as exc:  # noqa: BLE001 - the error under test
+    except Exception as exc:  # the error under test
         text = f"{classify(exc)} {exc!r} {getattr(exc, 'response', '')}"
     else:
         pytest.fail("the fault plan should have failed the call")

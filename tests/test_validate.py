@@ -20,8 +20,8 @@ def _check(tree, lensops, expect_path: str, expect_line: int | None, expect_text
     assert result.code == 1, result.out + result.err
     assert elapsed < 2.0
     assert "Traceback" not in result.err
-    lines = [l for l in result.err.splitlines() if l.strip()]
-    matching = [l for l in lines if expect_text in l]
+    lines = [line for line in result.err.splitlines() if line.strip()]
+    matching = [line for line in lines if expect_text in line]
     assert matching, f"no line with {expect_text!r} in:\n{result.err}"
     found = LINE.match(matching[0])
     assert found, f"not path:line: {matching[0]!r}"
@@ -176,7 +176,7 @@ def test_every_problem_reported_in_one_run(tree, lensops):
     tree.write("environments/prod/b.yaml", "kind: [")
     result = lensops("validate", str(tree.root))
     assert result.code == 1
-    assert len([l for l in result.err.splitlines() if LINE.match(l)]) == 3, result.err
+    assert len([line for line in result.err.splitlines() if LINE.match(line)]) == 3, result.err
 
 
 def test_json_output_lists_problems(tree, lensops):

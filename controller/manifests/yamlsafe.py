@@ -22,7 +22,7 @@ import yaml
 try:  # libyaml when present: several times faster on large trees
     from yaml import CSafeLoader as _Loader
 except ImportError:  # pragma: no cover - depends on how PyYAML was built
-    from yaml import SafeLoader as _Loader  # type: ignore[assignment]
+    from yaml import SafeLoader as _Loader  # type: ignore[assignment]  # the pure-Python class of the same interface
 
 MAX_FILE_BYTES = 1024 * 1024
 MAX_DOCUMENTS = 10_000
@@ -238,7 +238,7 @@ class _Builder:
                                 top.key = value
                                 continue
                         elif key is not _MERGING and type(value) is not _KeyTag:
-                            top.value[key] = value  # type: ignore[call-overload]
+                            top.value[key] = value
                             top.key = _NO_KEY
                             continue
                     self.add(value, line, n, n)
@@ -253,10 +253,10 @@ class _Builder:
                         raise YamlProblem(f"nesting deeper than {MAX_DEPTH} levels", line)
                     if event.anchor is not None:
                         self.new_anchor(event.anchor, line)
-                    top = stack[-1] if stack else None
+                    parent = stack[-1] if stack else None
                     path = self.child_path() if self.problem is None else ()
                     opened = _Open({} if kind is mapping_start else [], path, line, len(self.entries), event.anchor, self.total)
-                    if top is not None and top.key is _MERGING and kind is not mapping_start:
+                    if parent is not None and parent.key is _MERGING and kind is not mapping_start:
                         opened.merge_items, opened.merges = True, []
                     stack.append(opened)
                 elif kind is yaml.AliasEvent:
@@ -448,7 +448,7 @@ class _Builder:
         out: dict[str, Any] = {}
         given: dict[str, tuple[int, int]] = {}
         shadowed = False
-        assert done.merges is not None
+        assert done.merges is not None and isinstance(done.value, dict)  # a list after '<<' handed its merges up in close()
         for source, start, end in done.merges:
             for key, item in source.items():
                 if key in out:
@@ -459,7 +459,7 @@ class _Builder:
             for key, (start, end) in given.items():
                 prefix = done.path + (key,)
                 self.entries.extend([(p, n) for p, n in self.entries[start:end] if p[: len(prefix)] == prefix])
-        for key, item in done.value.items():  # type: ignore[union-attr]
+        for key, item in done.value.items():
             if key in out:
                 raise _Late(f"duplicate key {key!r}", done.key_lines[key])
             out[key] = item

@@ -180,7 +180,8 @@ class DynamoStore:
         got = self._call(
             "get_item", TableName=self.table, Key={"pk": _s(pk), "sk": _s(sk)}, ConsistentRead=True
         )
-        return got.get("Item")
+        item: dict[str, Any] | None = got.get("Item")
+        return item
 
     def _query(self, pk: str, prefix: str = "", forward: bool = True, limit: int = 0) -> Iterator[dict[str, Any]]:
         """Every item of a partition (whose sk starts with ``prefix``), page after page."""

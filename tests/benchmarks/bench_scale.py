@@ -360,7 +360,7 @@ def test_daemon_webhook_latency_and_idle_cpu(aws, git_remote, tmp_path):
             body = json.dumps({"ref": "refs/heads/main", "after": sha}).encode()
             sent, sent_at = time.monotonic(), time.time()
             assert daemon.post_hook(body, SECRET, delivery=f"bench-{k}") == 202
-            daemon.wait_until(lambda: daemon.applied_revision("dev") == sha, timeout=300, every=0.02)
+            daemon.wait_until(lambda sha=sha: daemon.applied_revision("dev") == sha, timeout=300, every=0.02)
             latencies.append(time.monotonic() - sent)
             parts.append(_latency_parts(daemon.events(), sha, sent_at))
         RESULTS.fact(f"daemon: webhook to applied, {DAEMON_ALARMS:,}-alarm repository, one alarm changed", summarize(latencies))
