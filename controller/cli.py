@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return EXIT_OK
-    except Exception as exc:  # noqa: BLE001 - the contract promises no traceback; LENSOPS_DEBUG shows it
+    except Exception as exc:  # the contract promises no traceback; LENSOPS_DEBUG shows it
         if os.environ.get("LENSOPS_DEBUG"):
             raise
         print(f"lensops: internal error: {type(exc).__name__}: {exc} (set LENSOPS_DEBUG=1 for a traceback)", file=sys.stderr)

@@ -135,7 +135,7 @@ class Daemon:
             return False, self.fetch_error or "first revision not loaded yet"
         try:
             self.store.ping()
-        except Exception as exc:  # noqa: BLE001 - readiness reports any store failure
+        except Exception as exc:  # readiness reports any store failure
             return False, f"state store: {exc}"
         return True, ""
 
@@ -306,7 +306,7 @@ class Daemon:
                         self.reconcile(name, reason)
                 except LeaseLost:
                     self.leases.lost(name)
-                except Exception as exc:  # noqa: BLE001 - a bug must not stop the environment's schedule
+                except Exception as exc:  # a bug must not stop the environment's schedule
                     metrics.count_result(name, "failed")
                     log.exception("reconcile_crashed", environment=name, error=f"{type(exc).__name__}: {exc}")
                 with self._state_lock:
@@ -492,7 +492,7 @@ class Daemon:
             return health.check(self.engine, env, self.runner.account_for(name, env.spec), gate, store=store, may_write=may_write)
         except LeaseLost:
             self.leases.lost(name)
-        except Exception as exc:  # noqa: BLE001 - an unreadable alarm keeps the gate open, it never rolls back
+        except Exception as exc:  # an unreadable alarm keeps the gate open, it never rolls back
             log.warning("bake_check_failed", environment=name, error=f"{type(exc).__name__}: {exc}")
         return "baking"
 

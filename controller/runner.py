@@ -199,7 +199,7 @@ class Runner:
             return False
         try:
             result = health.check(self.engine, env, account, gate, progress=progress)
-        except Exception as exc:  # noqa: BLE001 - an unreadable alarm keeps the gate open, it never rolls back
+        except Exception as exc:  # an unreadable alarm keeps the gate open, it never rolls back
             progress(f"{env.name}: the open bake of {gate.revision[:12]} could not be checked: {classify(exc)}")
             return False
         if result in ("baking", "healthy", "superseded"):
@@ -217,7 +217,7 @@ class Runner:
         while True:
             try:
                 result = health.check(self.engine, env, account, gate, progress=progress)
-            except Exception as exc:  # noqa: BLE001 - an unreadable alarm keeps the gate open, it never rolls back
+            except Exception as exc:  # an unreadable alarm keeps the gate open, it never rolls back
                 progress(f"{env.name}: health could not be checked: {classify(exc)}")
                 if time.time() >= gate.until and not gate.rollouts:
                     outcome.result = "failed"

@@ -329,7 +329,7 @@ spec:
             return {}
         plans = self._plans()
         present = [name for name in physicals if name in plans]
-        return dict(zip(present, self.ctx.map(lambda name: self._read(name, plans[name]["BackupPlanId"], plans[name].get("VersionId")), present)))
+        return dict(zip(present, self.ctx.map(lambda name: self._read(name, plans[name]["BackupPlanId"], plans[name].get("VersionId")), present), strict=True))
 
     def _read(self, name: str, plan_id: str, version: str | None) -> Live:
         """One plan, its selections and tags; the plan and selections come from the read cache

@@ -258,7 +258,7 @@ spec:
         budget_shape = shape("budgets", "Budget")
         present = [name for name in physicals if name in budgets]
         found: dict[str, Live] = {}
-        for name, notifications in zip(present, self.ctx.map(self._notifications, present)):
+        for name, notifications in zip(present, self.ctx.map(self._notifications, present), strict=True):
             item = from_api(budgets[name], budget_shape)
             item["limit"] = item.get("budgetLimit")
             state = _canonical(item, notifications)

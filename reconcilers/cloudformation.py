@@ -110,6 +110,7 @@ def _short_form(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> dict[s
     elif isinstance(node, yaml.SequenceNode):
         value = loader.construct_sequence(node, deep=True)
     else:
+        assert isinstance(node, yaml.MappingNode)
         value = loader.construct_mapping(node, deep=True)
     if suffix in ("Ref", "Condition"):
         return {suffix: value}
@@ -118,9 +119,14 @@ def _short_form(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> dict[s
     return {f"Fn::{suffix}": value}
 
 
+def _timestamp_as_text(loader: yaml.SafeLoader, node: yaml.Node) -> str:
+    """AWSTemplateFormatVersion: 2010-09-09 stays the string it is in JSON templates."""
+    assert isinstance(node, yaml.ScalarNode)
+    return str(loader.construct_scalar(node))
+
+
 _TemplateLoader.add_multi_constructor("!", _short_form)
-# AWSTemplateFormatVersion: 2010-09-09 stays the string it is in JSON templates.
-_TemplateLoader.add_constructor("tag:yaml.org,2002:timestamp", yaml.SafeLoader.construct_yaml_str)
+_TemplateLoader.add_constructor("tag:yaml.org,2002:timestamp", _timestamp_as_text)
 
 
 def parse_template(body: str | dict[str, Any]) -> dict[str, Any]:
@@ -332,7 +338,7 @@ Outputs:
             return {}
         stacks = self._stacks()
         present = [name for name in physicals if name in stacks]
-        return dict(zip(present, self.ctx.map(lambda name: self._live(stacks[name]), present)))
+        return dict(zip(present, self.ctx.map(lambda name: self._live(stacks[name]), present), strict=True))
 
     def _live(self, stack: dict[str, Any], drift: bool = True) -> Live:
         status = stack["StackStatus"]

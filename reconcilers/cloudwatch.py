@@ -453,7 +453,7 @@ spec:
             arn = page.get("DashboardArn") or self.arn(name)
             return Live(name, {"body": body}, arn=arn, attrs={"arn": arn})
 
-        return {name: live for name, live in zip(physicals, self.ctx.map(read, physicals)) if live is not None}
+        return {name: live for name, live in zip(physicals, self.ctx.map(read, physicals), strict=True) if live is not None}
 
     def desired_state(self, desired: Desired) -> dict[str, Any]:
         return {"body": desired.spec["body"]}

@@ -226,7 +226,7 @@ spec:
     def observe(self, physicals: list[str]) -> dict[str, Live]:
         found: dict[str, Live] = {}
         functions = sorted({split_physical(p)[0] for p in physicals})
-        listings = dict(zip(functions, self.ctx.map(self._function, functions)))
+        listings = dict(zip(functions, self.ctx.map(self._function, functions), strict=True))
         for physical in physicals:
             function, alias = split_physical(physical)
             listing = listings[function]

@@ -145,7 +145,7 @@ spec:
         subscriptions: dict[str, list[dict[str, str]]] = answers[0]
         tags: dict[str, dict[str, str]] = answers[1]
         found: dict[str, Live] = {}
-        for arn, attributes in zip(present, answers[2:]):
+        for arn, attributes in zip(present, answers[2:], strict=True):
             subs = subscriptions.get(arn, [])
             owned = tags.get(arn) or {}
             state = {

@@ -289,11 +289,11 @@ class _WafReconciler(Reconciler):
             return {}
         # observe knows names only, not scopes: both scopes are listed, and a
         # name found in both keeps every variant for compare_view and update.
-        listings = dict(zip(SCOPES, self.ctx.map(self._listing, SCOPES)))
+        listings = dict(zip(SCOPES, self.ctx.map(self._listing, SCOPES), strict=True))
         wanted = [(scope, name, listing[name]) for name in physicals for scope, listing in listings.items() if name in listing]
         reads = self.ctx.map(lambda item: self._read(item[0], item[1], item[2]["Id"], item[2].get("LockToken")), wanted)
         by_name: dict[str, dict[str, Live]] = {}
-        for (scope, name, _), live in zip(wanted, reads):
+        for (scope, name, _), live in zip(wanted, reads, strict=True):
             by_name.setdefault(name, {})[scope] = live
         found: dict[str, Live] = {}
         for name, variants in by_name.items():

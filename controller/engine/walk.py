@@ -116,7 +116,7 @@ class Pass:
             for future, kind in futures.items():
                 try:
                     self.observed[kind] = future.result()[1]
-                except Exception as exc:  # noqa: BLE001 - mapped onto the taxonomy and reported
+                except Exception as exc:  # mapped onto the taxonomy and reported
                     error = classify(exc)
                     self.failures[kind] = str(error)
                     if isinstance(error, RetryableError):
@@ -190,7 +190,7 @@ class Pass:
         error: Exception | None = None
         try:
             result = step()
-        except Exception as exc:  # noqa: BLE001 - every AWS error is mapped and reported per resource
+        except Exception as exc:  # every AWS error is mapped and reported per resource
             error = classify(exc)
             rp.status, rp.message = Status.FAILED, str(error)
             if isinstance(error, RetryableError):
@@ -329,6 +329,6 @@ class Pass:
                 if reconciler is None:
                     raise PermanentError(f"kind {rec.kind} has no reconciler in this version")
                 self.writer.delete(rec, rp, reconciler, live, keep_record=rec.ident in idents)
-            except Exception as exc:  # noqa: BLE001 - mapped and reported per resource
+            except Exception as exc:  # mapped and reported per resource
                 rp.status, rp.message = Status.FAILED, str(classify(exc))
                 log.error("prune_failed", environment=self.env.name, kind=rec.kind, name=rec.name, error=rp.message)
