@@ -85,6 +85,8 @@ class TagApi:
     """The name of the ARN parameter (``ResourceARN`` for CloudWatch and WAFv2)."""
     keys: str = "TagKeys"
     """The name of the tag keys parameter of ``UntagResource`` (``TagKeyList`` for Backup)."""
+    tags: str = "Tags"
+    """The name of the tags parameter of ``TagResource`` (``tags`` for CloudWatch Logs)."""
     pairs: bool = True
     """Tags as a list of ``{Key, Value}`` (else a map, as Backup takes them)."""
 
@@ -92,7 +94,7 @@ class TagApi:
         """Set and remove the tags ``changes`` name on ``arn``: at most one call each."""
         to_set, to_remove = tag_updates(changes)
         if to_set:
-            client.tag_resource(**{self.arn: arn, "Tags": map_to_tags(to_set) if self.pairs else to_set})
+            client.tag_resource(**{self.arn: arn, self.tags: map_to_tags(to_set) if self.pairs else to_set})
         if to_remove:
             client.untag_resource(**{self.arn: arn, self.keys: to_remove})
 
