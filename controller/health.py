@@ -47,7 +47,7 @@ from controller.manifests.types import parse_duration
 from controller.notify import notify
 from controller.state import EnvironmentRecord, StateStore
 from controller.alarms import BATCH, describe_alarms
-from controller.kinds import Context
+from controller.kinds import Context, Registry
 
 log = logs.get("lensops.health")
 
@@ -124,14 +124,16 @@ def last_healthy_before(record: EnvironmentRecord, env: EnvironmentDesired) -> s
     return ""
 
 
-def alarm_names(env: EnvironmentDesired, changed: list[str]) -> list[str]:
-    """Physical names of the alarms that gate a bake of ``env`` over the ``changed`` resources."""
+def alarm_names(registry: Registry, env: EnvironmentDesired, changed: list[str]) -> list[str]:
+    """Physical names of the alarms that gate a bake of ``env`` over the ``changed`` resources:
+    the environment's, and those each changed resource's kind adds (``Reconciler.gate_alarms``)."""
     by_ident = env.by_ident()
     wanted = list(env.spec.health.alarms)
     for ident in changed:
         resource = by_ident.get(ident)
-        if resource is not None and resource.kind == "LambdaAlias":
-            wanted.extend((resource.spec.get("deployment") or {}).get("alarms") or [])
+        reconciler = registry.get(resource.kind) if resource is not None else None
+        if resource is not None and reconciler is not None:
+            wanted.extend(reconciler.gate_alarms(resource.spec))
     return env.alarm_names(wanted)
 
 
@@ -173,7 +175,7 @@ def after_pass(engine: Engine, env: EnvironmentDesired, outcome: Outcome, *, new
             mark_healthy(store, env.name, env.revision, env.digest)  # nothing changed since the healthy point
         return None
     changed = list(dict.fromkeys([*(gate.changed if gate else []), *wrote]))
-    names = alarm_names(env, changed)
+    names = alarm_names(engine.registry, env, changed)
     # A newer write to a resource ends the rollout an older revision had it on.
     rollouts = [r for r in (gate.rollouts if gate else []) if r["ident"] not in wrote] + outcome.rollouts
     if not names and not rollouts:

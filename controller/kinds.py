@@ -197,6 +197,9 @@ class Reconciler:
     """Files besides the manifest that ``example`` needs (path under the tree's root -> text)."""
     notes: ClassVar[dict[str, str]] = {}
     """Field path (``a.b``, ``a[].b``) -> what its type cannot say; a path that does not exist fails the docs."""
+    files: ClassVar[dict[str, str]] = {}
+    """Spec field -> folder under the tree's root: the field names a file there, which the loader
+    reads (inside that folder only) into the spec as ``<field>Body`` (a Stack's ``template``)."""
     settle_interval: ClassVar[float] = 5.0
     """Seconds between the engine's re-checks of a change still in progress."""
     settle_timeout: ClassVar[float] = 1800.0
@@ -257,6 +260,12 @@ class Reconciler:
     def rollout_interval(self, desired: Desired) -> float:
         """Seconds between two rollout steps."""
         return 0.0
+
+    @classmethod
+    def gate_alarms(cls, spec: dict[str, Any]) -> list[str]:
+        """Alarms (names or ``ref:``s) that gate a change of this resource besides the environment's
+        health alarms (a Lambda alias's deployment alarms); none by default."""
+        return []
 
     @classmethod
     def implied_dependencies(cls, spec: dict[str, Any]) -> list[tuple[str, str]]:

@@ -255,6 +255,7 @@ class StackReconciler(Reconciler):
     kind = "Stack"
     spec_model = StackSpec
     name_field = "stackName"
+    files = {"template": "templates"}
     service = "cloudformation"
     settle_interval = 10.0
     settle_timeout = 3600.0

@@ -164,6 +164,11 @@ spec:
     }
 
     @classmethod
+    def gate_alarms(cls, spec: dict[str, Any]) -> list[str]:
+        """The deployment's alarms gate a change of the alias, with the environment's."""
+        return list((spec.get("deployment") or {}).get("alarms") or [])
+
+    @classmethod
     def physical_name(cls, spec: dict[str, Any], metadata_name: str) -> str:
         """``FUNCTION:ALIAS``: alias names are unique per function only."""
         return f"{function_name(spec['functionName'])}:{spec.get('name') or metadata_name}"

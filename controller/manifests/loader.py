@@ -320,13 +320,15 @@ class _Loader:
             return None
         dumped = spec.model_dump(mode="json", exclude_none=True)
         physical = reconciler.physical_name(dumped, envelope.metadata.name) if reconciler is not None else envelope.metadata.name
-        if envelope.kind == "Stack":
-            body = self.check_template(env, doc, dumped["template"])
+        for name, folder in (reconciler.files.items() if reconciler is not None else ()):
+            if name not in dumped:
+                continue
+            body = self.read_named_file(env, doc, name, folder, str(dumped[name]))
             if body is None:
                 return None
             # The text travels with the spec, so a rollback or a held revision
-            # applies the template of its own revision, not today's file.
-            dumped["templateBody"] = body
+            # applies the file of its own revision, not today's.
+            dumped[f"{name}Body"] = body
         return Resource(
             kind=envelope.kind,
             name=envelope.metadata.name,
@@ -339,24 +341,25 @@ class _Loader:
             annotations=dict(envelope.metadata.annotations),
         )
 
-    def check_template(self, env: str, doc: _Doc, template: str) -> str | None:
-        """The text of a Stack's template, or None after reporting why it cannot be used."""
-        templates = (self.root / "templates").resolve()
-        target = (templates / template).resolve()
-        line = doc.line("spec", "template")
-        if os.path.isabs(template) or not target.is_relative_to(templates):
-            self.problem(env, doc.path, line, doc.ident, f"template {template!r} leaves templates/")
+    def read_named_file(self, env: str, doc: _Doc, name: str, folder: str, value: str) -> str | None:
+        """The text of the file the spec's ``name`` field names under ``folder/`` (a Stack's
+        template), or None after reporting why it cannot be used."""
+        base = (self.root / folder).resolve()
+        target = (base / value).resolve()
+        line = doc.line("spec", name)
+        if os.path.isabs(value) or not target.is_relative_to(base):
+            self.problem(env, doc.path, line, doc.ident, f"{name} {value!r} leaves {folder}/")
             return None
         if not target.is_file():
-            self.problem(env, doc.path, line, doc.ident, f"template {template!r} not found under templates/")
+            self.problem(env, doc.path, line, doc.ident, f"{name} {value!r} not found under {folder}/")
             return None
         if target.stat().st_size > 1024 * 1024:
-            self.problem(env, doc.path, line, doc.ident, f"template {template!r} is larger than 1 MiB")
+            self.problem(env, doc.path, line, doc.ident, f"{name} {value!r} is larger than 1 MiB")
             return None
         try:
             return target.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
-            self.problem(env, doc.path, line, doc.ident, f"template {template!r} cannot be read: {exc}")
+            self.problem(env, doc.path, line, doc.ident, f"{name} {value!r} cannot be read: {exc}")
             return None
 
     def validation_problems(self, env: str, doc: _Doc, exc: ValidationError, model: Any, prefix: tuple[Any, ...] = ()) -> None:
