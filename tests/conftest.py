@@ -18,7 +18,7 @@ import boto3
 import pytest
 from botocore.config import Config
 
-from controller.emulator import Emulator, start
+from lensops_emulator import Emulator, start
 
 REGION = "us-east-1"
 ACCOUNT = "123456789012"

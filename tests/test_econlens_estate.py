@@ -8,7 +8,7 @@ import re
 import shutil
 from pathlib import Path
 
-from controller.demo import seed
+from lensops_emulator.estate import seed
 from reconcilers.base import KINDS
 
 ROOT = Path(__file__).resolve().parent.parent
