@@ -24,6 +24,8 @@ WORKDIR /src
 # What the wheel is built from, and nothing else: pyproject.toml, the README
 # it names as `readme`, and every package of [tool.setuptools.packages.find]
 # (tests/test_deploy.py checks that this list keeps up with pyproject.toml).
+# No extras: the image holds neither the test tooling of emulator/ nor moto
+# (tests/test_packaging.py checks the wheel built from the same files).
 COPY pyproject.toml README.md ./
 COPY controller/ controller/
 COPY reconcilers/ reconcilers/

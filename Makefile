@@ -6,10 +6,13 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: test demo bench soak lint clean
 
-$(STAMP): pyproject.toml
+# lensops and its test tooling, the AWS emulator of emulator/ (distribution
+# lensops-emulator, on no index), in one pip command so that the local
+# emulator is what satisfies the `test` extra.
+$(STAMP): pyproject.toml emulator/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet -e ./emulator -e '.[test]'
 	touch $(STAMP)
 
 ## make lint: ruff (bugs, not style: see [tool.ruff] in pyproject.toml) and mypy (strict on controller/ and reconcilers/)

@@ -11,6 +11,7 @@ Nothing here runs at import time.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import threading
 from typing import Any
 
@@ -21,23 +22,6 @@ import botocore.utils
 
 from controller import metrics
 from controller.errors import PermanentError, classify, is_throttling
-
-# botocore's service ids (hyphenised) -> the boto3 service names we label with.
-_SERVICE_LABEL = {
-    "cloudwatch": "cloudwatch",
-    "sns": "sns",
-    "sts": "sts",
-    "cloudformation": "cloudformation",
-    "lambda": "lambda",
-    "budgets": "budgets",
-    "backup": "backup",
-    "wafv2": "wafv2",
-    "resource-groups-tagging-api": "tagging",
-    "ssm": "ssm",
-    "rds": "rds",
-    "dynamodb": "dynamodb",
-}
-
 
 def parse_timestamp(value: Any) -> dt.datetime:
     """botocore's timestamp parsing, without dateutil on the common forms.
@@ -147,16 +131,19 @@ class ClientFactory:
         return client
 
     def _instrument(self, client: Any) -> None:
+        # Calls are labelled with the name the client was made with (boto3's: ``logs``,
+        # not botocore's service id ``cloudwatch-logs``), as reconcilers name their service.
+        service = str(client.meta.service_model.service_name)
         events = client.meta.events
         events.register("before-send", self._before_send)
-        events.register("response-received", self._response_received)
-        events.register("after-call-error", self._call_failed)
+        events.register("response-received", functools.partial(self._response_received, service))
+        events.register("after-call-error", functools.partial(self._call_failed, service))
 
     def _before_send(self, **_: Any) -> None:
         self._semaphore.acquire()
         self._held.value = getattr(self._held, "value", 0) + 1
 
-    def _call_failed(self, event_name: str, **_: Any) -> None:
+    def _call_failed(self, service: str, event_name: str, **_: Any) -> None:
         """A call that raised before its answer was read (an answer botocore cannot parse, ...).
 
         botocore then never sends ``response-received``: the attempt's slot is
@@ -169,10 +156,10 @@ class ClientFactory:
         self._held.value = 0
         for _slot in range(held):  # not `_`: that is the keyword arguments
             self._semaphore.release()
-        _count(event_name, "error", held)
+        _count(service, event_name, "error", held)
 
     def _response_received(
-        self, event_name: str, parsed_response: Any = None, exception: Any = None, **_: Any
+        self, service: str, event_name: str, parsed_response: Any = None, exception: Any = None, **_: Any
     ) -> None:
         if getattr(self._held, "value", 0) > 0:
             self._held.value -= 1
@@ -188,13 +175,13 @@ class ClientFactory:
                 outcome = "throttled"
             elif error or status >= 400:
                 outcome = "error"
-        _count(event_name, outcome)
+        _count(service, event_name, outcome)
 
 
-def _count(event_name: str, outcome: str, attempts: int = 1) -> None:
+def _count(service: str, event_name: str, outcome: str, attempts: int = 1) -> None:
     """Count attempts into ``lensops_aws_api_calls_total``; ``event_name`` is botocore's ``<event>.<service-id>.<Operation>``."""
-    _, service_id, operation = event_name.split(".", 2)
-    metrics.AWS_API_CALLS.labels(_SERVICE_LABEL.get(service_id, service_id), operation, outcome).inc(attempts)
+    operation = event_name.rsplit(".", 1)[-1]
+    metrics.AWS_API_CALLS.labels(service, operation, outcome).inc(attempts)
 
 
 def caller_account(factory: ClientFactory, region: str, role_arn: str = "") -> str:

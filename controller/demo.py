@@ -1,30 +1,27 @@
 """``lensops demo``: the daemon on an embedded AWS emulator and a local Git repo of ``desired-state/``.
 
-Nothing else to install: the emulator (moto plus what it lacks) listens on
-127.0.0.1, is seeded with what the EconLens manifests expect to exist
-already (the scenario processor Lambda functions with published versions,
-the RDS instances with a snapshot, the DR endpoint parameters), and the
-daemon watches a working copy made from ``desired-state/`` under
-``.lensops/demo/``.
+The emulator (moto plus what it lacks) is not part of lensops: it is the
+``lensops-emulator`` distribution in ``emulator/`` of the repository (``make
+demo`` installs it), imported here only when the demo starts. It listens on
+127.0.0.1 and is seeded with what the EconLens manifests expect to exist
+already (``lensops_emulator.estate``: the scenario processor Lambda
+functions with published versions, the RDS instances with a snapshot, the DR
+endpoint parameters), and the daemon watches a working copy made from
+``desired-state/`` under ``.lensops/demo/``.
 """
 
 from __future__ import annotations
 
-import io
 import os
 import shutil
 import subprocess
 import sys
-import zipfile
 from pathlib import Path
-
-import boto3
 
 from controller.errors import UsageError
 from controller.settings import Settings
 
-ENVIRONMENTS = ("dev", "staging", "prod")
-REGION = "us-east-1"
+NEEDS_EMULATOR = "lensops demo needs the AWS emulator: pip install ./emulator (make demo does it)"
 
 
 def _desired_state() -> Path:
@@ -34,43 +31,6 @@ def _desired_state() -> Path:
         if (candidate / "environments").is_dir():
             return candidate
     raise UsageError("desired-state/ not found: run lensops demo from the project's folder")
-
-
-def _zip(source: str) -> bytes:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as archive:
-        archive.writestr("handler.py", source)
-    return buffer.getvalue()
-
-
-def seed(endpoint: str) -> None:
-    """Create what the EconLens manifests expect to exist before lensops manages anything."""
-    kw = {"endpoint_url": endpoint, "region_name": REGION}
-    iam = boto3.client("iam", **kw)
-    role = iam.create_role(
-        RoleName="econlens-lambda",
-        AssumeRolePolicyDocument='{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"Service":"lambda.amazonaws.com"},"Action":"sts:AssumeRole"}]}',
-    )["Role"]["Arn"]
-    lam = boto3.client("lambda", **kw)
-    rds = boto3.client("rds", **kw)
-    ssm = boto3.client("ssm", **kw)
-    for env in ENVIRONMENTS:
-        name = f"econlens-{env}-scenario-processor"
-        lam.create_function(
-            FunctionName=name, Runtime="python3.12", Role=role, Handler="handler.handle",
-            Code={"ZipFile": _zip("def handle(event, context):\n    return {'version': 1}\n")},
-        )
-        lam.publish_version(FunctionName=name, Description="v1")
-        lam.update_function_code(FunctionName=name, ZipFile=_zip("def handle(event, context):\n    return {'version': 2}\n"))
-        lam.publish_version(FunctionName=name, Description="v2")
-        db = f"econlens-{env}-db"
-        rds.create_db_instance(
-            DBInstanceIdentifier=db, DBInstanceClass="db.t4g.micro", Engine="postgres",
-            MasterUsername="econlens", MasterUserPassword=os.urandom(12).hex(), AllocatedStorage=20,
-        )
-        rds.create_db_snapshot(DBInstanceIdentifier=db, DBSnapshotIdentifier=f"{db}-seed")
-        address = rds.describe_db_instances(DBInstanceIdentifier=db)["DBInstances"][0]["Endpoint"]["Address"]
-        ssm.put_parameter(Name=f"/econlens/{env}/db-endpoint", Value=address, Type="String", Overwrite=True)
 
 
 def _git(repo: Path, *args: str) -> None:
@@ -93,8 +53,15 @@ def make_repo(workdir: Path) -> Path:
 
 def run_demo(settings: Settings) -> int:
     """Start the emulator, seed it, make the repo and run the daemon until Ctrl-C."""
+    try:
+        from lensops_emulator import start
+        from lensops_emulator.estate import REGION, seed
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").partition(".")[0] not in ("lensops_emulator", "moto"):
+            raise
+        print(NEEDS_EMULATOR, file=sys.stderr)
+        return 1
     from controller.daemon import run_daemon
-    from controller.emulator import start
 
     workdir = Path(os.environ.get("LENSOPS_DEMO_DIR", ".lensops/demo")).resolve()
     if workdir.exists():

@@ -33,7 +33,6 @@ import functools
 import hashlib
 import json
 import os
-import signal
 import socket
 import time
 import uuid
@@ -69,7 +68,6 @@ log = logs.get("lensops.runbook")
 
 STEP_LEASE_SECONDS = 300.0
 """How long a step taken by an executor is its alone; after that, its holder is presumed dead."""
-TEST_CRASH_AFTER_STEP = "LENSOPS_TEST_CRASH_AFTER_STEP"
 
 
 @dataclass(frozen=True)
@@ -117,14 +115,6 @@ class Progress:
 def owner_id() -> str:
     """This process as a step owner: host, pid and a random part (a restarted process is a new owner)."""
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-
-
-def _test_hook_crash_after_step(step: str) -> None:
-    """TEST HOOK: SIGKILL this process right after ``step`` is checkpointed when
-    ``LENSOPS_TEST_CRASH_AFTER_STEP`` names it (tests of crash and resume)."""
-    if os.environ.get(TEST_CRASH_AFTER_STEP) == step:
-        log.warning("test_hook_crash", step=step)
-        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _holder_died(owner: str) -> bool:
@@ -309,7 +299,6 @@ class _Driver:
             log.info("runbook_step_waiting", **self.fields, step=state.name, attempt=state.attempts, reason=result.message, seconds=round(state.next_check - now, 1))
             return self._progress(record, next_check=state.next_check, message=result.message)
         log.info("runbook_step_done", **self.fields, step=state.name, attempt=state.attempts, duration_s=round(now - state.started_at, 3))
-        _test_hook_crash_after_step(state.name)
         return None if following is None else (record, version + 1, following)
 
     def _call(self, definition: Step, record: RunRecord, state: StepRecord) -> StepResult:

@@ -18,7 +18,7 @@ import boto3
 import pytest
 from botocore.config import Config
 
-from controller.emulator import Emulator, start
+from lensops_emulator import Emulator, start
 
 REGION = "us-east-1"
 ACCOUNT = "123456789012"
@@ -206,14 +206,15 @@ def alarms(names: list[str], threshold: float = 5) -> str:
 def daemon(aws: Emulator, git_remote: GitRemote, tmp_path: Path) -> Any:
     """``daemon(**settings)``: `lensops run` as a subprocess watching ``git_remote``
     (polling every second, resync every 2 s unless given); one still running at teardown
-    must exit 0 on SIGTERM (a test may have killed one on purpose)."""
-    from daemon_helpers import DaemonProcess
+    must exit 0 on SIGTERM (a test may have killed one on purpose).
+    ``daemon(crash_after_step="restore")``: one that SIGKILLs itself after that runbook step."""
+    from daemon_helpers import DaemonProcess, crash_launcher
 
     started: list[DaemonProcess] = []
 
-    def start(**env: str) -> DaemonProcess:
+    def start(crash_after_step: str | None = None, **env: str) -> DaemonProcess:
         settings = {"LENSOPS_REPO_URL": git_remote.url, "LENSOPS_POLL_INTERVAL": "1s", "LENSOPS_RESYNC_INTERVAL": "2s", **env}
-        process = DaemonProcess(tmp_path, settings)
+        process = DaemonProcess(tmp_path, settings, crash_launcher(crash_after_step) if crash_after_step else None)
         started.append(process)
         return process
 

@@ -23,10 +23,18 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-class DaemonProcess:
-    """`lensops run` in a subprocess, its logs in a file, its HTTP on a free port."""
+def crash_launcher(step: str) -> list[str]:
+    """`lensops` that SIGKILLs itself once runbook step ``step`` is checkpointed (tests/crash_launcher.py)."""
+    return [sys.executable, str(Path(__file__).with_name("crash_launcher.py")), step]
 
-    def __init__(self, tmp: Path, env: dict[str, str]):
+
+class DaemonProcess:
+    """`lensops run` in a subprocess, its logs in a file, its HTTP on a free port.
+
+    ``launcher``: the command that stands for ``lensops`` (default: the installed
+    console script), e.g. ``crash_launcher("restore")``."""
+
+    def __init__(self, tmp: Path, env: dict[str, str], launcher: list[str] | None = None):
         self.port = free_port()
         self.log_path = tmp / f"daemon-{self.port}.log"
         self.env = {
@@ -35,9 +43,9 @@ class DaemonProcess:
             "LENSOPS_LOG_FORMAT": "json",
             **env,
         }
-        exe = Path(sys.executable).with_name("lensops")
+        command = launcher or [str(Path(sys.executable).with_name("lensops"))]
         self.log = open(self.log_path, "w")
-        self.proc = subprocess.Popen([str(exe), "run"], env=self.env, stdout=self.log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen([*command, "run"], env=self.env, stdout=self.log, stderr=subprocess.STDOUT)
 
     @property
     def url(self) -> str:

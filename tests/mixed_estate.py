@@ -207,7 +207,7 @@ TAGGING = "resourcegroupstaggingapi"
 def tagging_pages(resources: int) -> int:
     """GetResources pages for one listing of ``resources`` owned resources (``ResourcesPerPage=100``).
 
-    ``ceil(N/100)``, in AWS and in the emulator alike (controller/emulator/tagging.py:
+    ``ceil(N/100)``, in AWS and in the emulator alike (emulator/lensops_emulator/tagging.py:
     pages count resources, not tags). A listing that finds nothing is still one call.
     """
     return max(1, math.ceil(resources / 100))

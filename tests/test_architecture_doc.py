@@ -1,7 +1,6 @@
 """docs/architecture.md keeps step with the code: its module map has one row per module under
-``controller/`` (every ``.py`` file, ``__init__.py`` of each package included; the emulator, test
-tooling outside the product, excepted), names no module that does not exist, and the page
-points at no product module that is gone."""
+``controller/`` (every ``.py`` file, ``__init__.py`` of each package included), names no module
+that does not exist, and the page points at no product module that is gone."""
 
 from __future__ import annotations
 
@@ -11,8 +10,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 PAGE = ROOT / "docs" / "architecture.md"
 MAP_HEADING = "## Module map"
-EXCLUDED = ("controller/emulator/",)
-"""Not product modules: the emulator is moving out to ``emulator/`` (``lensops_emulator``)."""
 
 MODULE_PATH = re.compile(r"`((?:controller|reconcilers|runbooks)/[A-Za-z0-9_/]*\.py)`")
 
@@ -20,7 +17,7 @@ MODULE_PATH = re.compile(r"`((?:controller|reconcilers|runbooks)/[A-Za-z0-9_/]*\
 def _modules() -> list[str]:
     """Every module under controller/, as a path from the repository's root."""
     found = (path.relative_to(ROOT).as_posix() for path in (ROOT / "controller").rglob("*.py"))
-    return sorted(p for p in found if not p.startswith(EXCLUDED) and "/__pycache__/" not in p)
+    return sorted(p for p in found if "/__pycache__/" not in p)
 
 
 def _section(text: str, heading: str) -> str:
@@ -65,5 +62,5 @@ def test_the_map_names_only_modules_that_exist_once_each() -> None:
 
 def test_every_module_the_page_names_exists() -> None:
     named = sorted(set(MODULE_PATH.findall(PAGE.read_text(encoding="utf-8"))))
-    gone = [path for path in named if path.startswith(EXCLUDED) or not (ROOT / path).is_file()]
+    gone = [path for path in named if not (ROOT / path).is_file()]
     assert gone == [], f"docs/architecture.md names modules that do not exist: {', '.join(gone)}"

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 import time
 
-from controller.emulator import FaultPlan
+from lensops_emulator import FaultPlan
 
 from test_batching import _many
 

@@ -8,7 +8,7 @@ import time
 from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import alarm, alarms
-from controller.emulator.faults import FaultPlan
+from lensops_emulator.faults import FaultPlan
 
 SECRET = "s3cret-webhook-key"
 

@@ -8,8 +8,8 @@ import re
 import shutil
 from pathlib import Path
 
-from controller.demo import seed
 from controller.catalog import registry
+from lensops_emulator.estate import seed
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -1,6 +1,6 @@
 """lensops under AWS weather: 20 % of calls failing, one service down, access denied.
 
-The emulator's fault layer (controller/emulator/faults.py) answers a seeded
+The emulator's fault layer (emulator/lensops_emulator/faults.py) answers a seeded
 share of requests with throttling or 5xx; lensops must converge in a few
 applies with botocore's retries, fail only the kinds of a service that is down
 (and never roll back because of an outage), and not retry errors that
@@ -23,8 +23,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import ACCOUNT, alarm
 from controller import metrics
-from controller.emulator import FaultPlan
-from controller.emulator.faults import FaultInjector
+from lensops_emulator import FaultPlan
+from lensops_emulator.faults import FaultInjector
 from test_budget import budget
 from test_wafv2 import IP_SET, WEB_ACL
 

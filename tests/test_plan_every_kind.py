@@ -6,7 +6,7 @@ import re
 import shutil
 from pathlib import Path
 
-from controller.demo import seed
+from lensops_emulator.estate import seed
 
 ROOT = Path(__file__).resolve().parent.parent
 GOLDEN = Path(__file__).resolve().parent / "golden" / "plan_every_kind.txt"

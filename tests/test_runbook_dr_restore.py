@@ -264,8 +264,9 @@ def test_daemon_runs_a_committed_restore_once_and_counts_it_once(daemon, git_rem
 def test_daemon_killed_after_the_restore_resumes_without_a_second_restore(daemon, git_remote, client, aws):
     _source(client)
     _commit_run(git_remote)
-    first = daemon(LENSOPS_TEST_CRASH_AFTER_STEP="restore")
-    assert first.proc.wait(timeout=60) == -signal.SIGKILL
+    first = daemon(crash_after_step="restore")  # tests/crash_launcher.py kills it once restore is checkpointed
+    assert first.proc.wait(timeout=60) == -signal.SIGKILL, first.logs()[-3000:]
+    assert "SIGKILL after step restore" in first.logs()
     probe = open_store(os.environ["LENSOPS_STATE_URL"])
     item, _version = probe.get_item(NAMESPACE, "dev/drill-1")
     probe.close()

@@ -19,7 +19,7 @@ import pytest
 from botocore.config import Config
 
 from conftest import REGION, alarm, run_cli
-from controller.emulator import FaultPlan
+from lensops_emulator import FaultPlan
 from controller.errors import classify
 from daemon_helpers import DaemonProcess
 from test_lambda_alias import alias

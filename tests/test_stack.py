@@ -387,7 +387,7 @@ def test_update_rollback_failed_is_continued_then_updated(aws, client, tree, len
 
 @pytest.mark.xfail(
     strict=True,
-    reason="the emulator does not detect real drift: DetectStackDrift always finds the stack IN_SYNC (controller/emulator/README.md)",
+    reason="the emulator does not detect real drift: DetectStackDrift always finds the stack IN_SYNC (emulator/README.md)",
 )
 def test_resource_drift_is_reported(aws, client, tree, lensops):
     _network(tree)

@@ -204,7 +204,7 @@ def test_metric_alarms(n, latency_ms, aws, tree, tmp_path):
     With ``latency_ms``, the emulator delays every AWS call (FaultPlan.latency_ms),
     as a region's API would: what concurrency buys shows there.
     """
-    from controller.emulator import FaultPlan
+    from lensops_emulator import FaultPlan
 
     tree.environment("dev")
     write_alarms(tree, n)

@@ -9,7 +9,7 @@ import boto3
 import pytest
 from botocore.config import Config
 
-from controller.emulator import Emulator
+from lensops_emulator import Emulator
 
 REGION = "us-east-1"
 ACCOUNT_ID = "123456789012"  # moto's default account

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from controller.emulator import Emulator
+from lensops_emulator import Emulator
 
 ROLE = "arn:aws:iam::123456789012:role/backup"
 DB = "arn:aws:rds:us-east-1:123456789012:db:econlens"

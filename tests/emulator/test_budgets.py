@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from controller.emulator import Emulator
+from lensops_emulator import Emulator
 
 from .conftest import ACCOUNT_ID
 

@@ -9,7 +9,7 @@ from urllib.parse import urlencode
 import pytest
 from botocore.exceptions import ClientError
 
-from controller.emulator import Emulator
+from lensops_emulator import Emulator
 
 TOPIC = "arn:aws:sns:us-east-1:123456789012:alerts"
 

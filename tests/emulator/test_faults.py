@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError, ConnectionClosedError
 
-from controller.emulator import Emulator, FaultPlan
+from lensops_emulator import Emulator, FaultPlan
 
 from .conftest import ACCOUNT_ID
 

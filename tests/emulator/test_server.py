@@ -18,7 +18,7 @@ from botocore.exceptions import ClientError, ConnectionClosedError, EndpointConn
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
 from werkzeug.test import Client
 
-from controller.emulator import Emulator, FaultPlan, start
+from lensops_emulator import Emulator, FaultPlan, start
 
 from .conftest import ACCOUNT_ID, REGION
 

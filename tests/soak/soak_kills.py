@@ -27,7 +27,7 @@ from typing import Any
 import pytest
 
 from conftest import alarm, writes
-from controller.emulator import FaultPlan
+from lensops_emulator import FaultPlan
 
 SEED = 500
 N_ALARMS = 250
