@@ -25,7 +25,7 @@ from runbooks.record import DONE
 
 def crash_after(step: str) -> None:
     """SIGKILL this process once ``step`` of any run has been checkpointed as done."""
-    run_step = executor._Driver._run_step  # noqa: SLF001 - the seam the test needs, private on purpose
+    run_step = executor._Driver._run_step
 
     def run_step_then_crash(self: Any, record: Any, version: int, index: int) -> Any:
         answer = run_step(self, record, version, index)
@@ -36,7 +36,7 @@ def crash_after(step: str) -> None:
             os.kill(os.getpid(), signal.SIGKILL)
         return answer
 
-    executor._Driver._run_step = run_step_then_crash  # type: ignore[method-assign]  # noqa: SLF001
+    executor._Driver._run_step = run_step_then_crash  # type: ignore[method-assign]
 
 
 if __name__ == "__main__":
