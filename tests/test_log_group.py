@@ -151,7 +151,6 @@ def test_kms_key_is_set_at_creation_and_a_new_key_is_planned(aws, client, tree, 
     assert plan.code == 2 and f'kmsKeyId: "{KEY.format("one")}" -> null' in plan.out, plan.out
 
 
-@pytest.mark.xfail(reason="moto 5.2 has no AssociateKmsKey or DisassociateKmsKey (an HTML 500)", strict=True)
 def test_kms_key_is_associated_then_disassociated(aws, client, tree, lensops):
     _estate(tree)
     assert lensops("apply", "--repo", str(tree.root)).code == 0
@@ -258,11 +257,6 @@ def test_adopt_takes_the_group_over(aws, client, tree, lensops):
     assert lensops("plan", "--repo", str(tree.root)).code == 0
 
 
-@pytest.mark.xfail(
-    reason="moto 5.2's DeleteLogGroup leaves the group's tags in its tagger: a new group of that name "
-    "made by someone else carries lensops's ownership tags and looks owned",
-    strict=True,
-)
 def test_a_group_made_again_by_someone_else_after_a_prune_is_a_conflict(aws, client, tree, lensops):
     _estate(tree)
     assert lensops("apply", "--repo", str(tree.root)).code == 0

@@ -18,7 +18,7 @@ from typing import Any, NoReturn
 
 from moto.core.responses import BaseResponse
 
-from . import backup, budgets, cloudformation, cloudwatch, lambda_, tagging
+from . import backup, budgets, cloudformation, cloudwatch, lambda_, logs, tagging
 from .dispatch import routing_table, serve
 from .faults import RESET, FaultInjector, FaultPlan
 from .wire import AwsCall, AwsError, error_response, identify
@@ -30,6 +30,7 @@ ADDITIONS = (
     lambda_.ADDITION,
     cloudformation.ADDITION,
     tagging.ADDITION,
+    logs.ADDITION,
 )
 
 
