@@ -17,6 +17,10 @@ from pathlib import Path
 from typing import Any, Callable
 
 
+TRACEBACK = "Traceback (most recent call last):"
+"""How Python starts printing an uncaught exception (the daemon's own logs are JSON lines)."""
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -38,6 +42,10 @@ class DaemonProcess:
         exe = Path(sys.executable).with_name("lensops")
         self.log = open(self.log_path, "w")
         self.proc = subprocess.Popen([str(exe), "run"], env=self.env, stdout=self.log, stderr=subprocess.STDOUT)
+        self.expected_exit: int | None = None
+        """The exit code the test means the daemon to end with, when not a clean SIGTERM (see ``kill``)."""
+        self.sigtermed = False
+        """True once ``terminate`` has asked the daemon to stop."""
 
     @property
     def url(self) -> str:
@@ -86,7 +94,8 @@ class DaemonProcess:
         return str(self.status()["environments"].get(env, {}).get("appliedRevision", ""))
 
     def logs(self) -> str:
-        self.log.flush()
+        if not self.log.closed:
+            self.log.flush()
         return self.log_path.read_text()
 
     def events(self) -> list[dict[str, Any]]:
@@ -98,8 +107,15 @@ class DaemonProcess:
                 continue
         return out
 
+    def kill(self, timeout: float = 10) -> int:
+        """SIGKILL on purpose, as a crash of the host would; the daemon is then expected to end so."""
+        self.expected_exit = -signal.SIGKILL
+        self.proc.send_signal(signal.SIGKILL)
+        return self.proc.wait(timeout)
+
     def terminate(self, timeout: float = 30) -> int:
         if self.proc.poll() is None:
+            self.sigtermed = True
             self.proc.send_signal(signal.SIGTERM)
             try:
                 self.proc.wait(timeout)
@@ -108,3 +124,40 @@ class DaemonProcess:
                 self.proc.wait()
         self.log.close()
         return int(self.proc.returncode)
+
+    def end(self) -> list[str]:
+        """Stop the daemon if it still runs (SIGTERM); what was wrong with how it ended (empty: nothing).
+
+        Wrong: an end other than ``expected_exit`` when the test set one (``kill``); else a
+        non-zero exit, on SIGTERM or on its own (a crash); and, in every case, a Python
+        traceback on its stderr (an uncaught exception, in any of its threads).
+        """
+        on_its_own = self.proc.poll() is not None and not self.sigtermed
+        code = self.terminate()
+        problems = []
+        if self.expected_exit is not None:
+            if code != self.expected_exit:
+                problems.append(f"exited {code}, the test expected {self.expected_exit}")
+        elif code != 0:
+            problems.append(
+                f"exited {code} on its own (a crash; a test that ends it on purpose says so: kill() or expected_exit)"
+                if on_its_own
+                else f"exited {code} on SIGTERM (expected 0)"
+            )
+        if traceback := self.traceback():
+            problems.append(f"wrote a Python traceback to stderr:\n{traceback}")
+        return [f"daemon on port {self.port} {p}" for p in problems]
+
+    def stop(self) -> None:
+        """``end``, failing the test when anything was wrong with how the daemon ended."""
+        problems = self.end()
+        assert not problems, "\n".join(problems) + "\n" + self.logs()[-3000:]
+
+    def traceback(self) -> str:
+        """The first uncaught-exception traceback in the daemon's output, with the line before it ('' if none)."""
+        lines = self.logs().splitlines()
+        for i, line in enumerate(lines):
+            if line.startswith(TRACEBACK):
+                end = next((j for j in range(i + 1, len(lines)) if lines[j].startswith("{")), len(lines))
+                return "\n".join(lines[max(i - 1, 0):end])
+        return ""

@@ -30,4 +30,4 @@ def test_daemon_does_not_retry_a_permanent_error_until_the_revision_changes(aws,
         assert aws.requests().get(("lambda", "CreateAlias"), 0) == 2
         assert first != second
     finally:
-        assert d.terminate() == 0
+        d.stop()

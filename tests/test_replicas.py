@@ -43,7 +43,9 @@ def replicas(aws, git_remote, tmp_path):
     started: list[DaemonProcess] = []
 
     def start() -> DaemonProcess:
-        process = DaemonProcess(tmp_path, settings)
+        # Replicas are separate hosts: each its own Git cache (the cache is locked within one
+        # process only; two processes cloning into one cache dir see each other's half-made clone).
+        process = DaemonProcess(tmp_path, {**settings, "LENSOPS_CACHE_DIR": str(tmp_path / f"cache-{len(started)}")})
         started.append(process)
         return process
 
@@ -51,7 +53,9 @@ def replicas(aws, git_remote, tmp_path):
     for process in started:
         if process.proc.poll() is None:
             process.proc.send_signal(signal.SIGCONT)
-        process.terminate()
+    ended = [(process, process.end()) for process in started]
+    problems = [(process, found) for process, found in ended if found]
+    assert not problems, "\n\n".join("; ".join(found) + ":\n" + process.logs()[-3000:] for process, found in problems)
 
 
 def _thresholds(client) -> dict[str, float]:
@@ -75,8 +79,7 @@ def test_a_killed_holder_is_taken_over_within_the_lease_time(replicas, client):
     b = replicas()
     b.wait_until(lambda: _leaders(b), timeout=20)
     a_held = _leaders(a)
-    a.proc.send_signal(signal.SIGKILL)
-    a.proc.wait(10)
+    a.kill()
     killed = time.monotonic()
     b.wait_until(lambda: _leaders(b) == set(ENVS), timeout=TTL + 10, every=0.1)
     took = time.monotonic() - killed

@@ -50,4 +50,4 @@ def test_rollback_runbook_holds_the_last_healthy_revision_until_a_newer_commit(a
         assert d.status()["environments"]["dev"].get("hold") is None
         assert any(e.get("event") == "hold_lifted" and e.get("revision") == newer for e in d.events())
     finally:
-        assert d.terminate() == 0
+        d.stop()

@@ -78,7 +78,7 @@ def test_no_secret_reaches_logs_metrics_status_or_cli_output(aws, client, git_re
         }
     finally:
         aws.set_faults(None)
-        assert d.terminate() == 0
+        d.stop()
     surfaces["daemon logs"] = d.log_path.read_text()  # the whole log, shutdown included
     for args in (("status",), ("status", "--output", "json"), ("history",), ("history", "--output", "json"),
                  ("plan", "--repo", git_remote.url), ("apply", "--repo", git_remote.url, "--output", "json")):
@@ -113,7 +113,7 @@ def test_credentials_in_the_repository_url_are_redacted(aws, tmp_path):
         source = d.wait_until(lambda: (s := d.status()["source"])["error"] and s)
         surfaces = {"/api/v1/status": d.get("/api/v1/status")[1].decode(), "/metrics": d.get("/metrics")[1].decode(), "/readyz": d.get("/readyz")[1].decode()}
     finally:
-        assert d.terminate() == 0
+        d.stop()
     surfaces["daemon logs"] = d.log_path.read_text()  # the whole log, shutdown included
     cli = run_cli("plan", "--repo", url, env=SECRET_ENV)
     surfaces["lensops plan"] = cli.out + cli.err
