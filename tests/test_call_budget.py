@@ -15,7 +15,7 @@ from __future__ import annotations
 import pytest
 
 from conftest import writes
-from mixed_estate import make_functions, mixed_floor, write_mixed
+from mixed_estate import make_functions, mixed_floor, reconciled_kinds, write_mixed
 
 # (service, operation) -> why a no-op plan reads it more often than the docstring says.
 # Empty: at the time of writing every reconciler keeps to its budget.
@@ -57,6 +57,14 @@ def test_noop_plan_reads_exactly_the_documented_floor(aws, tree, lensops, applie
     seen = aws.requests()
     assert writes(seen) == {}
     assert _mismatch(seen, mixed_floor(estate)) == {}
+
+
+def test_the_mixed_estate_holds_every_registered_kind(tree):
+    """A kind added to the registry must be added to the estate (and its floor to ``mixed_floor``)."""
+    estate = write_mixed(tree, copies=1, alarms_per_copy=1)
+    assert reconciled_kinds(), "no kind with a reconciler is registered"
+    missing = sorted(kind for kind in reconciled_kinds() if not estate.counts.get(kind))
+    assert not missing, f"tests/mixed_estate.py writes no resource of {missing}"
 
 
 def test_the_floor_is_what_the_docstrings_say_for_one_kind():
