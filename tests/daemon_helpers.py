@@ -21,6 +21,23 @@ TRACEBACK = "Traceback (most recent call last):"
 """How Python starts printing an uncaught exception (the daemon's own logs are JSON lines)."""
 
 
+def wait_for(check: Callable[[], Any], timeout: float = 30, every: float = 0.1, what: str = "", alive: subprocess.Popen[Any] | None = None) -> Any:
+    """Poll ``check`` until it returns something true, and return that; fail (AssertionError) after
+    ``timeout`` seconds, or as soon as the process ``alive`` (a command the test waits on) has exited."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while True:
+        if alive is not None and alive.poll() is not None:
+            out, err = alive.communicate() if alive.stdout or alive.stderr else ("", "")
+            raise AssertionError(f"waiting for {what or check}: the process exited {alive.returncode} first\n{out or ''}{err or ''}"[-3000:])
+        last = check()
+        if last:
+            return last
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what or check}; last={last!r}")
+        time.sleep(every)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -89,6 +106,18 @@ class DaemonProcess:
                 return last
             time.sleep(every)
         raise AssertionError(f"timed out; last={last!r}\n{self.logs()[-3000:]}")
+
+    def passes(self, env: str) -> int:
+        """The passes over ``env`` finished so far (its ``reconcile_finished`` events)."""
+        return sum(1 for e in self.events() if e.get("event") == "reconcile_finished" and e.get("environment") == env)
+
+    def wait_passes(self, env: str, more: int = 2, timeout: float = 30) -> None:
+        """Wait until ``more`` further passes over ``env`` have finished: with ``more`` >= 2 at least
+        one whole pass started after this call (the first may already have been running). For
+        checks that something does *not* happen on resyncs, instead of sleeping for a guess."""
+        assert more >= 2, "one pass may have started before the call"
+        seen = self.passes(env)
+        self.wait_until(lambda: self.passes(env) >= seen + more, timeout=timeout)
 
     def applied_revision(self, env: str) -> str:
         return str(self.status()["environments"].get(env, {}).get("appliedRevision", ""))

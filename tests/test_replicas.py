@@ -63,6 +63,15 @@ def _thresholds(client) -> dict[str, float]:
     return {a["AlarmName"].split("-")[0]: a["Threshold"] for a in alarms}
 
 
+def _woken_and_passed(a: DaemonProcess, b: DaemonProcess, since: int) -> bool:
+    woke = a.events()[since:]
+    leases = {e["environment"] for e in woke if e.get("event") in ("lease_lost", "lease_released", "lease_acquired")}
+    taken = [(i, e["environment"]) for i, e in enumerate(woke) if e.get("event") == "lease_acquired"]
+    passed = all(any(f.get("event") == "reconcile_finished" and f.get("environment") == env for f in woke[i + 1:]) for i, env in taken)
+    held_a, held_b = _leaders(a), _leaders(b)
+    return leases == set(ENVS) and bool(taken) and passed and bool(held_a) and held_a | held_b == set(ENVS) and not held_a & held_b
+
+
 def test_each_environment_is_applied_by_exactly_one_replica(replicas, client):
     a, b = replicas(), replicas()
     a.wait_until(lambda: len(_thresholds(client)) == 4, timeout=30)
@@ -103,8 +112,11 @@ def test_a_paused_holder_writes_nothing_when_it_wakes(replicas, client, git_remo
     b.wait_until(lambda: set(_thresholds(client).values()) == {8.0}, timeout=20)
 
     a.proc.send_signal(signal.SIGCONT)
-    time.sleep(TTL)
-    woke = [e for e in a.events()[paused_at:]]
+    # Woken, the old holder finds every lease lost (or gives it up, or takes it again), and the
+    # replicas share the environments again; each one it takes back has had a pass under its new
+    # epoch before the events are read (any write that pass makes shows below).
+    a.wait_until(lambda: _woken_and_passed(a, b, paused_at), timeout=TTL + 20)
+    woke = a.events()[paused_at:]
     # Woken past its lease, the old holder finds it lost (the store refuses its
     # stale epoch) and applies nothing: the thresholds stay as b set them. It
     # may then take its share back under a new epoch, with nothing left to do.
