@@ -205,8 +205,10 @@ def alarms(names: list[str], threshold: float = 5) -> str:
 @pytest.fixture
 def daemon(aws: Emulator, git_remote: GitRemote, tmp_path: Path) -> Any:
     """``daemon(**settings)``: `lensops run` as a subprocess watching ``git_remote``
-    (polling every second, resync every 2 s unless given); one still running at teardown
-    must exit 0 on SIGTERM (a test may have killed one on purpose).
+    (polling every second, resync every 2 s unless given). At teardown one still running
+    must exit 0 on SIGTERM; one that ended on its own must have exited 0; none may have
+    written a traceback. A test that ends one on purpose says so (``process.kill()``, or
+    ``process.expected_exit`` for a crash it provokes).
     ``daemon(crash_after_step="restore")``: one that SIGKILLs itself after that runbook step."""
     from daemon_helpers import DaemonProcess, crash_launcher
 
@@ -219,7 +221,6 @@ def daemon(aws: Emulator, git_remote: GitRemote, tmp_path: Path) -> Any:
         return process
 
     yield start
-    for process in started:
-        running = process.proc.poll() is None
-        code = process.terminate()
-        assert code == 0 or not running, process.logs()[-2000:]
+    ended = [(process, process.end()) for process in started]
+    problems = [(process, found) for process, found in ended if found]
+    assert not problems, "\n\n".join("; ".join(found) + ":\n" + process.logs()[-3000:] for process, found in problems)

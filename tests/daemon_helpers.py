@@ -17,6 +17,27 @@ from pathlib import Path
 from typing import Any, Callable
 
 
+TRACEBACK = "Traceback (most recent call last):"
+"""How Python starts printing an uncaught exception (the daemon's own logs are JSON lines)."""
+
+
+def wait_for(check: Callable[[], Any], timeout: float = 30, every: float = 0.1, what: str = "", alive: subprocess.Popen[Any] | None = None) -> Any:
+    """Poll ``check`` until it returns something true, and return that; fail (AssertionError) after
+    ``timeout`` seconds, or as soon as the process ``alive`` (a command the test waits on) has exited."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while True:
+        if alive is not None and alive.poll() is not None:
+            out, err = alive.communicate() if alive.stdout or alive.stderr else ("", "")
+            raise AssertionError(f"waiting for {what or check}: the process exited {alive.returncode} first\n{out or ''}{err or ''}"[-3000:])
+        last = check()
+        if last:
+            return last
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what or check}; last={last!r}")
+        time.sleep(every)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -46,6 +67,10 @@ class DaemonProcess:
         command = launcher or [str(Path(sys.executable).with_name("lensops"))]
         self.log = open(self.log_path, "w")
         self.proc = subprocess.Popen([*command, "run"], env=self.env, stdout=self.log, stderr=subprocess.STDOUT)
+        self.expected_exit: int | None = None
+        """The exit code the test means the daemon to end with, when not a clean SIGTERM (see ``kill``)."""
+        self.sigtermed = False
+        """True once ``terminate`` has asked the daemon to stop."""
 
     @property
     def url(self) -> str:
@@ -90,11 +115,24 @@ class DaemonProcess:
             time.sleep(every)
         raise AssertionError(f"timed out; last={last!r}\n{self.logs()[-3000:]}")
 
+    def passes(self, env: str) -> int:
+        """The passes over ``env`` finished so far (its ``reconcile_finished`` events)."""
+        return sum(1 for e in self.events() if e.get("event") == "reconcile_finished" and e.get("environment") == env)
+
+    def wait_passes(self, env: str, more: int = 2, timeout: float = 30) -> None:
+        """Wait until ``more`` further passes over ``env`` have finished: with ``more`` >= 2 at least
+        one whole pass started after this call (the first may already have been running). For
+        checks that something does *not* happen on resyncs, instead of sleeping for a guess."""
+        assert more >= 2, "one pass may have started before the call"
+        seen = self.passes(env)
+        self.wait_until(lambda: self.passes(env) >= seen + more, timeout=timeout)
+
     def applied_revision(self, env: str) -> str:
         return str(self.status()["environments"].get(env, {}).get("appliedRevision", ""))
 
     def logs(self) -> str:
-        self.log.flush()
+        if not self.log.closed:
+            self.log.flush()
         return self.log_path.read_text()
 
     def events(self) -> list[dict[str, Any]]:
@@ -106,8 +144,15 @@ class DaemonProcess:
                 continue
         return out
 
+    def kill(self, timeout: float = 10) -> int:
+        """SIGKILL on purpose, as a crash of the host would; the daemon is then expected to end so."""
+        self.expected_exit = -signal.SIGKILL
+        self.proc.send_signal(signal.SIGKILL)
+        return self.proc.wait(timeout)
+
     def terminate(self, timeout: float = 30) -> int:
         if self.proc.poll() is None:
+            self.sigtermed = True
             self.proc.send_signal(signal.SIGTERM)
             try:
                 self.proc.wait(timeout)
@@ -116,3 +161,40 @@ class DaemonProcess:
                 self.proc.wait()
         self.log.close()
         return int(self.proc.returncode)
+
+    def end(self) -> list[str]:
+        """Stop the daemon if it still runs (SIGTERM); what was wrong with how it ended (empty: nothing).
+
+        Wrong: an end other than ``expected_exit`` when the test set one (``kill``); else a
+        non-zero exit, on SIGTERM or on its own (a crash); and, in every case, a Python
+        traceback on its stderr (an uncaught exception, in any of its threads).
+        """
+        on_its_own = self.proc.poll() is not None and not self.sigtermed
+        code = self.terminate()
+        problems = []
+        if self.expected_exit is not None:
+            if code != self.expected_exit:
+                problems.append(f"exited {code}, the test expected {self.expected_exit}")
+        elif code != 0:
+            problems.append(
+                f"exited {code} on its own (a crash; a test that ends it on purpose says so: kill() or expected_exit)"
+                if on_its_own
+                else f"exited {code} on SIGTERM (expected 0)"
+            )
+        if traceback := self.traceback():
+            problems.append(f"wrote a Python traceback to stderr:\n{traceback}")
+        return [f"daemon on port {self.port} {p}" for p in problems]
+
+    def stop(self) -> None:
+        """``end``, failing the test when anything was wrong with how the daemon ended."""
+        problems = self.end()
+        assert not problems, "\n".join(problems) + "\n" + self.logs()[-3000:]
+
+    def traceback(self) -> str:
+        """The first uncaught-exception traceback in the daemon's output, with the line before it ('' if none)."""
+        lines = self.logs().splitlines()
+        for i, line in enumerate(lines):
+            if line.startswith(TRACEBACK):
+                end = next((j for j in range(i + 1, len(lines)) if lines[j].startswith("{")), len(lines))
+                return "\n".join(lines[max(i - 1, 0):end])
+        return ""

@@ -221,12 +221,29 @@ def test_vault_with_recovery_points_is_not_deleted(aws):
     assert writes(aws.requests()) == {}
 
 
-@pytest.mark.xfail(reason="moto has no backup jobs or recovery points (NumberOfRecoveryPoints is always 0)", strict=True)
+def _plant_recovery_points(vault: str, count: int) -> None:
+    """Give a vault recovery points in the emulator's AWS.
+
+    moto has no backup jobs (StartBackupJob is a 404) and counts no recovery points
+    (NumberOfRecoveryPoints is always 0), so the count is set on moto's vault, in this
+    process (the emulator serves moto's process-wide state from a thread); lensops then
+    reads it through DescribeBackupVault/ListBackupVaults as it would from AWS.
+    """
+    from moto.backup.models import backup_backends
+
+    backup_backends[ACCOUNT][REGION].vaults[vault].num_of_recovery_points = count
+
+
 def test_prune_refuses_a_vault_holding_recovery_points(aws, client, tree, lensops):
     _estate(tree)
     assert lensops("apply", "--repo", str(tree.root)).code == 0
-    client("backup").start_backup_job(BackupVaultName="main", ResourceArn=DB, IamRoleArn=ROLE)
+    _plant_recovery_points("main", 3)
+    assert client("backup").list_backup_vaults()["BackupVaultList"][0]["NumberOfRecoveryPoints"] == 3
     tree.remove("environments/dev/plan.yaml")
     tree.remove("environments/dev/vault.yaml")
+    aws.clear_requests()
     refused = lensops("apply", "--repo", str(tree.root))
-    assert refused.code == 1 and "recovery points" in refused.out + refused.err
+    assert refused.code == 1, refused.out + refused.err
+    assert "BackupVault/main" in refused.out + refused.err and "3 recovery points" in refused.out + refused.err
+    assert ("backup", "DeleteBackupVault") not in writes(aws.requests())
+    assert [v["BackupVaultName"] for v in client("backup").list_backup_vaults()["BackupVaultList"]] == ["main"]

@@ -25,6 +25,7 @@ from conftest import ACCOUNT, alarm
 from controller import metrics
 from lensops_emulator import FaultPlan
 from lensops_emulator.faults import FaultInjector
+from daemon_helpers import wait_for
 from test_budget import budget
 from test_wafv2 import IP_SET, WEB_ACL
 
@@ -217,11 +218,10 @@ def _cloudwatch_down_during_a_bake(aws: Any, client: Any, tree: Any, lensops: An
     exe = Path(sys.executable).with_name("lensops")
     running = subprocess.Popen([str(exe), "apply", "--repo", str(tree.root)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=os.environ.copy())
     try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and running.poll() is None:
-            if json.loads(lensops("status", "--output", "json").out)["environments"].get("dev", {}).get("status") == "baking":
-                break
-            time.sleep(0.05)
+        wait_for(
+            lambda: json.loads(lensops("status", "--output", "json").out)["environments"].get("dev", {}).get("status") == "baking",
+            timeout=30, every=0.05, what="the apply's bake", alive=running,
+        )
         aws.set_faults(FaultPlan(down={"cloudwatch"}))
         _, err = running.communicate(timeout=90)
     finally:
@@ -354,11 +354,10 @@ def test_a_killed_apply_does_not_stay_running_in_history(aws, tree, lensops):
     exe = Path(sys.executable).with_name("lensops")
     killed = subprocess.Popen([str(exe), "apply", "--repo", str(tree.root)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=os.environ.copy())
     try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and killed.poll() is None:
-            if any(h["result"] == "running" for h in json.loads(lensops("history", "--output", "json").out)["revisions"]):
-                break
-            time.sleep(0.05)
+        wait_for(
+            lambda: any(h["result"] == "running" for h in json.loads(lensops("history", "--output", "json").out)["revisions"]),
+            timeout=30, every=0.05, what="the apply's history row", alive=killed,
+        )
         killed.kill()  # SIGKILL, mid-apply: its history row is written, its result not yet
         killed.wait(10)
     finally:

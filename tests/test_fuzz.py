@@ -625,4 +625,4 @@ def test_a_huge_sync_interval_does_not_stop_the_daemon(aws, client, tmp_path):
         daemon.wait_until(lambda: client("cloudwatch").describe_alarms(AlarmNames=["prod-5xx"])["MetricAlarms"], timeout=8)
         assert daemon.get("/readyz")[0] == 200
     finally:
-        daemon.terminate()
+        daemon.stop()

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import time
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -112,7 +111,7 @@ def test_a_commit_that_empties_an_environment_is_refused_by_the_mass_prune_guard
     git_remote.tree.remove("environments/dev/alarms.yaml")
     empty = git_remote.commit("only environment.yaml left")
     status = d.wait_until(lambda: (s := d.status()["environments"]["dev"])["lastPass"].get("revision") == empty and s)
-    time.sleep(2)  # a few more resyncs of the empty revision
+    d.wait_passes("dev", 2)  # a few more resyncs of the empty revision
     status = d.status()["environments"]["dev"]
     deletes = [k for k, v in aws.requests().items() if k == ("cloudwatch", "DeleteAlarms")]
     print(f"\nempty environment: status {status['status']!r}, message {status['message']!r}; DeleteAlarms calls: {len(deletes)}")

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
 
 from conftest import alarm, run_cli
+from daemon_helpers import wait_for
 from test_rollback import HEALTH, _apply_in_background, _health_alarm, _set, _threshold
 
 
@@ -43,9 +43,7 @@ def test_a_rollback_is_posted_to_the_webhook_and_published_to_the_topic(aws, cli
     assert run_cli("apply", "--repo", str(tree.root)).code == 0
     tree.write("environments/dev/a.yaml", alarm("api-5xx", 6) + "---\n" + topic)
     running = _apply_in_background(tree)
-    deadline = time.monotonic() + 20
-    while _threshold(client) != 6 and time.monotonic() < deadline:
-        time.sleep(0.1)
+    wait_for(lambda: _threshold(client) == 6, timeout=20, what="the apply's write of threshold 6", alive=running)
     _set(client, "ALARM")
     running.communicate(timeout=60)
     assert running.returncode == 1

@@ -3,8 +3,6 @@ until the spec or the revision changes; the calls after one are bounded."""
 
 from __future__ import annotations
 
-import time
-
 from daemon_helpers import DaemonProcess
 from test_lambda_alias import alias
 
@@ -16,7 +14,7 @@ def test_daemon_does_not_retry_a_permanent_error_until_the_revision_changes(aws,
     d = DaemonProcess(tmp_path, {"LENSOPS_REPO_URL": git_remote.url, "LENSOPS_POLL_INTERVAL": "1s", "LENSOPS_RESYNC_INTERVAL": "1s"})
     try:
         d.wait_until(lambda: "billing" in d.status()["environments"]["dev"]["message"])
-        time.sleep(4)  # four resyncs
+        d.wait_passes("dev", 4)  # four resyncs
         tries = aws.requests().get(("lambda", "CreateAlias"), 0)
         print("CreateAlias calls over four resyncs:", tries)
         assert tries == 1
@@ -30,4 +28,4 @@ def test_daemon_does_not_retry_a_permanent_error_until_the_revision_changes(aws,
         assert aws.requests().get(("lambda", "CreateAlias"), 0) == 2
         assert first != second
     finally:
-        assert d.terminate() == 0
+        d.stop()

@@ -4,6 +4,7 @@ taken over after a crash, and a paused holder that wakes up past its lease write
 from __future__ import annotations
 
 import signal
+import subprocess
 import time
 
 import pytest
@@ -42,8 +43,10 @@ def replicas(aws, git_remote, tmp_path):
     }
     started: list[DaemonProcess] = []
 
-    def start() -> DaemonProcess:
-        process = DaemonProcess(tmp_path, settings)
+    def start(**env: str) -> DaemonProcess:
+        # Replicas are separate hosts: each its own Git cache (the cache is locked within one
+        # process only; two processes cloning into one cache dir see each other's half-made clone).
+        process = DaemonProcess(tmp_path, {**settings, "LENSOPS_CACHE_DIR": str(tmp_path / f"cache-{len(started)}"), **env})
         started.append(process)
         return process
 
@@ -51,12 +54,23 @@ def replicas(aws, git_remote, tmp_path):
     for process in started:
         if process.proc.poll() is None:
             process.proc.send_signal(signal.SIGCONT)
-        process.terminate()
+    ended = [(process, process.end()) for process in started]
+    problems = [(process, found) for process, found in ended if found]
+    assert not problems, "\n\n".join("; ".join(found) + ":\n" + process.logs()[-3000:] for process, found in problems)
 
 
 def _thresholds(client) -> dict[str, float]:
     alarms = client("cloudwatch").describe_alarms(AlarmNames=[f"{e}-api-5xx" for e in ENVS])["MetricAlarms"]
     return {a["AlarmName"].split("-")[0]: a["Threshold"] for a in alarms}
+
+
+def _woken_and_passed(a: DaemonProcess, b: DaemonProcess, since: int) -> bool:
+    woke = a.events()[since:]
+    leases = {e["environment"] for e in woke if e.get("event") in ("lease_lost", "lease_released", "lease_acquired")}
+    taken = [(i, e["environment"]) for i, e in enumerate(woke) if e.get("event") == "lease_acquired"]
+    passed = all(any(f.get("event") == "reconcile_finished" and f.get("environment") == env for f in woke[i + 1:]) for i, env in taken)
+    held_a, held_b = _leaders(a), _leaders(b)
+    return leases == set(ENVS) and bool(taken) and passed and bool(held_a) and held_a | held_b == set(ENVS) and not held_a & held_b
 
 
 def test_each_environment_is_applied_by_exactly_one_replica(replicas, client):
@@ -75,8 +89,7 @@ def test_a_killed_holder_is_taken_over_within_the_lease_time(replicas, client):
     b = replicas()
     b.wait_until(lambda: _leaders(b), timeout=20)
     a_held = _leaders(a)
-    a.proc.send_signal(signal.SIGKILL)
-    a.proc.wait(10)
+    a.kill()
     killed = time.monotonic()
     b.wait_until(lambda: _leaders(b) == set(ENVS), timeout=TTL + 10, every=0.1)
     took = time.monotonic() - killed
@@ -100,8 +113,11 @@ def test_a_paused_holder_writes_nothing_when_it_wakes(replicas, client, git_remo
     b.wait_until(lambda: set(_thresholds(client).values()) == {8.0}, timeout=20)
 
     a.proc.send_signal(signal.SIGCONT)
-    time.sleep(TTL)
-    woke = [e for e in a.events()[paused_at:]]
+    # Woken, the old holder finds every lease lost (or gives it up, or takes it again), and the
+    # replicas share the environments again; each one it takes back has had a pass under its new
+    # epoch before the events are read (any write that pass makes shows below).
+    a.wait_until(lambda: _woken_and_passed(a, b, paused_at), timeout=TTL + 20)
+    woke = a.events()[paused_at:]
     # Woken past its lease, the old holder finds it lost (the store refuses its
     # stale epoch) and applies nothing: the thresholds stay as b set them. It
     # may then take its share back under a new epoch, with nothing left to do.
@@ -110,6 +126,34 @@ def test_a_paused_holder_writes_nothing_when_it_wakes(replicas, client, git_remo
     assert all(e["epoch"] > 1 for e in woke if e.get("event") == "lease_acquired")
     assert set(_thresholds(client).values()) == {8.0}
     a.wait_until(lambda: not (_leaders(a) & _leaders(b)) and (_leaders(a) | _leaders(b)) == set(ENVS), timeout=10)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="lensops bug: a replica that takes an environment's lease applies the revision it last fetched, "
+    "even when the store shows a newer one applied by the replica before it (it does not fetch first, "
+    "nor refuse to go back); the paused-holder test above hits it when the woken replica's fetch is slow",
+)
+def test_a_replica_behind_on_git_does_not_take_an_environment_back(replicas, client, git_remote, tmp_path):
+    # a reads a mirror of the remote that stays at the first commit (its Git host lags behind).
+    mirror = tmp_path / "mirror.git"
+    subprocess.run(["git", "clone", "-q", "--mirror", str(git_remote.bare), str(mirror)], check=True)
+    a = replicas(LENSOPS_REPO_URL=f"file://{mirror}")
+    a.wait_until(lambda: _leaders(a) == set(ENVS) and all(a.applied_revision(env) for env in ENVS), timeout=30)
+    a.proc.send_signal(signal.SIGSTOP)
+    paused_at = len(a.events())
+    b = replicas()
+    b.wait_until(lambda: _leaders(b) == set(ENVS), timeout=TTL + 15)
+    for env in ENVS:
+        git_remote.tree.write(f"environments/{env}/alarms.yaml", alarm("api-5xx", 8, physical=f"{env}-api-5xx"))
+    git_remote.commit("raise every threshold")
+    b.wait_until(lambda: set(_thresholds(client).values()) == {8.0}, timeout=20)
+
+    a.proc.send_signal(signal.SIGCONT)
+    a.wait_until(lambda: _woken_and_passed(a, b, paused_at), timeout=TTL + 20)
+    applied = [(e["environment"], e["action"]) for e in a.events()[paused_at:] if e.get("event") == "resource_applied"]
+    assert applied == [], f"the replica behind took {sorted({env for env, _ in applied})} back to the older revision"
+    assert set(_thresholds(client).values()) == {8.0}
 
 
 def _chained_alarms(names: list[str]) -> str:

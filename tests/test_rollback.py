@@ -13,6 +13,7 @@ from pathlib import Path
 from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import alarm, run_cli
+from daemon_helpers import wait_for
 
 HEALTH = "econlens-api-health"
 
@@ -55,9 +56,8 @@ def test_apply_bakes_in_the_foreground_and_rolls_back(aws, client, tree):
 
     tree.write("environments/dev/a.yaml", alarm("api-5xx", 6) + "---\n" + _topic("alerts", "v2") + "---\n" + _topic("extra", "new"))
     running = _apply_in_background(tree)
-    deadline = time.monotonic() + 20
-    while _threshold(client) != 6 and time.monotonic() < deadline:
-        time.sleep(0.1)
+    # The new threshold is written: the pass has started, so an ALARM from now on is during its bake.
+    wait_for(lambda: _threshold(client) == 6, timeout=20, what="the apply's write of threshold 6", alive=running)
     _set(client, "ALARM")
     out, err = running.communicate(timeout=60)
     assert running.returncode == 1, out + err
@@ -93,6 +93,8 @@ def test_hotfix_goes_out_while_the_alarm_already_fires(aws, client, tree):
     tree.write("environments/dev/a.yaml", alarm("api-5xx", 5))
     assert run_cli("apply", "--repo", str(tree.root)).code == 0
     _set(client, "ALARM")
+    # Part of the scenario: the alarm must have gone to ALARM clearly before the hotfix's pass starts
+    # (more than health.CLOCK_SLACK earlier). A slow machine only lengthens the gap: it cannot flake.
     time.sleep(1.1)
     tree.write("environments/dev/a.yaml", alarm("api-5xx", 7))
     hotfix = run_cli("apply", "--repo", str(tree.root))
@@ -107,9 +109,8 @@ def test_rollback_off_reports_only(aws, client, tree):
     assert run_cli("apply", "--repo", str(tree.root)).code == 0
     tree.write("environments/dev/a.yaml", alarm("api-5xx", 6))
     running = _apply_in_background(tree)
-    deadline = time.monotonic() + 20
-    while _threshold(client) != 6 and time.monotonic() < deadline:
-        time.sleep(0.1)
+    # The new threshold is written: the pass has started, so an ALARM from now on is during its bake.
+    wait_for(lambda: _threshold(client) == 6, timeout=20, what="the apply's write of threshold 6", alive=running)
     _set(client, "ALARM")
     out, err = running.communicate(timeout=60)
     assert running.returncode == 1
@@ -124,8 +125,8 @@ def test_insufficient_data_never_rolls_back(aws, client, tree):
     assert run_cli("apply", "--repo", str(tree.root)).code == 0
     tree.write("environments/dev/a.yaml", alarm("api-5xx", 6))
     running = _apply_in_background(tree)
-    time.sleep(0.5)
-    _set(client, "INSUFFICIENT_DATA")
+    wait_for(lambda: _threshold(client) == 6, timeout=20, what="the apply's write of threshold 6", alive=running)
+    _set(client, "INSUFFICIENT_DATA")  # during the bake
     out, err = running.communicate(timeout=60)
     assert running.returncode == 0, err
     assert _threshold(client) == 6
@@ -161,7 +162,7 @@ def test_daemon_rolls_back_holds_the_commit_and_applies_a_newer_one(daemon, git_
     assert any(e.get("event") == "resource_rolled_back" and e.get("name") == "api-5xx" for e in d.events())
 
     _set(client, "OK")
-    time.sleep(5)  # several resyncs: the held commit must not come back
+    d.wait_passes("dev", 3)  # several resyncs: the held commit must not come back
     assert _threshold(client) == 5
 
     git_remote.tree.write("environments/dev/a.yaml", alarm("api-5xx", 8))

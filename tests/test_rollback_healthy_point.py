@@ -162,7 +162,7 @@ def _assert_alias_back_on_2_and_held(aws, client, d, rev2: str) -> None:
     assert deletes == {}, "a rollback must not delete an adopted alias, nor an alarm that the healthy point has"
 
     aws.clear_requests()
-    time.sleep(5)  # several resyncs (2 s): the held revision must not come back
+    d.wait_passes("dev", 3)  # several resyncs: the held revision must not come back
     assert (_routing(client), _threshold(client)) == (("2", {}), 5)
     assert _ops(aws, "CreateAlias", "UpdateAlias", "DeleteAlias", "PutMetricAlarm", "DeleteAlarms") == {}
     assert _is(_dev(d)["failedRevision"], rev2)
@@ -235,7 +235,7 @@ def test_stack_rolled_back_through_an_executed_change_set(aws, client, daemon, g
     assert [name for name, status in left if status == "AVAILABLE"] == [], "the rollback's change set is executed, none left waiting"
     assert _is(_dev(d)["healthyRevision"], rev1)
 
-    time.sleep(3)  # resyncs of the held revision change nothing
+    d.wait_passes("dev", 2)  # resyncs of the held revision change nothing
     assert _level(client) == "one"
 
 
@@ -254,7 +254,11 @@ def test_a_commit_that_changes_nothing_in_dev_does_not_end_its_bake(aws, client,
     d = daemon()
     d.wait_until(lambda: _is(_dev(d)["healthyRevision"], rev1) and _is(_dev(d, "prod")["appliedRevision"], rev1), timeout=30)
 
-    _health_env(tree, "10s")
+    # A bake long enough that the commits below land during it even on a slow machine (the
+    # ALARM at the end cuts it short, so the length costs no time). Not longer: its checks
+    # (every bake/10 s) must come more often than the daemon's 2 s resyncs, which push the
+    # next check back each time.
+    _health_env(tree, "15s")
     tree.write("environments/dev/alarms.yaml", alarm("api-5xx", 6))
     rev2 = git_remote.commit("rev2: dev threshold 6")
     d.wait_until(lambda: _is(_baking(d), rev2) and _threshold(client) == 6, timeout=20, every=0.05)
@@ -263,7 +267,7 @@ def test_a_commit_that_changes_nothing_in_dev_does_not_end_its_bake(aws, client,
     tree.write("README.md", "# estate\n\nnow with words\n")
     rev3 = git_remote.commit("rev3: README only")
     d.wait_until(lambda: d.status()["source"]["revision"] == rev3, timeout=10, every=0.05)
-    time.sleep(1.5)  # the daemon's pass on the fetched commit (if any) has run: dev must not have moved
+    d.wait_passes("dev", 2)  # a pass over dev on the fetched commit has run: dev must not have moved
     seen = (_baking(d)[:40], _dev(d)["healthyRevision"][:40])
     assert _is(seen[0], rev2) and _is(seen[1], rev1), (
         f"after a README-only commit dev must still bake rev2 {rev2[:12]} with rev1 {rev1[:12]} healthy; "
@@ -275,7 +279,7 @@ def test_a_commit_that_changes_nothing_in_dev_does_not_end_its_bake(aws, client,
     d.wait_until(lambda: _is(_dev(d, "prod")["appliedRevision"], rev4) and _threshold(client, "prod-api-5xx") == 9, timeout=10, every=0.05)
     seen = (_baking(d)[:40], _dev(d)["healthyRevision"][:40])
     assert _is(seen[0], rev2) and _is(seen[1], rev1), f"after a prod-only commit: (bake.revision, healthyRevision)={seen}"
-    assert time.monotonic() - baking_since < 9, "the test took longer than rev2's bake: it proves nothing"
+    assert time.monotonic() - baking_since < 14, "the test took longer than rev2's bake: it proves nothing"
 
     _set(client, "ALARM")
     assert _eventually(lambda: _dev(d)["status"], "rolled_back", timeout=20) == "rolled_back"
@@ -359,7 +363,7 @@ def test_the_first_revisions_failed_bake_deletes_nothing(aws, client, daemon, gi
     assert _eventually(lambda: _dev(d)["status"], "failed") == "failed"
 
     aws.clear_requests()
-    time.sleep(5)  # several resyncs: the held revision writes nothing
+    d.wait_passes("dev", 3)  # several resyncs: the held revision writes nothing
     written = {k: v for k, v in aws.requests().items() if k[1].startswith(("Put", "Create", "Delete", "Update", "Set", "Tag"))}
     assert written == {}
     assert (_threshold(client), _topics(client)) == (5, {"alerts": "first"})

@@ -100,10 +100,9 @@ def test_a_daemon_killed_mid_canary_resumes_it(aws, client, git_remote, tmp_path
         _write(git_remote.tree, "2", interval="4s")
         git_remote.commit("v2")
         first.wait_until(lambda: _routing(client) == ("1", {"2": 0.1}), timeout=20, every=0.05)
-        first.proc.send_signal(signal.SIGKILL)
-        first.proc.wait(10)
+        assert first.kill() == -signal.SIGKILL
     finally:
-        first.terminate()
+        first.stop()
     second = DaemonProcess(tmp_path, settings)
     try:
         assert _routing(client) == ("1", {"2": 0.1}), "traffic stays split while no daemon runs"
@@ -111,4 +110,4 @@ def test_a_daemon_killed_mid_canary_resumes_it(aws, client, git_remote, tmp_path
         assert any(e.get("event") == "bake_resumed" for e in second.events())
         second.wait_until(lambda: second.status()["environments"]["dev"]["status"] in ("synced",), timeout=20)
     finally:
-        assert second.terminate() == 0
+        second.stop()

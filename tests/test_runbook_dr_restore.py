@@ -265,6 +265,7 @@ def test_daemon_killed_after_the_restore_resumes_without_a_second_restore(daemon
     _source(client)
     _commit_run(git_remote)
     first = daemon(crash_after_step="restore")  # tests/crash_launcher.py kills it once restore is checkpointed
+    first.expected_exit = -signal.SIGKILL  # the crash this test provokes
     assert first.proc.wait(timeout=60) == -signal.SIGKILL, first.logs()[-3000:]
     assert "SIGKILL after step restore" in first.logs()
     probe = open_store(os.environ["LENSOPS_STATE_URL"])

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 from conftest import alarm
 from daemon_helpers import DaemonProcess
 
@@ -32,7 +30,7 @@ def test_rollback_runbook_holds_the_last_healthy_revision_until_a_newer_commit(a
         status = d.wait_until(lambda: (s := d.status()["environments"]["dev"]).get("hold") and s, timeout=30)
         assert (status["hold"]["revision"], status["hold"]["after"]) == (good, run)
         assert _threshold(client) == 5
-        time.sleep(3)  # resyncs keep the held revision, not the head commit
+        d.wait_passes("dev", 3)  # resyncs keep the held revision, not the head commit
         assert _threshold(client) == 5
         runs = d.status()["environments"]["dev"]["runbooks"]
         assert runs and runs[0]["state"] == "succeeded"
@@ -40,7 +38,7 @@ def test_rollback_runbook_holds_the_last_healthy_revision_until_a_newer_commit(a
         tree.write("README.md", "a commit elsewhere in the repository\n")
         elsewhere = git_remote.commit("docs only")
         d.wait_until(lambda: d.status()["source"]["revision"] == elsewhere, timeout=10)
-        time.sleep(2)  # resyncs on that commit: the environment's manifests did not change, the hold stays
+        d.wait_passes("dev", 2)  # resyncs on that commit: the environment's manifests did not change, the hold stays
         assert d.status()["environments"]["dev"]["hold"]["revision"] == good
         assert _threshold(client) == 5
 
@@ -50,4 +48,4 @@ def test_rollback_runbook_holds_the_last_healthy_revision_until_a_newer_commit(a
         assert d.status()["environments"]["dev"].get("hold") is None
         assert any(e.get("event") == "hold_lifted" and e.get("revision") == newer for e in d.events())
     finally:
-        assert d.terminate() == 0
+        d.stop()

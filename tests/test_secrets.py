@@ -18,7 +18,7 @@ import boto3
 import pytest
 from botocore.config import Config
 
-from conftest import REGION, alarm, run_cli
+from conftest import ACCOUNT, REGION, alarm, run_cli
 from lensops_emulator import FaultPlan
 from controller.errors import classify
 from daemon_helpers import DaemonProcess
@@ -78,7 +78,7 @@ def test_no_secret_reaches_logs_metrics_status_or_cli_output(aws, client, git_re
         }
     finally:
         aws.set_faults(None)
-        assert d.terminate() == 0
+        d.stop()
     surfaces["daemon logs"] = d.log_path.read_text()  # the whole log, shutdown included
     for args in (("status",), ("status", "--output", "json"), ("history",), ("history", "--output", "json"),
                  ("plan", "--repo", git_remote.url), ("apply", "--repo", git_remote.url, "--output", "json")):
@@ -93,7 +93,11 @@ def test_no_secret_reaches_logs_metrics_status_or_cli_output(aws, client, git_re
           f"{len(found)} leaks; SSM requests by lensops: {ssm_reads or 'none'}; AWS errors seen: {errors[:160]!r}")
     assert not found, found
     assert not ssm_reads
-    assert "Function not found" in errors or "billing" in errors  # the AWS error path was exercised
+    # The AWS error path was exercised: AWS's own messages, quoting the request and the caller, reached the surfaces.
+    alias_errors = [e for e in status["environments"]["dev"]["lastPass"]["errors"] if e.startswith("LambdaAlias/live: ")]
+    assert len(alias_errors) == 1, errors
+    assert f"Function not found: arn:aws:lambda:{REGION}:{ACCOUNT}:function:billing" in alias_errors[0]
+    assert f"User: arn:aws:sts::{ACCOUNT}:assumed-role/lensops/lensops is not authorized to perform: sns:" in surfaces["daemon logs"]
     events = [json.loads(line) for line in surfaces["daemon logs"].splitlines() if line.startswith("{")]
     assert bad and any(e.get("event") == "webhook_rejected" for e in events)
     assert any(e.get("event") == "manifest_invalid" and e.get("revision") == bad for e in events)
@@ -109,7 +113,7 @@ def test_credentials_in_the_repository_url_are_redacted(aws, tmp_path):
         source = d.wait_until(lambda: (s := d.status()["source"])["error"] and s)
         surfaces = {"/api/v1/status": d.get("/api/v1/status")[1].decode(), "/metrics": d.get("/metrics")[1].decode(), "/readyz": d.get("/readyz")[1].decode()}
     finally:
-        assert d.terminate() == 0
+        d.stop()
     surfaces["daemon logs"] = d.log_path.read_text()  # the whole log, shutdown included
     cli = run_cli("plan", "--repo", url, env=SECRET_ENV)
     surfaces["lensops plan"] = cli.out + cli.err

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from typing import Any
 
 import boto3
@@ -16,6 +15,7 @@ import pytest
 from controller.errors import UsageError
 from controller.state import EnvironmentRecord, ItemTooLarge, LeaseLost, ResourceRecord, open_store
 from controller.state.dynamodb import DynamoStore
+from daemon_helpers import wait_for
 TABLE = "lensops-state"
 URL = f"dynamodb://{TABLE}"
 
@@ -193,10 +193,10 @@ def test_live_replicas_ignore_expired_heartbeats(aws):
     store.heartbeat("replica-b", 30)
     store.heartbeat("replica-a", 30)
     store.heartbeat("replica-gone", -1)
-    store.heartbeat("replica-c", 0.5)
+    store.heartbeat("replica-c", 2)
     assert store.live_replicas() == ["replica-a", "replica-b", "replica-c"]
-    time.sleep(0.6)
-    assert open_store(URL).live_replicas() == ["replica-a", "replica-b"]
+    # replica-c's heartbeat expires: another store sees it go (waited for, not slept on)
+    wait_for(lambda: open_store(URL).live_replicas() == ["replica-a", "replica-b"], timeout=10, what="replica-c's heartbeat to expire")
     store.heartbeat("replica-gone", 30)  # came back
     assert store.live_replicas() == ["replica-a", "replica-b", "replica-gone"]
 
