@@ -467,7 +467,14 @@ class Daemon:
     # --- health gates ------------------------------------------------------
 
     def _schedule_bake(self, name: str, delay: float) -> None:
-        when = dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=delay)
+        """Check the environment's bake in ``delay`` seconds, unless a check is due sooner: a pass
+        (a resync every second, a retry) never puts off a check already planned."""
+        now = dt.datetime.now(dt.timezone.utc)
+        when = now + dt.timedelta(seconds=delay)
+        planned = self.scheduler.get_job(f"bake:{name}")
+        # A job whose time has come is the check running now (apscheduler drops it once started).
+        if planned is not None and planned.next_run_time is not None and now < planned.next_run_time <= when:
+            return
         self.scheduler.add_job(self._bake_job, "date", run_date=when, id=f"bake:{name}", args=[name], replace_existing=True)
 
     def _bake_job(self, name: str) -> None:

@@ -1,4 +1,4 @@
-"""A mixed estate of the first eleven kinds, built from the manifest helpers of the kinds' own tests,
+"""A mixed estate of eleven kinds (each kind's own test file checks its floor), built from the manifest helpers of the kinds' own tests,
 and the no-op-plan call floor each reconciler module's docstring promises for it.
 
 Used by ``tests/test_call_budget.py`` (one copy of the estate, exact counts) and by

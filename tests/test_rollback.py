@@ -143,6 +143,27 @@ def _daemon_healthy_on_v1(daemon, git_remote, client, bake: str):
     return d
 
 
+def test_resyncs_more_often_than_the_bake_checks_never_push_a_check_back(daemon, git_remote, client):
+    """A 20 s bake is checked every 2 s while the daemon resyncs every second: an ALARM is acted
+    on at the next check, not when the bake is over (each resync used to put the check off)."""
+    _health_alarm(client)
+    _env(git_remote.tree, bake="20s")
+    git_remote.tree.write("environments/dev/a.yaml", alarm("api-5xx", 5))
+    first = git_remote.commit("v1")
+    d = daemon(LENSOPS_RESYNC_INTERVAL="1s")
+    d.wait_until(lambda: d.status()["environments"]["dev"]["healthyRevision"] == first, timeout=45)
+
+    git_remote.tree.write("environments/dev/a.yaml", alarm("api-5xx", 6))
+    git_remote.commit("v2")
+    d.wait_until(lambda: _threshold(client) == 6, timeout=20, every=0.05)
+    _set(client, "ALARM")
+    alarmed = time.monotonic()
+    d.wait_until(lambda: d.status()["environments"]["dev"]["status"] == "rolled_back", timeout=30)
+    assert time.monotonic() - alarmed < 10, "the ALARM waited for the end of the bake"
+    assert _threshold(client) == 5
+    _set(client, "OK")
+
+
 def test_daemon_rolls_back_holds_the_commit_and_applies_a_newer_one(daemon, git_remote, client):
     d = _daemon_healthy_on_v1(daemon, git_remote, client, "4s")
 
