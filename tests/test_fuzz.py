@@ -558,10 +558,11 @@ def test_an_infinite_duration_is_a_problem(tmp_path):
 def test_hostile_yaml_is_refused_quickly_in_one_pass(text, line, message):
     from controller.manifests.yamlsafe import YamlProblem, load_documents
 
-    started = time.perf_counter()
+    # The work done, in this thread's CPU time: a loaded machine stretches the wall clock, not the work.
+    started = time.thread_time()
     with pytest.raises(YamlProblem) as caught:
         load_documents(text)
-    assert time.perf_counter() - started < 0.25
+    assert time.thread_time() - started < 0.25
     assert (caught.value.line, message in str(caught.value)) == (line, True), (caught.value.line, str(caught.value))
 
 
