@@ -558,11 +558,13 @@ def test_an_infinite_duration_is_a_problem(tmp_path):
 def test_hostile_yaml_is_refused_quickly_in_one_pass(text, line, message):
     from controller.manifests.yamlsafe import YamlProblem, load_documents
 
-    # The work done, in this thread's CPU time: a loaded machine stretches the wall clock, not the work.
+    # Quickly: well within a second of this thread's CPU time (a refusal takes 0.03 s here, 0.35 s
+    # with two busy loops on the 2 cores), where a reader that expanded what it refuses would take
+    # minutes. The wall clock is the machine's load, not the reader's work.
     started = time.thread_time()
     with pytest.raises(YamlProblem) as caught:
         load_documents(text)
-    assert time.thread_time() - started < 0.25
+    assert time.thread_time() - started < 2.0
     assert (caught.value.line, message in str(caught.value)) == (line, True), (caught.value.line, str(caught.value))
 
 
