@@ -148,19 +148,26 @@ def _make_handler(server: Server) -> Callable[..., BaseHTTPRequestHandler]:
             if server.secret is None:
                 self._json(404, {"error": "webhook disabled: LENSOPS_WEBHOOK_SECRET is not set"})
                 return
-            length = int(self.headers.get("Content-Length") or 0)
+            raw_length = (self.headers.get("Content-Length") or "0").strip()
+            if not raw_length.isascii() or not raw_length.isdigit():
+                # A negative length would read until the connection closes; answered unread.
+                self.close_connection = True
+                self._json(400, {"error": "Content-Length must be a number of bytes"})
+                return
+            length = int(raw_length)
             if length > MAX_WEBHOOK_BYTES:
                 self.close_connection = True
                 self._json(413, {"error": f"body over {MAX_WEBHOOK_BYTES} bytes"})
-                return
-            if not server.bucket.take():
-                self.close_connection = True
-                self._json(429, {"error": "too many webhook deliveries"})
                 return
             body = self.rfile.read(length) if length else b""
             if not server.signature_ok(body, self.headers.get("X-Hub-Signature-256", "")):
                 log.warning("webhook_rejected", reason="bad or missing signature")
                 self._json(401, {"error": "bad or missing X-Hub-Signature-256"})
+                return
+            # Only signed deliveries spend the rate limit: a flood of unsigned ones cannot starve them.
+            if not server.bucket.take():
+                self.close_connection = True
+                self._json(429, {"error": "too many webhook deliveries"})
                 return
             delivery = self.headers.get("X-GitHub-Delivery", "")
             if server.seen_delivery(delivery):
