@@ -5,7 +5,9 @@ from __future__ import annotations
 import re
 from typing import Any
 
-_PLACEHOLDER = re.compile(r"\{\{\s*([^{}]*?)\s*\}\}")
+# Possessive, with the blanks stripped afterwards: `\s*` around a lazy group backtracked
+# cubically on "{{" and thousands of blanks that never close.
+_PLACEHOLDER = re.compile(r"\{\{([^{}]*+)\}\}")
 _ENV_KEYS = ("name", "region", "account")
 
 
@@ -51,11 +53,11 @@ def _substitute(text: str, env: dict[str, str | None], variables: dict[str, Any]
         return text
     whole = _PLACEHOLDER.fullmatch(text)
     if whole:
-        known, value = _lookup(whole.group(1), env, variables, path)
+        known, value = _lookup(whole.group(1).strip(), env, variables, path)
         return value if known else text
 
     def replace(match: re.Match[str]) -> str:
-        known, value = _lookup(match.group(1), env, variables, path)
+        known, value = _lookup(match.group(1).strip(), env, variables, path)
         if not known:
             return match.group(0)
         if isinstance(value, bool):
