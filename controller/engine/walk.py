@@ -206,6 +206,8 @@ class Pass:
     def _view(reconciler: Reconciler, desired: Desired, live: Live, state: dict[str, Any]) -> dict[str, Any]:
         """The live state as the reconciler compares it with ``state``, previewed with AWS where they differ."""
         view = reconciler.compare_view(live, state)
+        if type(reconciler).preview is Reconciler.preview:
+            return view  # nothing to preview: no second diff of every resource on the hot path
         return reconciler.preview(desired, live, state, view) if diff(state, view) else view
 
     def report(self, rp: ResourcePlan) -> None:
