@@ -25,9 +25,15 @@ if TYPE_CHECKING:  # GitPython costs 0.15 s to import: only the runs that use Gi
     import git
 
 
-def redact(url: str) -> str:
-    """A repository URL fit for logs and status: any user or token before ``@`` removed."""
-    return re.sub(r"^([a-z][a-z0-9+.-]*://)[^/@]+@", r"\1***@", url)
+# The user information of a URL runs to the authority's last "@" (a password may hold one).
+_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^\s/?#@'\"]*(?:@[^\s/?#@'\"]*)*@")
+_SECRET_QUERY = re.compile(r"(?i)([?&;](?:[a-z0-9_.-]*token|password|passwd|secret|key|sig|signature|x-amz-[a-z-]+)=)[^&;#\s'\"]*")
+
+
+def redact(text: str) -> str:
+    """A repository URL (or a message quoting one) fit for logs and status: the user information
+    before ``@`` and any token-like query value replaced by ``***``."""
+    return _SECRET_QUERY.sub(r"\1***", _USERINFO.sub(r"\1***@", text))
 
 
 def is_url(repo: str) -> bool:
@@ -98,7 +104,7 @@ class Source:
             try:
                 archive = work.git.archive(sha, "--format=tar", stdout_as_string=False)
             except git.GitCommandError as exc:
-                raise UsageError(f"revision {sha[:12]} is not in {redact(self.repo)}: {str(exc.stderr).strip()}") from None
+                raise UsageError(redact(f"revision {sha[:12]} is not in {self.repo}: {str(exc.stderr).strip()}")) from None
             with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
                 tar.extractall(partial, filter="data")
             partial.rename(target)
@@ -127,7 +133,7 @@ class Source:
             lines = [line.strip() for line in str(exc.stderr or "").splitlines() if line.strip().strip("'").strip()]
             fatal = [line for line in lines if "fatal:" in line or "error:" in line]
             detail = (fatal or lines or [f"git exited {exc.status}"])[0].removeprefix("stderr:").strip().strip("'")
-            raise RetryableError(f"git: cannot fetch {redact(self.repo)} branch {self.branch}: {detail}") from None
+            raise RetryableError(redact(f"git: cannot fetch {self.repo} branch {self.branch}: {detail}")) from None
         metrics.set_source_revision(work.head.commit.hexsha)
         return work
 
