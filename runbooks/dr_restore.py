@@ -248,8 +248,10 @@ def point_endpoint(ctx: RunContext) -> StepResult:
         request["Type"] = "String"
     ctx.client("ssm").put_parameter(**request)
     out: dict[str, Any] = {"endpointParameter": name}
-    if previous is not None and previous.get("Type") == "String" and previous.get("Value") != address:
-        out["previousValue"] = previous.get("Value", "")
+    if previous is not None and previous.get("Value") != address:
+        # That it changed and which version it was, never what it held: status and notifications
+        # are read by more people than the parameter is (its history is in SSM, under the caller's IAM).
+        out["previousVersion"] = previous.get("Version", 0)
     return done(out)
 
 
@@ -339,6 +341,6 @@ RUNBOOK = Runbook(
     ),
     page="dr-restore.md",
     timeout=4 * 60 * 60.0,
-    report=("snapshot", "recoveryPointArn", "target", "endpointAddress", "endpointParameter", "previousValue"),
+    report=("snapshot", "recoveryPointArn", "target", "endpointAddress", "endpointParameter", "previousVersion"),
     check=_check,
 )

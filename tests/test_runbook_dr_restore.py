@@ -99,7 +99,8 @@ def test_apply_restores_the_latest_snapshot_and_points_the_parameter_at_it(aws, 
     (run,) = _runs(lensops)
     assert run["state"] == "succeeded" and run["stepsDone"] == 5
     assert run["outputs"]["snapshot"] == f"{SOURCE}-newer"
-    assert run["outputs"]["previousValue"] == OLD_ADDRESS
+    # That the parameter changed, and from which version, never what it held (item 12 of issue 15).
+    assert run["outputs"]["previousVersion"] == 1 and "previousValue" not in run["outputs"]
     assert [s["name"] for s in run["steps"]] == ["pick-snapshot", "restore", "wait-available", "point-endpoint", "verify-endpoint"]
     status_text = lensops("status").out
     assert "RunbookRun/drill-1 (dr-restore): succeeded, 5/5 steps" in status_text
@@ -107,7 +108,7 @@ def test_apply_restores_the_latest_snapshot_and_points_the_parameter_at_it(aws, 
     message = json.dumps(notification, default=str)
     assert "lensops: dev runbook dr-restore drill-1 succeeded" in message and target["Endpoint"]["Address"] in message
     for text in (applied.out, applied.err, status_text, json.dumps(_runs(lensops)), message):
-        assert PASSWORD not in text
+        assert PASSWORD not in text and OLD_ADDRESS not in text
 
 
 def test_a_run_is_never_repeated_by_apply_readding_or_new_parameters(aws, client, tree, lensops):
