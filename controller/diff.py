@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from controller.sensitive import masked
+
 
 @dataclass(frozen=True)
 class Change:
@@ -19,6 +21,11 @@ class Change:
     path: str
     old: Any
     new: Any
+
+    def __post_init__(self) -> None:
+        # A sealed value (a NoEcho parameter) reads "(sensitive value)" wherever a change is shown.
+        object.__setattr__(self, "old", masked(self.old))
+        object.__setattr__(self, "new", masked(self.new))
 
     def as_dict(self) -> dict[str, Any]:
         return {"path": self.path, "old": self.old, "new": self.new}

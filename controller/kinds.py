@@ -140,6 +140,8 @@ class Desired:
     spec: dict[str, Any]
     tags: dict[str, str]
     annotations: dict[str, str] = field(default_factory=dict)
+    stored: dict[str, Any] | None = None
+    """The spec as the state store keeps it, when it differs (``Reconciler.stored_spec``)."""
 
     @property
     def ident(self) -> str:
@@ -281,13 +283,21 @@ class Reconciler:
         rollback puts it back to if the adoption is undone (the live fields ``state`` names)."""
         return {key: live.state[key] for key in state if key in live.state}
 
-    def compare_view(self, live: Live, state: dict[str, Any]) -> dict[str, Any]:
+    def compare_view(self, live: Live, state: dict[str, Any], applied: dict[str, Any] | None = None) -> dict[str, Any]:
         """The part of the live state to diff against ``state`` (all of it by default).
 
         Kinds whose specs name only some of a free-form map (SNS attributes)
-        narrow the live map to the keys the manifest sets.
+        narrow the live map to the keys the manifest sets. ``applied`` is the
+        state lensops last applied, when it has one: what AWS never reads back
+        (a Stack's NoEcho parameters) is taken to be that.
         """
         return live.state
+
+    def stored_spec(self, desired: Desired) -> dict[str, Any] | None:
+        """The spec as the state store may keep it (a rollback applies it again), when it differs
+        from ``desired.spec``: values that must not be stored (a Stack's NoEcho parameters) sealed
+        (``controller.sensitive``). None: the spec is kept as it is."""
+        return None
 
     def preview(self, desired: Desired, live: Live, state: dict[str, Any], view: dict[str, Any]) -> dict[str, Any]:
         """While deciding, when ``view`` differs from ``state``: the view once AWS has said what

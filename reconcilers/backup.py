@@ -383,7 +383,7 @@ spec:
             "tags": dict(desired.tags),
         }
 
-    def compare_view(self, live: Live, state: dict[str, Any]) -> dict[str, Any]:
+    def compare_view(self, live: Live, state: dict[str, Any], applied: dict[str, Any] | None = None) -> dict[str, Any]:
         wanted = state.get("rules", {})
         view = dict(live.state)
         view["rules"] = {

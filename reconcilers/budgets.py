@@ -271,7 +271,7 @@ spec:
         notifications = {notification_key(n): _subscribers(n.get("subscribers") or []) for n in spec.get("notifications") or []}
         return _canonical(spec, notifications)
 
-    def compare_view(self, live: Live, state: dict[str, Any]) -> dict[str, Any]:
+    def compare_view(self, live: Live, state: dict[str, Any], applied: dict[str, Any] | None = None) -> dict[str, Any]:
         view = dict(live.state)
         declared = state.get("costTypes", {})
         view["costTypes"] = {k: v for k, v in live.state.get("costTypes", {}).items() if k in declared}

@@ -48,6 +48,7 @@ from controller.diff import Change, diff
 from controller.errors import PermanentError, error_code
 from controller.manifests.types import Spec
 from controller.plan import KNOWN_AFTER_APPLY
+from controller.sensitive import is_sealed, seal
 from controller.kinds import OWNER_ENV_TAG, OWNER_ID_TAG, Context, Desired, Live, Reconciler
 from reconcilers.listing import Listing
 
@@ -192,6 +193,25 @@ def _parameters(given: dict[str, Any], template: dict[str, Any], with_defaults: 
     return {k: _parameter_value(v, declared.get(k)) for k, v in sorted(values.items())}
 
 
+def _no_echo(template: dict[str, Any]) -> frozenset[str]:
+    """The parameters the template marks ``NoEcho``: their values are used, never shown or stored."""
+    return frozenset(k for k, slot in _parameter_types(template).items() if str(slot.get("NoEcho", "")).lower() == "true")
+
+
+def _sealable(value: Any) -> bool:
+    return isinstance(value, str) and value != KNOWN_AFTER_APPLY and value != NO_ECHO_MASK and not is_sealed(value)
+
+
+def _seal_parameters(physical: str, values: dict[str, str], secret: frozenset[str]) -> tuple[dict[str, str], dict[str, str]]:
+    """``values`` with each NoEcho one sealed, and the plain values by seal (for this pass's writes only)."""
+    sealed, plain = dict(values), {}
+    for key in secret & values.keys():
+        if _sealable(values[key]):
+            sealed[key] = seal(values[key], f"{physical}/{key}")
+            plain[sealed[key]] = values[key]
+    return sealed, plain
+
+
 # --- state ---------------------------------------------------------------
 
 
@@ -223,13 +243,20 @@ def _change_entry(change: dict[str, Any]) -> str:
     return text
 
 
-def _readable(live: Live, state: dict[str, Any]) -> dict[str, Any]:
-    """The live state with what CloudFormation never reads back (NoEcho values, capabilities) as desired."""
+def _readable(live: Live, state: dict[str, Any], applied: dict[str, Any] | None) -> dict[str, Any]:
+    """The live state with what CloudFormation never reads back: NoEcho values as last applied
+    (else as desired), capabilities as desired."""
     view = dict(live.state)
-    wanted = state.get("parameters", {})
+    wanted = {**state.get("parameters", {}), **(applied or {}).get("parameters", {})}
     view["parameters"] = {k: (wanted.get(k, v) if v == NO_ECHO_MASK else v) for k, v in live.state.get("parameters", {}).items()}
     view["capabilities"] = state.get("capabilities", [])
     return view
+
+
+def _unchanged(state: dict[str, Any], view: dict[str, Any]) -> frozenset[str]:
+    """The parameters whose desired value is the one ``view`` (the live stack as compared) has."""
+    live = view.get("parameters", {})
+    return frozenset(k for k, v in state["parameters"].items() if live.get(k) == v)
 
 
 def _attrs(stack: dict[str, Any]) -> dict[str, Any]:
@@ -296,7 +323,7 @@ spec:
 """
     notes = {
         "template": "Path of a YAML or JSON template under `templates/` (it may not leave that folder); compared as data, so formatting never shows as drift.",
-        "parameters": "Template parameters; numbers and booleans are sent as CloudFormation's strings.",
+        "parameters": "Template parameters; numbers and booleans are sent as CloudFormation's strings. A parameter the template marks `NoEcho` shows as `(sensitive value)` in plans and is stored only as a salted digest; a rollback keeps it as it is when it did not change, and cannot put back one that did.",
         "capabilities": "Passed with every change set, never compared.",
         "timeoutInMinutes": "Creation only: a new stack that sets it is made with CreateStack, not a change set.",
     }
@@ -319,6 +346,8 @@ Outputs:
 
     def __init__(self, ctx: Context):
         super().__init__(ctx)
+        self._plain: dict[str, str] = {}
+        """Seal -> the NoEcho value it seals, for this pass's change sets; never stored or shown."""
         self._texts: dict[str, tuple[str, str]] = {}
         """Stack name -> (digest of the change-set fields, template text) of this pass's desired state."""
         self._previews: dict[tuple[str, str], list[str] | None] = {}
@@ -427,9 +456,12 @@ Outputs:
         spec = desired.spec
         text = template_text(spec)
         template = parse_template(text)
+        parameters = _parameters(spec.get("parameters") or {}, template, with_defaults=True)
+        parameters, plain = _seal_parameters(desired.physical, parameters, _no_echo(template))
+        self._plain.update(plain)
         state: dict[str, Any] = {
             "template": template,
-            "parameters": _parameters(spec.get("parameters") or {}, template, with_defaults=True),
+            "parameters": parameters,
             "capabilities": sorted(spec.get("capabilities") or []),
             "tags": dict(desired.tags),
             "terminationProtection": bool(spec.get("terminationProtection", False)),
@@ -444,6 +476,20 @@ Outputs:
         self._texts[desired.physical] = (_digest(_pick(state)), text)
         return state
 
+    def stored_spec(self, desired: Desired) -> dict[str, Any] | None:
+        """The spec with its NoEcho parameters sealed, as ``desired_state`` seals them."""
+        given = desired.spec.get("parameters") or {}
+        body = desired.spec.get("templateBody")
+        if not given or not isinstance(body, str):
+            return None
+        template = parse_template(body)
+        secret = _no_echo(template) & given.keys()
+        if not secret:
+            return None
+        values = _parameters({k: given[k] for k in secret}, template, with_defaults=False)
+        sealed, _ = _seal_parameters(desired.physical, values, secret)
+        return {**desired.spec, "parameters": {**given, **sealed}}
+
     def adoption_state(self, live: Live, state: dict[str, Any]) -> dict[str, Any]:
         """The stack's template, parameters, tags and settings as adopted; what lensops derives
         (status, change set, resource drift) as a settled stack has them."""
@@ -451,10 +497,11 @@ Outputs:
         found.update(stackStatus="ready", changeSet=[], resourceDrift=[])
         return found
 
-    def compare_view(self, live: Live, state: dict[str, Any]) -> dict[str, Any]:
-        """The live stack against ``state``: NoEcho parameters (``****``) and capabilities cannot
-        be read back, so they take the desired values."""
-        return _readable(live, state)
+    def compare_view(self, live: Live, state: dict[str, Any], applied: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The live stack against ``state``: NoEcho parameters (``****``) cannot be read back, so
+        they are what lensops last applied (the desired values when it applied none); nor can
+        capabilities, which take the desired ones."""
+        return _readable(live, state, applied)
 
     def preview(self, desired: Desired, live: Live, state: dict[str, Any], view: dict[str, Any]) -> dict[str, Any]:
         """When the change-set fields differ, a change set (made and deleted at once) previews
@@ -469,7 +516,7 @@ Outputs:
             return view
         memo = (live.physical, key)
         if memo not in self._previews:
-            self._previews[memo] = self._preview(live, state, current[1])
+            self._previews[memo] = self._preview(live, state, current[1], _unchanged(state, view))
         preview = self._previews[memo]
         view = dict(view)
         if preview is None:
@@ -478,10 +525,10 @@ Outputs:
             view["changeSet"] = preview
         return view
 
-    def _preview(self, live: Live, state: dict[str, Any], text: str) -> list[str] | None:
+    def _preview(self, live: Live, state: dict[str, Any], text: str, unchanged: frozenset[str]) -> list[str] | None:
         """The entries of a change set made and deleted at once; None when it would change nothing."""
         client = self._client
-        params = self._stack_params(live.physical, state, text)
+        params = self._stack_params(live.physical, state, text, unchanged)
         try:
             made = client.create_change_set(**params, ChangeSetName=_change_set_name("plan"), ChangeSetType="UPDATE")
         except botocore.exceptions.ClientError as exc:
@@ -522,7 +569,9 @@ Outputs:
         if live.extra.get("status") in READY:
             track["planned"] = True
             if paths & {*CHANGE_SET_FIELDS, "changeSet"}:
-                self._submit(desired, state, track, exists=True)
+                changed = {c.path for c in changes}
+                unchanged = frozenset(k for k in state["parameters"] if f"parameters.{k}" not in changed and "parameters" not in changed)
+                self._submit(desired, state, track, exists=True, unchanged=unchanged)
         return Live(live.physical, state, arn=live.arn, attrs=live.attrs, extra={"track": track})
 
     def settle(self, desired: Desired, live: Live) -> Live | None:
@@ -572,8 +621,10 @@ Outputs:
                 return self._done(desired, state, stack)
             else:
                 track["planned"] = True
-                if diff(_pick(state), _readable(self._live(stack, drift=False), state)):
-                    self._submit(desired, state, track, exists=True)
+                view = _readable(self._live(stack, drift=False), state, None)
+                # A NoEcho value read from the manifest may differ from the live one, which cannot be seen.
+                if diff(_pick(state), view) or any(v in self._plain for v in state["parameters"].values()):
+                    self._submit(desired, state, track, exists=True, unchanged=_unchanged(state, view))
         return None
 
     def _describe(self, ref: str) -> dict[str, Any] | None:
@@ -602,19 +653,28 @@ Outputs:
             "MonitoringTimeInMinutes": minutes,
         }
 
-    def _stack_params(self, physical: str, state: dict[str, Any], text: str) -> dict[str, Any]:
+    def _stack_params(self, physical: str, state: dict[str, Any], text: str, unchanged: frozenset[str]) -> dict[str, Any]:
+        """CreateChangeSet's parameters for ``state``. A sealed NoEcho value is sent as this pass read
+        it from the manifest, or left as it is (``UsePreviousValue``) when it is ``unchanged`` since
+        lensops applied it; any other is refused: lensops keeps only its seal."""
         masked = sorted(k for k, v in state["parameters"].items() if v == NO_ECHO_MASK)
         if masked:
             raise PermanentError(
                 f"NoEcho parameter(s) {', '.join(masked)}: their value when lensops adopted the stack was never readable, "
                 "so the stack cannot be put back to it; set them by hand"
             )
+        lost = sorted(k for k, v in state["parameters"].items() if is_sealed(v) and v not in self._plain and k not in unchanged)
+        if lost:
+            raise PermanentError(
+                f"NoEcho parameter(s) {', '.join(lost)}: lensops keeps only a digest of their value, and it changed since, "
+                "so the stack cannot be put back to it; set them by hand or commit the value again"
+            )
         if len(text.encode()) > TEMPLATE_BODY_LIMIT:
             raise PermanentError(f"template is over {TEMPLATE_BODY_LIMIT} bytes: TemplateURL (S3) is not supported yet")
         params: dict[str, Any] = {
             "StackName": physical,
             "TemplateBody": text,
-            "Parameters": [{"ParameterKey": k, "ParameterValue": v} for k, v in sorted(state["parameters"].items())],
+            "Parameters": [self._parameter(k, v) for k, v in sorted(state["parameters"].items())],
             "Capabilities": state["capabilities"],
             "Tags": map_to_tags(state["tags"]),
             "NotificationARNs": state["notificationARNs"],
@@ -622,6 +682,13 @@ Outputs:
         if state.get("roleARN"):
             params["RoleARN"] = state["roleARN"]
         return params
+
+    def _parameter(self, key: str, value: str) -> dict[str, Any]:
+        if not is_sealed(value):
+            return {"ParameterKey": key, "ParameterValue": value}
+        if value in self._plain:
+            return {"ParameterKey": key, "ParameterValue": self._plain[value]}
+        return {"ParameterKey": key, "UsePreviousValue": True}
 
     def _template_for(self, desired: Desired, state: dict[str, Any]) -> str:
         """The template text that makes ``state``: the spec's own text, as written, or, for a state
@@ -634,9 +701,11 @@ Outputs:
             return body
         return json.dumps(state["template"])
 
-    def _submit(self, desired: Desired, state: dict[str, Any], track: dict[str, Any], exists: bool) -> None:
+    def _submit(
+        self, desired: Desired, state: dict[str, Any], track: dict[str, Any], exists: bool, unchanged: frozenset[str] = frozenset()
+    ) -> None:
         """Create the change set that takes the stack to ``state`` (or the stack, when a timeout is wanted)."""
-        params = self._stack_params(desired.physical, state, self._template_for(desired, state))
+        params = self._stack_params(desired.physical, state, self._template_for(desired, state), unchanged)
         client = self._client
         timeout = desired.spec.get("timeoutInMinutes")
         if not exists and timeout:

@@ -193,7 +193,7 @@ spec:
         spec = desired.spec
         return {"retentionInDays": spec.get("retentionInDays"), "kmsKeyId": spec.get("kmsKeyId"), "tags": dict(desired.tags)}
 
-    def compare_view(self, live: Live, state: dict[str, Any]) -> dict[str, Any]:
+    def compare_view(self, live: Live, state: dict[str, Any], applied: dict[str, Any] | None = None) -> dict[str, Any]:
         if not live.extra.get("retentionPolicyName"):
             return live.state
         # An account-level retention policy decides: AWS reports its days, not the

@@ -174,7 +174,7 @@ spec:
             "tags": dict(desired.tags),
         }
 
-    def compare_view(self, live: Live, state: dict[str, Any]) -> dict[str, Any]:
+    def compare_view(self, live: Live, state: dict[str, Any], applied: dict[str, Any] | None = None) -> dict[str, Any]:
         view = dict(live.state)
         wanted = state.get("attributes", {})
         view["attributes"] = {k: v for k, v in live.state.get("attributes", {}).items() if k in wanted}

@@ -303,7 +303,7 @@ class _WafReconciler(Reconciler):
             found[name] = primary
         return found
 
-    def compare_view(self, live: Live, state: dict[str, Any]) -> dict[str, Any]:
+    def compare_view(self, live: Live, state: dict[str, Any], applied: dict[str, Any] | None = None) -> dict[str, Any]:
         same_scope = live.extra.get("scopes", {}).get(state.get("scope"))
         return (same_scope or live).state
 

@@ -17,6 +17,7 @@ CORE_FOR_KINDS = {
     "controller.kinds",
     "controller.errors",
     "controller.diff",
+    "controller.sensitive",
     "controller.apishape",
     "controller.logs",
     "controller.alarms",

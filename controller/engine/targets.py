@@ -61,7 +61,7 @@ def desired_record(desired: Desired, depends_on: list[str] | None = None) -> dic
     """What the state store keeps of a Desired: enough to write it again exactly (a rollback,
     a rollout step), and its dependencies, so that deletes go dependents first."""
     return {
-        "spec": desired.spec,
+        "spec": desired.spec if desired.stored is None else desired.stored,
         "tags": desired.tags,
         "annotations": desired.annotations,
         "physical": desired.physical,

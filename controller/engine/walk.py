@@ -203,9 +203,9 @@ class Pass:
         return result
 
     @staticmethod
-    def _view(reconciler: Reconciler, desired: Desired, live: Live, state: dict[str, Any]) -> dict[str, Any]:
+    def _view(reconciler: Reconciler, desired: Desired, live: Live, state: dict[str, Any], applied: dict[str, Any] | None) -> dict[str, Any]:
         """The live state as the reconciler compares it with ``state``, previewed with AWS where they differ."""
-        view = reconciler.compare_view(live, state)
+        view = reconciler.compare_view(live, state, applied)
         if type(reconciler).preview is Reconciler.preview:
             return view  # nothing to preview: no second diff of every resource on the hot path
         return reconciler.preview(desired, live, state, view) if diff(state, view) else view
@@ -240,10 +240,13 @@ class Pass:
                 return None
         tags = target.tags if target.tags is not None else self._tags(target, reconciler, spec)
         desired = Desired(target.kind, target.name, target.physical, spec, tags, target.annotations)
+        desired.stored = reconciler.stored_spec(desired)
         state = target.state if target.state is not None else reconciler.desired_state(desired)
+        record = self.inventory.get(target.ident)
+        applied = record.spec if record is not None and record.physical == target.physical else None
         decision = decide(
-            target, state, live, lambda wanted: self._view(reconciler, desired, live, wanted),  # type: ignore[arg-type]
-            environment=self.env.name, record=self.inventory.get(target.ident),
+            target, state, live, lambda wanted: self._view(reconciler, desired, live, wanted, applied),  # type: ignore[arg-type]
+            environment=self.env.name, record=record,
             intent=self.journal.intent(target.ident), rollout=self.active.get(target.ident),
         )
         self._copy_decision(rp, decision.plan)

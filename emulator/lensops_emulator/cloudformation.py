@@ -49,6 +49,9 @@ rest see every change:
 - ``UpdateTerminationProtection``; ``DeleteStack`` refuses a protected stack
   with AWS's ValidationError and drops the stack's change sets.
 - ``ContinueUpdateRollback``: UPDATE_ROLLBACK_FAILED -> UPDATE_ROLLBACK_COMPLETE.
+- ``DescribeStacks`` shows a ``NoEcho`` parameter's value as ``****``, as AWS
+  does (moto 5.2 compares the parameter's *value* with the NoEcho keys, so
+  it shows every value).
 - ``DetectStackDrift`` (complete at once, always IN_SYNC: real drift is not
   detected), ``DescribeStackDriftDetectionStatus``, ``DescribeStackResourceDrifts``
   (always empty); ``DescribeStacks`` reports ``DriftInformation`` (NOT_CHECKED
@@ -94,6 +97,18 @@ class ChangeSetNotFoundException(CloudFormationError):
 
 class InvalidChangeSetStatusException(CloudFormationError):
     code = "InvalidChangeSetStatusException"
+
+
+def _parameter_list(stack: Stack) -> list[dict[str, Any]]:
+    secret = set(stack.resource_map.no_echo_parameter_keys)
+    return [
+        {"ParameterKey": k, "ParameterValue": "****" if k in secret else v}
+        for k, v in stack.resource_map.resolved_parameters.items()
+    ]
+
+
+# What DescribeStacks serialises; moto's own masks a value only when it equals a NoEcho key's name.
+Stack.parameter_list = property(_parameter_list)  # type: ignore[method-assign,assignment]
 
 
 def _transform_tags(tags: dict[str, str] | None) -> list[dict[str, str]]:
