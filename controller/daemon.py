@@ -71,7 +71,7 @@ class Daemon:
             timezone=dt.timezone.utc,
         )
         host, port = settings.http_host_port
-        self.server = Server(host, port, self, settings.webhook_secret)
+        self.server = Server(host, port, self, settings.webhook_secret, api_token=settings.api_token)
         self.leases = Leases(self.store, float(settings.lease_ttl))
         self.clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.timezone.utc)
         """Now, for sync windows (tests set it to open or close a window)."""

@@ -88,6 +88,7 @@ def run_demo(settings: Settings) -> int:
         }
     )
     host, port_ = demo_settings.http_host_port
+    bearer = ' -H "Authorization: Bearer $LENSOPS_API_TOKEN"' if demo_settings.api_token else ""
     print(
         f"""
 lensops demo
@@ -101,7 +102,7 @@ Try a change (the daemon watches the folder and applies each commit):
   cd {repo}
   sed -i 's/lambdaErrorsPerMinute: 10/lambdaErrorsPerMinute: 9/' environments/dev/environment.yaml
   git commit -am "raise the dev Lambda error threshold"
-  curl -s http://{host}:{port_}/api/v1/status | python3 -m json.tool | head -40
+  curl -s{bearer} http://{host}:{port_}/api/v1/status | python3 -m json.tool | head -40
   AWS_ENDPOINT_URL={emulator.url} LENSOPS_STATE_URL=sqlite:///{workdir}/state.db lensops status
 
 Ctrl-C stops the demo.

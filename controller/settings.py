@@ -27,6 +27,8 @@ class Settings(BaseModel):
     state_url: str = "sqlite:///.lensops/state.db"
     http_addr: str = "0.0.0.0:8080"
     webhook_secret: str | None = Field(default=None, repr=False)
+    api_token: str | None = Field(default=None, repr=False)
+    """When set, ``GET /api/v1/status`` asks for ``Authorization: Bearer <api_token>``."""
     log_format: Literal["json", "console"] = "json"
     concurrency: int = Field(default=8, ge=1, le=256)
     lease_ttl: int = Field(default=30, ge=3)

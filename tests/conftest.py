@@ -224,3 +224,48 @@ def daemon(aws: Emulator, git_remote: GitRemote, tmp_path: Path) -> Any:
     ended = [(process, process.end()) for process in started]
     problems = [(process, found) for process, found in ended if found]
     assert not problems, "\n\n".join("; ".join(found) + ":\n" + process.logs()[-3000:] for process, found in problems)
+
+
+class StandIn:
+    """What the HTTP server asks of the daemon, answered at once: alive, ready, an empty status
+    (``status_error``: raised instead), and the fetches webhooks triggered, counted."""
+
+    def __init__(self) -> None:
+        self.fetches = 0
+        self.status_error: Exception | None = None
+
+    def alive(self) -> bool:
+        return True
+
+    def ready(self) -> tuple[bool, str]:
+        return True, ""
+
+    def status(self) -> dict[str, Any]:
+        if self.status_error is not None:
+            raise self.status_error
+        return {"environments": {"dev": {"status": "synced"}}}
+
+    def trigger_fetch(self, reason: str) -> None:
+        self.fetches += 1
+
+
+@pytest.fixture
+def http_server() -> Any:
+    """``http_server(webhook_secret=None, api_token=None, limits=None)``: the daemon's HTTP server
+    (controller/server.py) on a free port of 127.0.0.1 serving a ``StandIn``, stopped at teardown;
+    returns ``(server, stand_in)``."""
+    from controller.server import Server
+
+    started: list[Any] = []
+
+    def start(webhook_secret: str | None = None, api_token: str | None = None, limits: Any = None) -> tuple[Any, StandIn]:
+        stand_in = StandIn()
+        options = {"api_token": api_token, "limits": limits}
+        server = Server("127.0.0.1", 0, stand_in, webhook_secret, **{k: v for k, v in options.items() if v is not None})
+        server.start()
+        started.append(server)
+        return server, stand_in
+
+    yield start
+    for server in started:
+        server.stop()

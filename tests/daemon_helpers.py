@@ -76,9 +76,13 @@ class DaemonProcess:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def get(self, path: str) -> tuple[int, bytes]:
+    def get(self, path: str, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
+        """GET ``path``: with ``headers``, else with the bearer of the daemon's ``LENSOPS_API_TOKEN`` when it has one."""
+        if headers is None:
+            token = self.env.get("LENSOPS_API_TOKEN")
+            headers = {"Authorization": f"Bearer {token}"} if token else {}
         try:
-            with urllib.request.urlopen(self.url + path, timeout=5) as answer:
+            with urllib.request.urlopen(urllib.request.Request(self.url + path, headers=headers), timeout=5) as answer:
                 return answer.status, answer.read()
         except urllib.error.HTTPError as exc:
             return exc.code, exc.read()

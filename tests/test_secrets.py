@@ -1,6 +1,6 @@
 """Secrets stay secret: planted canary values never show up in what lensops writes.
 
-The daemon runs with a webhook secret, an AWS secret access key and session
+The daemon runs with a webhook secret, an API token, an AWS secret access key and session
 token, an unrelated secret in its environment, and an SSM SecureString that
 nothing reads; it applies an estate where AWS answers errors quoting the
 request. None of the canaries may appear in the daemon's logs, /metrics,
@@ -30,10 +30,12 @@ SESSION_TOKEN = "sessionTokenCANARY41aa"
 ENV_SECRET = "envCANARYdbPassword93"
 SSM_SECRET = "ssmCANARYsecureString57"
 REPO_TOKEN = "ghpCANARYrepoToken8812"
-CANARIES = (WEBHOOK_SECRET, AWS_SECRET, SESSION_TOKEN, ENV_SECRET, SSM_SECRET, REPO_TOKEN)
+API_TOKEN = "apiCANARYbearer6d2f"
+CANARIES = (WEBHOOK_SECRET, AWS_SECRET, SESSION_TOKEN, ENV_SECRET, SSM_SECRET, REPO_TOKEN, API_TOKEN)
 
 SECRET_ENV = {
     "LENSOPS_WEBHOOK_SECRET": WEBHOOK_SECRET,
+    "LENSOPS_API_TOKEN": API_TOKEN,  # the helper's GETs carry it as a bearer
     "AWS_SECRET_ACCESS_KEY": AWS_SECRET,
     "AWS_SESSION_TOKEN": SESSION_TOKEN,
     "ECONLENS_DB_PASSWORD": ENV_SECRET,
@@ -156,6 +158,7 @@ def test_aws_error_messages_never_carry_the_secret_key(aws, kind):
         f'webhook_secret: "{WEBHOOK_SECRET}\nrepo_url: .\n',  # a YAML error just after the secret
         f"webhook_secret: {{value: {WEBHOOK_SECRET}}}\n",  # the secret of the wrong type
         f"webhook_secret: {WEBHOOK_SECRET}\nconcurrency: [{WEBHOOK_SECRET}]\n",  # another setting wrong
+        f"api_token: [{API_TOKEN}]\n",  # the API token of the wrong type
     ],
 )
 def test_a_bad_settings_file_is_reported_without_its_values(tmp_path, lensops, settings):
