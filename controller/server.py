@@ -48,6 +48,8 @@ from controller import logs, metrics
 log = logs.get("lensops.http")
 
 MAX_WEBHOOK_BYTES = 1024 * 1024
+BODY_CHUNK_BYTES = 16 * 1024
+"""A webhook body is read and authenticated this much at a time; it is never held whole."""
 WEBHOOK_BURST = 20
 WEBHOOK_PER_SECOND = 5.0
 MAX_DELIVERIES = 10_000
@@ -340,11 +342,24 @@ class Server:
     def _seen(self, delivery: str, digest: str) -> bool:
         return digest in self.bodies or (bool(delivery) and delivery in self.deliveries)
 
-    def signature_ok(self, body: bytes, header: str) -> bool:
-        if self.secret is None or not header.startswith("sha256="):
-            return False
-        expected = "sha256=" + hmac.new(self.secret, body, hashlib.sha256).hexdigest()
-        return hmac.compare_digest(expected.encode(), header.encode())
+    def read_body(self, stream: Any, length: int) -> tuple[str, str] | None:
+        """The body's HMAC (with the webhook secret) and SHA-256, read in chunks and never held:
+        256 connections sending a megabyte each cost no memory. None when the body was cut short."""
+        assert self.secret is not None
+        mac, sha = hmac.new(self.secret, digestmod=hashlib.sha256), hashlib.sha256()
+        while length > 0:
+            chunk = stream.read(min(length, BODY_CHUNK_BYTES))
+            if not chunk:
+                return None
+            mac.update(chunk)
+            sha.update(chunk)
+            length -= len(chunk)
+        return "sha256=" + mac.hexdigest(), sha.hexdigest()
+
+    @staticmethod
+    def signature_ok(expected: str, header: str) -> bool:
+        """``header`` is GitHub's ``X-Hub-Signature-256`` for the body whose HMAC is ``expected``."""
+        return header.startswith("sha256=") and hmac.compare_digest(expected.encode(), header.encode())
 
     def token_ok(self, header: str) -> bool:
         """True without a token set, or with ``Authorization: Bearer <token>`` (constant-time compared)."""
@@ -437,12 +452,13 @@ def _make_handler(server: Server) -> Callable[..., BaseHTTPRequestHandler]:
             if length > MAX_WEBHOOK_BYTES:
                 self._unread(413, {"error": f"body over {MAX_WEBHOOK_BYTES} bytes"})
                 return
-            body = self.rfile.read(length) if length else b""  # within the connection's deadline
-            if len(body) < length:  # the client went away mid-body: nothing to answer
+            read = server.read_body(self.rfile, length)  # within the connection's deadline
+            if read is None:  # the client went away mid-body: nothing to answer
                 self.close_connection = True
                 return
+            signature, digest = read
             self._received()
-            if not server.signature_ok(body, self.headers.get("X-Hub-Signature-256", "")):
+            if not server.signature_ok(signature, self.headers.get("X-Hub-Signature-256", "")):
                 log.warning("webhook_rejected", reason="bad or missing signature")
                 self._json(401, {"error": "bad or missing X-Hub-Signature-256"})
                 return
@@ -450,7 +466,6 @@ def _make_handler(server: Server) -> Callable[..., BaseHTTPRequestHandler]:
             # recorded after it (a delivery refused 429 may come again). The delivery id is not
             # signed, so the body's digest is the replay's mark; only signed bodies are recorded.
             delivery = self.headers.get("X-GitHub-Delivery", "")
-            digest = hashlib.sha256(body).hexdigest()
             replay = server.replayed(delivery, digest)
             # Only signed deliveries spend the rate limit: a flood of unsigned ones cannot starve them.
             if not replay and not server.bucket.take():

@@ -242,3 +242,29 @@ def test_a_failing_handler_is_one_log_line_and_no_traceback(http_server, capfd):
     assert failed[0]["request"] == "GET /api/v1/status" and failed[0]["message"] == "the state store is gone"
     assert failed[0]["where"].startswith("conftest.py:") and failed[0]["where"].endswith(" in status")
     assert _probe(server.address, "/healthz")[0] == 200
+
+
+def test_webhook_bodies_being_sent_cost_no_memory(http_server):
+    """200 unsigned deliveries of a megabyte each, all but their last byte sent and held: the server
+    authenticates a body as it reads it and never holds it whole (it used to keep each one)."""
+    from controller.server import MAX_WEBHOOK_BYTES
+
+    server, stand_in = http_server(SECRET, limits=HELD)
+    address = server.address
+    _probe(address, "/healthz")
+    rss_before = _rss_mb()
+    head = f"POST /hooks/git HTTP/1.1\r\nHost: x\r\nContent-Length: {MAX_WEBHOOK_BYTES}\r\n\r\n".encode()
+    body = b"x" * (MAX_WEBHOOK_BYTES - 1)
+    held = []
+    try:
+        for _ in range(200):
+            conn = socket.create_connection(address, timeout=30)
+            held.append(conn)
+            conn.sendall(head + body)
+        time.sleep(0.5)  # the server reads what was sent
+        took = _probes(address, "with 200 bodies held")
+        rss_delta = _rss_mb() - rss_before
+    finally:
+        _close_all(held)
+    print(f"\n200 one-megabyte bodies held: probes {took}; RSS +{rss_delta:.1f} MB")
+    assert rss_delta < 30 and stand_in.fetches == 0
