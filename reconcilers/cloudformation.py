@@ -323,7 +323,11 @@ spec:
 """
     notes = {
         "template": "Path of a YAML or JSON template under `templates/` (it may not leave that folder); compared as data, so formatting never shows as drift.",
-        "parameters": "Template parameters; numbers and booleans are sent as CloudFormation's strings. A parameter the template marks `NoEcho` shows as `(sensitive value)` in plans and is stored only as a salted digest; a rollback keeps it as it is when it did not change, and cannot put back one that did.",
+        "parameters": (
+            "Template parameters; numbers and booleans are sent as CloudFormation's strings. A parameter the template "
+            "marks `NoEcho` shows as `(sensitive value)` in plans and is stored only as a salted digest; a rollback "
+            "keeps it as it is when it did not change, and cannot put back one that did."
+        ),
         "capabilities": "Passed with every change set, never compared.",
         "timeoutInMinutes": "Creation only: a new stack that sets it is made with CreateStack, not a change set.",
     }
