@@ -8,7 +8,8 @@ environments in parallel. A new revision is applied; a resync of the same
 revision reverts drift only with ``sync.selfHeal``, else reports it. An
 invalid revision is refused per environment and the last valid one stays
 live. SIGTERM and SIGINT stop new work, let the in-flight pass stop at a
-safe point, and exit 0.
+safe point, and exit 0. An environment whose folder leaves Git is no longer
+reconciled: its status says ``removed`` and its gauges' series go.
 """
 
 from __future__ import annotations
@@ -18,9 +19,11 @@ import os
 import signal
 import threading
 import time
+import traceback
 from typing import Any, Callable
 
 from apscheduler.executors.pool import ThreadPoolExecutor as SchedulerPool
+from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from controller import health, logs, metrics, policy
@@ -40,6 +43,8 @@ from runbooks.executor import drive as drive_runbooks
 log = logs.get("lensops.daemon")
 
 SHUTDOWN_SECONDS = 25.0
+REMOVED = "removed"
+"""The status of an environment whose folder left Git."""
 
 
 class Daemon:
@@ -79,11 +84,13 @@ class Daemon:
     # --- lifecycle -----------------------------------------------------------
 
     def start(self) -> None:
-        for result in ("success", "failed"):
+        for result in metrics.FETCH_RESULTS:
             metrics.GIT_FETCH.labels(result)
         for record in self.store.environments():
             # What the state store knows is exported at once: dashboards and the
             # no-sync alert do not go blank across a restart.
+            if (self.envs and record.environment not in self.envs) or record.status == REMOVED:
+                continue
             if record.applied_revision:
                 metrics.set_applied_revision(record.environment, record.applied_revision)
             if record.last_sync:
@@ -184,11 +191,24 @@ class Daemon:
         if checkout.revision == self.fetched_revision:
             return
         log.info("revision_fetched", revision=checkout.revision, reason=reason)
-        result = load_tree(checkout.root, self.runner.registry, self.envs, account=self._account)
+        try:
+            result = load_tree(checkout.root, self.runner.registry, self.envs, account=self._account)
+        except Exception as exc:  # a loader bug: this revision waits (retried at the next fetch), the fetch job goes on
+            metrics.GIT_FETCH.labels("load_failed").inc()
+            self.fetch_error = f"revision {checkout.revision[:12]} could not be loaded: internal error {type(exc).__name__} (see the load_crashed event)"
+            frame = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
+            where = f"{os.path.basename(frame.filename)}:{frame.lineno}" if frame else ""
+            log.error("load_crashed", revision=checkout.revision, error=f"{type(exc).__name__}: {exc}"[:500], at=where)
+            return
         self.tree_problems = result.problems.get("", [])
         for problem in self.tree_problems:
             log.error("manifest_invalid", problem=str(problem), revision=checkout.revision)
         changed: list[str] = []
+        try:
+            recorded = {r.environment for r in self.store.environments() if r.status != REMOVED}
+        except Exception as exc:  # the store is away: what it records is looked at again at the next revision
+            log.warning("state_read_failed", error=f"{type(exc).__name__}: {exc}")
+            recorded = set()
         with self._state_lock:
             for name, env in result.environments.items():
                 env.revision = checkout.revision
@@ -198,6 +218,9 @@ class Daemon:
             refused = {name: problems for name, problems in result.problems.items() if name}
             self.invalid.update(refused)
             self.fetched_revision = checkout.revision
+            gone = self._gone(set(result.environments) | set(refused), recorded)
+        for name in gone:
+            self.scheduler.add_job(self._retire, "date", args=[name, checkout.revision], id=f"retire:{name}", replace_existing=True)
         for name, problems in sorted(refused.items()):
             self._refuse(name, checkout.revision, problems)
         for name in sorted(changed):
@@ -208,6 +231,42 @@ class Daemon:
             self.scheduler.modify_job("leases", next_run_time=dt.datetime.now(dt.timezone.utc))
         except LookupError:
             pass
+
+    def _gone(self, present: set[str], recorded: set[str]) -> list[str]:
+        """Environments known here or ``recorded`` in the state store that the new revision no longer
+        has (the caller holds the state lock): taken out of what the daemon runs, at once."""
+        known = recorded | set(self.loaded) | set(self.invalid)
+        gone = sorted(n for n in known if n not in present and (not self.envs or n in self.envs))
+        for name in gone:
+            for held in (self.loaded, self.invalid, self._dirty, self._refusals, self._held_envs):
+                held.pop(name, None)
+        return gone
+
+    def _retire(self, name: str, revision: str) -> None:
+        """An environment gone from Git: once its running pass (if any) ends, no more passes, bakes or
+        runbooks; its lease is given up, its status says ``removed`` and its gauges' series go (counters
+        stay). What lensops created for it in AWS stays as it is."""
+        lock = self._locks.get(name) or threading.Lock()
+        with lock:
+            with self._state_lock:
+                if name in self.loaded or name in self.invalid:
+                    return  # back in a newer revision meanwhile
+            for job in ("reconcile", "retry", "bake", "runbook"):
+                try:
+                    self.scheduler.remove_job(f"{job}:{name}")
+                except JobLookupError:
+                    pass
+            try:
+                self.leases.release(name)
+                record = self.store.environment(name)
+                if record is not None and record.status != REMOVED:
+                    record.status = REMOVED
+                    record.message = f"removed from Git at revision {revision[:12]}: lensops no longer changes it, and leaves what it made in AWS"
+                    self.store.put_environment(record)
+            except Exception as exc:  # the store is away: the status row says so at the next revision
+                log.error("environment_removal_failed", environment=name, error=f"{type(exc).__name__}: {exc}")
+            metrics.forget_environment(name)
+            log.warning("environment_removed", environment=name, revision=revision)
 
     def _refuse(self, name: str, revision: str, problems: list[Problem]) -> None:
         """An invalid revision of ``name``: counted and logged now; recorded by the replica that holds

@@ -456,6 +456,9 @@ def _envelope() -> list[str]:
         "- **Durations** are seconds (`90`) or text: `30s`, `5m`, `1h`, `1h30m`.",
         "- **Overlays**: a manifest in `base/` is instantiated in every environment; one of the same Kind/name in "
         "`environments/<env>/` replaces it, its `spec` deep-merged over the base one (maps merge, lists replace).",
+        "- **Symlinks** in the tree are followed only to files and folders inside the repository (and outside its "
+        "`.git`): one that leads out of it, or a manifest's that leads nowhere, is a problem of the environment it "
+        "is in; so is a Stack's `template` reached through one.",
         "",
     ]
     return out
@@ -507,7 +510,11 @@ def _kind_section(entry: DocKind) -> list[str]:
     if spec_doc and not (doc and _first_sentence(spec_doc) in doc.lower()):
         out += [spec_doc, ""]
     if kind == "Environment":
-        out += ["One per folder, in `environments/<env>/environment.yaml` and named as the folder. It makes no AWS resource.", ""]
+        out += [
+            "One per folder, in `environments/<env>/environment.yaml` and named as the folder, whose name follows the rule "
+            "of `metadata.name` (another folder there is refused). It makes no AWS resource.",
+            "",
+        ]
     elif kind == RUNBOOK_RUN:
         out += [
             "Runs once per (environment, `metadata.name`), even inside a deny sync window; removing the "

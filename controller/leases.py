@@ -121,7 +121,9 @@ class Leases:
         return True
 
     def release(self, environment: str) -> None:
-        """Give an environment up (another replica is its owner now, or we stop)."""
+        """Give an environment up (another replica is its owner now, it left Git, or we stop)."""
+        if environment not in self._epochs:
+            return
         self.store.release_lease(environment, self.owner)
         self._drop(environment)
         log.info("lease_released", environment=environment, owner=self.owner)
@@ -129,9 +131,10 @@ class Leases:
     def _drop(self, environment: str) -> None:
         with self._lock:
             self._valid_until.pop(environment, None)
-            self._epochs.pop(environment, None)
+            held = self._epochs.pop(environment, None) is not None
         self.store.unfence(environment)
-        metrics.LEADER.labels(environment).set(0)
+        if held:  # a series dropped with its environment stays dropped
+            metrics.LEADER.labels(environment).set(0)
 
     def lost(self, environment: str) -> None:
         """The store refused a fenced write: the lease is gone."""

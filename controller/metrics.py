@@ -73,7 +73,7 @@ AWS_API_CALLS = Counter(
 )
 GIT_FETCH = Counter(
     "lensops_git_fetch_total",
-    "Git fetches of the source, by result (success, failed).",
+    "Git fetches of the source, by result (success, failed; load_failed: a fetched revision the loader crashed on).",
     ["result"],
     registry=REGISTRY,
 )
@@ -91,6 +91,7 @@ LEADER = Gauge(
 )
 
 RESULTS = ("success", "failed", "rolled_back", "invalid")
+FETCH_RESULTS = ("success", "failed", "load_failed")
 
 
 def count_result(environment: str, result: str) -> None:
@@ -106,6 +107,24 @@ def environment_seen(environment: str) -> None:
 
 _applied_revision: dict[str, str] = {}
 _source_revision: list[str] = []
+
+
+def forget_environment(environment: str) -> None:
+    """Drop every gauge series of an environment gone from Git (its counters stay: they only count up)."""
+    for gauge, labels in (
+        (RESOURCES, ("environment", "kind", "sync", "health")),
+        (REVISION_INFO, ("environment", "revision")),
+        (LAST_SYNC, ("environment",)),
+        (LEADER, ("environment",)),
+    ):
+        for metric in list(gauge.collect()):
+            for sample in metric.samples:
+                if sample.labels.get("environment") == environment:
+                    try:
+                        gauge.remove(*(sample.labels[name] for name in labels))
+                    except KeyError:  # removed meanwhile
+                        pass
+    _applied_revision.pop(environment, None)
 
 
 def set_applied_revision(environment: str, revision: str) -> None:

@@ -404,7 +404,7 @@ def test_validate_command_on_generated_trees(tmp_path):
         assert code == 1, out.getvalue() + err.getvalue()
         assert "Traceback" not in err.getvalue() and "internal error" not in err.getvalue(), err.getvalue()
         lines = [line for line in err.getvalue().splitlines() if line.strip()]
-        assert lines and all(line.startswith(str(root)) for line in lines), lines
+        assert lines and all(line.startswith("environments/dev/") for line in lines), lines  # paths relative to the tree's root
         seen.append(len(lines))
 
     check()
@@ -569,8 +569,10 @@ def test_hostile_yaml_is_refused_quickly_in_one_pass(text, line, message):
 
 
 # YAML reads NEL and the Unicode line and paragraph separators as line breaks, so a plain
-# scalar holding one does not come back as it was dumped, with PyYAML as with us.
-_TEXT = st.characters(exclude_characters="\x85\u2028\u2029")
+# scalar holding one does not come back as it was dumped, with PyYAML as with us. A lone
+# surrogate ("\ud800", dumped as an escape) is no text: libyaml refuses it where PyYAML's
+# Python reader lets it through, and no manifest can send one to AWS.
+_TEXT = st.characters(exclude_categories=["Cs"], exclude_characters="\x85\u2028\u2029")
 JSONISH = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(_TEXT, max_size=8),
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(_TEXT, max_size=6), inner, max_size=4),

@@ -1,9 +1,11 @@
 """The daemon when Git misbehaves: an unreachable remote, a force-push of older history,
-and a commit that empties an environment. Live AWS keeps the last applied state; errors are
-reported in /api/v1/status and counted, never a crash."""
+a commit that empties an environment, removes one, names one badly or holds a value the
+loader cannot use. Live AWS keeps the last applied state; errors are reported in
+/api/v1/status and counted, never a crash."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 
@@ -121,3 +123,133 @@ def test_a_commit_that_empties_an_environment_is_refused_by_the_mass_prune_guard
     assert status["status"] == "failed" and status["appliedRevision"] == first
     assert {r["name"] for r in status["resources"]} == set(names)
     assert _metric(d, "lensops_reconcile_total", environment="dev", result="failed") >= 1
+
+
+STACK = "apiVersion: lensops.io/v1\nkind: Stack\nmetadata:\n  name: network\nspec:\n  template: {template}\n"
+
+
+def test_a_template_that_cannot_be_a_file_name_refuses_only_its_environment(daemon, git_remote, client):
+    """A NUL byte in one Stack's template once stopped the loading of every environment (ValueError)."""
+    git_remote.tree.environment("dev")
+    git_remote.tree.write("environments/dev/stack.yaml", STACK.format(template='"net\\0work.yaml"'))
+    git_remote.tree.environment("prod")
+    git_remote.tree.write("environments/prod/alarms.yaml", alarm("api-5xx"))
+    revision = git_remote.commit("a NUL byte in dev's template")
+    d = daemon()
+    d.wait_until(lambda: d.applied_revision("prod") == revision)
+    dev = d.wait_until(lambda: d.status()["environments"].get("dev", {}).get("invalid"))
+    assert dev == ["environments/dev/stack.yaml:6: Stack/network: template 'net\\x00work.yaml' is not a usable file name"]
+    assert _threshold(client) == 5 and d.get("/readyz")[0] == 200
+
+
+def test_a_loader_crash_is_one_event_and_the_next_fetch_loads_again(aws, git_remote, tmp_path, monkeypatch):
+    """An exception the loader did not mean (a bug) leaves the revision unloaded: logged once as an
+    event, counted, shown as the source's error; the fetch job returns, and the next fetch tries again."""
+    from structlog.testing import capture_logs
+
+    from controller import daemon as daemon_module, metrics
+    from controller.daemon import Daemon
+    from controller.settings import load_settings
+
+    git_remote.tree.environment("dev")
+    git_remote.tree.write("environments/dev/alarms.yaml", alarm("api-5xx"))
+    revision = git_remote.commit()
+    d = Daemon(load_settings(environ={
+        "LENSOPS_REPO_URL": git_remote.url, "LENSOPS_STATE_URL": f"sqlite:///{tmp_path}/daemon-state.db",
+        "LENSOPS_CACHE_DIR": str(tmp_path / "daemon-cache"), "LENSOPS_HTTP_ADDR": "127.0.0.1:0",
+    }))
+
+    def load_failed() -> float:
+        return metrics.REGISTRY.get_sample_value("lensops_git_fetch_total", {"result": "load_failed"}) or 0.0
+
+    def crash(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("a loader bug")
+
+    try:
+        before = load_failed()
+        monkeypatch.setattr(daemon_module, "load_tree", crash)
+        with capture_logs() as events:
+            d.fetch()
+        crashed = [e for e in events if e["log_level"] == "error"]
+        assert [(e["event"], e["revision"], e["error"]) for e in crashed] == [("load_crashed", revision, "RuntimeError: a loader bug")]
+        assert crashed[0]["at"].startswith("test_git_failures.py:")
+        assert load_failed() == before + 1
+        assert not d.loaded and not d.first_loaded.is_set()
+        assert d.status()["source"]["error"].startswith(f"revision {revision[:12]} could not be loaded: internal error RuntimeError")
+
+        monkeypatch.undo()
+        d.fetch()
+        assert set(d.loaded) == {"dev"} and d.fetched_revision == revision
+        assert d.status()["source"]["error"] == ""
+    finally:
+        d.leases.release_all()
+        d.server.httpd.server_close()
+        d.runner.close()
+
+
+def _series(d: DaemonProcess, environment: str) -> set[str]:
+    """The names of the metric series that carry ``environment``."""
+    return {
+        sample.name
+        for family in text_string_to_metric_families(d.get("/metrics")[1].decode())
+        for sample in family.samples
+        if sample.labels.get("environment") == environment
+    }
+
+
+def test_an_environment_removed_from_git_is_shown_removed_and_no_longer_reconciled(daemon, git_remote, client, lensops):
+    git_remote.tree.environment("dev")
+    git_remote.tree.write("environments/dev/alarms.yaml", alarm("api-5xx"))
+    git_remote.tree.environment("prod", "sync: {prune: true, selfHeal: true}")
+    git_remote.tree.write("environments/prod/alarms.yaml", alarm("prod-5xx"))
+    first = git_remote.commit("dev and prod")
+    d = daemon(LENSOPS_RESYNC_INTERVAL="1s")
+    d.wait_until(lambda: d.applied_revision("dev") == first and d.applied_revision("prod") == first)
+    gauges = {"lensops_resources", "lensops_revision_info", "lensops_leader", "lensops_last_sync_timestamp_seconds"}
+    assert gauges <= _series(d, "prod")
+
+    shutil.rmtree(git_remote.work / "environments" / "prod")
+    second = git_remote.commit("prod is gone")
+    prod = d.wait_until(lambda: (s := d.status()["environments"]["prod"])["status"] == "removed" and s)
+    assert prod["message"].startswith(f"removed from Git at revision {second[:12]}")
+    d.wait_until(lambda: d.applied_revision("dev") == second)
+    passes = d.passes("prod")
+    d.wait_passes("dev", 3)
+    assert d.passes("prod") == passes, "no pass over a removed environment"
+    # its gauges' series are gone, its counters stay; what it made in AWS stays
+    series = _series(d, "prod")
+    assert not series & gauges, series
+    assert {"lensops_reconcile_total", "lensops_applied_changes_total"} <= series
+    assert _alarm_names(client) == {"api-5xx", "prod-5xx"}
+    assert any(e.get("event") == "environment_removed" and e.get("environment") == "prod" for e in d.events())
+    # the state store says so too, for `lensops status`
+    status = json.loads(lensops("status", "--output", "json").out)["environments"]
+    assert (status["prod"]["status"], status["dev"]["status"]) == ("removed", "synced")
+
+    # back in Git: reconciled again
+    git_remote.tree.environment("prod", "sync: {prune: true, selfHeal: true}")
+    git_remote.tree.write("environments/prod/alarms.yaml", alarm("prod-5xx", 7))
+    third = git_remote.commit("prod is back")
+    d.wait_until(lambda: d.applied_revision("prod") == third and d.status()["environments"]["prod"]["status"] == "synced")
+    assert _threshold(client, "prod-5xx") == 7 and gauges <= _series(d, "prod")
+
+
+def test_folders_whose_names_cannot_be_environments_make_no_status_row_or_series(daemon, git_remote):
+    git_remote.tree.environment("dev")
+    git_remote.tree.write("environments/dev/alarms.yaml", alarm("api-5xx"))
+    for name in ("Prod", "bad\nname", "x" * 250):
+        git_remote.tree.write(f"environments/{name}/environment.yaml", "apiVersion: lensops.io/v1\nkind: Environment\nmetadata: {name: x}\nspec: {region: us-east-1}\n")
+    revision = git_remote.commit("three folders that cannot be environments")
+    d = daemon()
+    d.wait_until(lambda: d.applied_revision("dev") == revision)
+    status = d.status()
+    assert set(status["environments"]) == {"dev"}
+    assert len(status["source"]["problems"]) == 3
+    assert all(p.startswith("environments/: folder ") and "\n" not in p and len(p) < 250 for p in status["source"]["problems"])
+    labels = {
+        sample.labels["environment"]
+        for family in text_string_to_metric_families(d.get("/metrics")[1].decode())
+        for sample in family.samples
+        if "environment" in sample.labels
+    }
+    assert labels == {"dev"}

@@ -158,14 +158,39 @@ def test_too_many_documents(tree, lensops):
     _check(tree, lensops, "environments/dev/many.yaml", None, "more than 10000 documents in one file")
 
 
-def test_template_outside_templates(tree, lensops):
+@pytest.mark.parametrize(
+    "template, message",
+    [
+        ("../../etc/passwd", "template '../../etc/passwd' leaves templates/"),
+        # once "lensops: internal error: ValueError: embedded null byte", and no environment loaded
+        ('"net\\0work.yaml"', "template 'net\\x00work.yaml' is not a usable file name"),
+    ],
+)
+def test_template_that_cannot_be_used(tree, lensops, template, message):
     tree.environment("dev")
     tree.write("templates/ok.yaml", "Resources: {}\n")
-    tree.write(
-        "environments/dev/stack.yaml",
-        "apiVersion: lensops.io/v1\nkind: Stack\nmetadata:\n  name: network\nspec:\n  template: ../../etc/passwd\n",
-    )
-    _check(tree, lensops, "environments/dev/stack.yaml", 6, "template '../../etc/passwd' leaves templates/", "Stack/network")
+    tree.write("environments/dev/stack.yaml", f"apiVersion: lensops.io/v1\nkind: Stack\nmetadata:\n  name: network\nspec:\n  template: {template}\n")
+    _check(tree, lensops, "environments/dev/stack.yaml", 6, message, "Stack/network")
+
+
+@pytest.mark.parametrize("how", ["path", "--repo"])
+def test_problem_paths_are_relative_to_the_tree(tree, lensops, how):
+    tree.environment("dev")
+    tree.write("environments/dev/a.yaml", alarm("api-5xx").replace("  period: 60", "  period: sixty"))
+    result = lensops("validate", str(tree.root)) if how == "path" else lensops("validate", "--repo", str(tree.root))
+    assert result.code == 1
+    assert result.err.splitlines() == ["environments/dev/a.yaml:9: MetricAlarm/api-5xx: spec.period: Input should be a valid integer, unable to parse string as an integer"]
+
+
+def test_folder_that_cannot_be_an_environment(tree, lensops):
+    tree.environment("dev")
+    tree.environment("Prod")
+    result = lensops("validate", str(tree.root))
+    assert result.code == 1
+    assert result.err.splitlines() == [
+        "environments/: folder 'Prod' cannot be an environment: its name must be lowercase letters, digits and '-', "
+        "starting and ending alphanumeric, at most 63"
+    ]
 
 
 def test_every_problem_reported_in_one_run(tree, lensops):

@@ -1,18 +1,25 @@
 """Loading a desired-state tree: files -> documents -> per-environment resources.
 
 Every problem of the tree is collected (never just the first), each as
-``path:line: Kind/name: message``. An environment with any problem is left
-out of the result and its problems are reported; the others load.
+``path:line: Kind/name: message``, its path relative to the tree's root. An
+environment with any problem is left out of the result and its problems are
+reported; the others load.
+
+The tree comes from whoever can merge to the repository: nothing it holds may
+make the loader read a file outside it. A symlink is followed only once its
+target, resolved, lies inside the root (and outside a ``.git`` folder);
+anything else is a problem of the environment the link belongs to.
 """
 
 from __future__ import annotations
 
 import copy
 import difflib
+import errno
 import os
+import stat
 from dataclasses import dataclass, field
 from functools import cached_property
-from pathlib import Path
 from typing import Any, Callable
 
 from pydantic import ValidationError
@@ -33,6 +40,18 @@ from controller.manifests.yamlsafe import Document, YamlProblem, load_documents,
 
 MAX_TREE_DOCUMENTS = 50_000
 YAML_SUFFIXES = (".yaml", ".yml")
+MAX_FOLDER_DEPTH = 32
+"""Folders nested in an environment's (or base/): deeper ones are a problem, not a stack overflow."""
+MAX_FILE_NAME = 1024
+"""Characters in a file name a spec field gives (a Stack's template), far below the system's limit."""
+OUTSIDE = "symlink to a path outside the repository"
+NOWHERE = "symlink that leads nowhere (a missing target or a loop)"
+NAME_RULE = "lowercase letters, digits and '-', starting and ending alphanumeric, at most 63"
+
+
+def _clip(value: str, limit: int = 80) -> str:
+    """``value`` quoted for a message, cut at ``limit`` characters."""
+    return repr(value if len(value) <= limit else value[:limit] + "...")
 
 
 @dataclass
@@ -93,65 +112,167 @@ def load_tree(
     account id when it is known (from STS) so that ``{{ env.account }}`` resolves.
     """
     with paused_gc():  # hundreds of thousands of small dicts and lists, and no cycle
-        return _Loader(Path(root), registry, only, account).load()
+        return _Loader(os.fspath(root), registry, only, account).load()
 
 
 class _Loader:
-    def __init__(self, root: Path, registry: Registry, only: list[str] | None, account: AccountLookup | None):
-        self.root = root
+    def __init__(self, root: str, registry: Registry, only: list[str] | None, account: AccountLookup | None):
+        self.real = os.path.realpath(root)
+        """The root, resolved once: symlinks are followed only to inside it."""
         self.registry = registry
         self.kinds = frozenset(registry.manifest_kinds)
         self.only = set(only) if only else None
         self.account = account
         self.result = LoadResult()
         self.documents_seen = 0
+        self.folders: dict[str, tuple[str | None, str]] = {}
+        """Top-level folder -> what ``folder`` says of it."""
 
     def problem(self, env: str, path: str, line: int, ident: str, message: str) -> None:
         self.result.problems.setdefault(env, []).append(Problem(path, line, ident, message))
 
-    def display(self, path: Path) -> str:
-        return str(path)
+    def follow(self, link: str) -> tuple[str, int] | str:
+        """The resolved target of the symlink ``link`` and its mode, when it may be followed;
+        else why not (a target outside the tree or in a ``.git`` folder, or no target at all)."""
+        target = os.path.realpath(link)
+        parts = os.path.relpath(target, self.real).split(os.sep)
+        if parts[0] == os.pardir:
+            return OUTSIDE
+        if ".git" in parts:
+            return "symlink into a .git folder"
+        try:
+            return target, os.stat(target).st_mode
+        except (OSError, ValueError):
+            return NOWHERE
+
+    def folder(self, name: str) -> tuple[str | None, str]:
+        """The resolved path of the top-level folder ``name`` (``base``, ``templates``), looked up once:
+        (path, ''), (None, '') when there is none, or (None, why) when it is a link that may not be followed."""
+        if name not in self.folders:
+            path = os.path.join(self.real, name)
+            found: tuple[str | None, str] = (None, "")
+            if os.path.islink(path):
+                followed = self.follow(path)
+                if isinstance(followed, str):
+                    found = (None, followed)
+                elif stat.S_ISDIR(followed[1]):
+                    found = (followed[0], "")
+            elif os.path.isdir(path):
+                found = (path, "")
+            self.folders[name] = found
+        return self.folders[name]
 
     def load(self) -> LoadResult:
-        root = self.root
-        if not root.is_dir():
-            self.problem("", str(root), 0, "", "not a folder")
+        if not os.path.isdir(self.real):
+            self.problem("", ".", 0, "", "the tree's root is not a folder")
             return self.result
-        env_root = root / "environments"
-        if not env_root.is_dir():
-            self.problem("", self.display(env_root), 0, "", "no environments/ folder: see the layout in CONTRACT.md section 1")
+        env_root, why = self.folder("environments")
+        if env_root is None:
+            self.problem("", "environments", 0, "", why or "no environments/ folder: see the layout in CONTRACT.md section 1")
             return self.result
-        env_names = sorted(p.name for p in env_root.iterdir() if p.is_dir() and not p.name.startswith("."))
+        envs = self.environment_folders(env_root)
         if self.only is not None:
-            missing = sorted(self.only - set(env_names))
-            for name in missing:
-                self.problem(name, self.display(env_root / name), 0, "", f"no environment {name!r} in this tree")
-            env_names = [n for n in env_names if n in self.only]
-        base_docs = self.read_folder(root / "base", "", from_base=True)
+            for name in sorted(self.only - set(envs)):
+                self.problem(name, f"environments/{name}", 0, "", f"no environment {name!r} in this tree")
+            envs = {n: f for n, f in envs.items() if n in self.only}
+        base, why = self.folder("base")
+        if why:
+            self.problem("", "base", 0, "", why)
+        base_docs = self.read_folder(base, "base", "", from_base=True) if base else []
         for doc in base_docs:
             if doc.kind == "Environment":
                 self.problem("", doc.path, doc.line(), doc.ident, "an Environment cannot be in base/")
         base_docs = [d for d in base_docs if d.kind != "Environment"]
-        for name in env_names:
-            self.load_environment(name, env_root / name, base_docs)
+        for name, folder in sorted(envs.items()):
+            if folder is not None:
+                self.load_environment(name, folder, base_docs)
         return self.result
 
-    def read_folder(self, folder: Path, env: str, from_base: bool = False) -> list[_Doc]:
-        if not folder.is_dir():
-            return []
-        files = sorted(p for p in folder.rglob("*") if p.suffix in YAML_SUFFIXES and p.is_file())
+    def environment_folders(self, env_root: str) -> dict[str, str | None]:
+        """Name -> resolved folder of each environment (None: a link already reported). A folder whose
+        name could not be an environment's is a problem outside any environment: its name never becomes one."""
+        found: dict[str, str | None] = {}
+        try:
+            entries = list(os.scandir(env_root))
+        except OSError as exc:
+            self.problem("", "environments", 0, "", f"cannot read: {exc.strerror}")
+            return found
+        for entry in entries:
+            name = entry.name
+            if name.startswith("."):
+                continue
+            usable = bool(NAME_RE.match(name)) and len(name) <= 63
+            if entry.is_symlink():
+                followed = self.follow(entry.path)
+                if isinstance(followed, str):
+                    if not usable:
+                        self.problem("", "environments/", 0, "", f"folder {_clip(name)}: {followed}")
+                    elif self.only is None or name in self.only:
+                        self.problem(name, f"environments/{name}", 0, "", followed)
+                        found[name] = None
+                    continue
+                if not stat.S_ISDIR(followed[1]):
+                    continue
+                path = followed[0]
+            elif entry.is_dir(follow_symlinks=False):
+                path = entry.path
+            else:
+                continue
+            if not usable:
+                self.problem("", "environments/", 0, "", f"folder {_clip(name)} cannot be an environment: its name must be {NAME_RULE}")
+                continue
+            found[name] = path
+        return found
+
+    def read_folder(self, folder: str, shown: str, env: str, from_base: bool = False) -> list[_Doc]:
+        """The documents of every YAML file under ``folder`` (resolved), shown as ``shown``."""
         docs: list[_Doc] = []
-        for file in files:
-            docs.extend(self.read_file(file, env, from_base))
+        for path, file_shown in self.walk(folder, shown, env, {folder}):
+            docs.extend(self.read_file(path, file_shown, env, from_base))
         return docs
 
-    def read_file(self, file: Path, env: str, from_base: bool) -> list[_Doc]:
-        shown = self.display(file)
+    def walk(self, folder: str, shown: str, env: str, seen: set[str], depth: int = 0) -> list[tuple[str, str]]:
+        """(resolved path, shown path) of the YAML files under ``folder``, sorted as paths are.
+        Symlinks are followed only into the tree, and a folder already walked (a loop) is skipped."""
+        files: list[tuple[str, str]] = []
         try:
-            size = file.stat().st_size
-            if size > 1024 * 1024:
-                raise YamlProblem(f"file is {size} bytes, more than the 1048576 allowed")
-            raw = file.read_bytes()
+            with os.scandir(folder) as scan:
+                entries = sorted(scan, key=lambda e: e.name)
+        except OSError as exc:
+            self.problem(env, shown, 0, "", f"cannot read: {exc.strerror}")
+            return files
+        for entry in entries:
+            path, name = entry.path, entry.name
+            if name == ".git":  # a clone's own: its config may hold the remote's credentials
+                continue
+            entry_shown = f"{shown}/{name}"
+            if entry.is_symlink():
+                followed = self.follow(path)
+                if isinstance(followed, str):
+                    if followed != NOWHERE or os.path.splitext(name)[1] in YAML_SUFFIXES:
+                        self.problem(env, entry_shown, 0, "", followed)
+                    continue
+                path, mode = followed
+                is_dir, is_file = stat.S_ISDIR(mode), stat.S_ISREG(mode)
+            else:
+                is_dir, is_file = entry.is_dir(follow_symlinks=False), entry.is_file(follow_symlinks=False)
+            if is_dir:
+                if depth >= MAX_FOLDER_DEPTH:
+                    self.problem(env, entry_shown, 0, "", f"folders nested deeper than {MAX_FOLDER_DEPTH} levels")
+                elif path not in seen:
+                    seen.add(path)
+                    files.extend(self.walk(path, entry_shown, env, seen, depth + 1))
+            elif is_file and os.path.splitext(name)[1] in YAML_SUFFIXES:
+                files.append((path, entry_shown))
+        return files
+
+    def read_file(self, path: str, shown: str, env: str, from_base: bool) -> list[_Doc]:
+        try:
+            with open(path, "rb") as file:
+                size = os.fstat(file.fileno()).st_size
+                if size > 1024 * 1024:
+                    raise YamlProblem(f"file is {size} bytes, more than the 1048576 allowed")
+                raw = file.read()
             documents = load_documents(raw)
         except YamlProblem as exc:
             self.problem(env, shown, exc.line, "", str(exc))
@@ -174,18 +295,22 @@ class _Loader:
 
     # --- one environment -------------------------------------------------
 
-    def load_environment(self, name: str, folder: Path, base_docs: list[_Doc]) -> None:
-        docs = self.read_folder(folder, name)
-        env_file = folder / "environment.yaml"
-        if not env_file.is_file() and not (folder / "environment.yml").is_file():
-            self.problem(name, self.display(env_file), 0, f"Environment/{name}", "missing environment.yaml")
+    def load_environment(self, name: str, folder: str, base_docs: list[_Doc]) -> None:
+        shown = f"environments/{name}"
+        files = self.walk(folder, shown, name, {folder})
+        docs = [doc for path, file_shown in files for doc in self.read_file(path, file_shown, name, False)]
+        present = {file_shown for _, file_shown in files}
+        env_file = f"{shown}/environment.yaml"
+        has_env_file = env_file in present or f"{shown}/environment.yml" in present
+        if not has_env_file:
+            self.problem(name, env_file, 0, f"Environment/{name}", "missing environment.yaml")
         docs = [d for d in docs if self.check_envelope(name, d)]
         env_docs = [d for d in docs if d.kind == "Environment"]
         if len(env_docs) > 1:
             for extra in env_docs[1:]:
                 self.problem(name, extra.path, extra.line(), extra.ident, "more than one Environment in this folder")
         env_spec: EnvironmentSpec | None = None
-        env_path = self.display(env_file)
+        env_path = env_file
         if env_docs:
             env_doc = env_docs[0]
             env_path = env_doc.path
@@ -194,8 +319,8 @@ class _Loader:
             elif not (env_doc.path.endswith("environment.yaml") or env_doc.path.endswith("environment.yml")):
                 self.problem(name, env_doc.path, env_doc.line(), env_doc.ident, "the Environment belongs in environment.yaml")
             env_spec = self.environment_spec(name, env_doc)
-        elif env_file.is_file():
-            self.problem(name, self.display(env_file), 0, f"Environment/{name}", "environment.yaml holds no kind: Environment")
+        elif has_env_file:
+            self.problem(name, env_file, 0, f"Environment/{name}", "environment.yaml holds no kind: Environment")
         resources_docs = self.overlay(name, [copy.deepcopy(d) for d in base_docs if self.check_envelope(name, d, quiet=True)], [d for d in docs if d.kind != "Environment"])
         resources: list[Resource] = []
         if env_spec is not None:
@@ -214,7 +339,6 @@ class _Loader:
             env_path,
             [r for r in resources if r.kind != RUNBOOK_RUN],
             [r for r in resources if r.kind == RUNBOOK_RUN],
-            root=str(self.root),
         )
 
     def check_envelope(self, env: str, doc: _Doc, quiet: bool = False) -> bool:
@@ -344,23 +468,43 @@ class _Loader:
     def read_named_file(self, env: str, doc: _Doc, name: str, folder: str, value: str) -> str | None:
         """The text of the file the spec's ``name`` field names under ``folder/`` (a Stack's
         template), or None after reporting why it cannot be used."""
-        base = (self.root / folder).resolve()
-        target = (base / value).resolve()
         line = doc.line("spec", name)
-        if os.path.isabs(value) or not target.is_relative_to(base):
-            self.problem(env, doc.path, line, doc.ident, f"{name} {value!r} leaves {folder}/")
+
+        def refuse(message: str) -> None:
+            self.problem(env, doc.path, line, doc.ident, f"{name} {_clip(value)} {message}")
+
+        if not value or "\0" in value or len(value) > MAX_FILE_NAME or max(len(part) for part in value.split("/")) > 255:
+            refuse("is not a usable file name")
             return None
-        if not target.is_file():
-            self.problem(env, doc.path, line, doc.ident, f"{name} {value!r} not found under {folder}/")
+        if os.path.isabs(value) or os.path.normpath(value).split(os.sep)[0] == os.pardir:
+            refuse(f"leaves {folder}/")
             return None
-        if target.stat().st_size > 1024 * 1024:
-            self.problem(env, doc.path, line, doc.ident, f"{name} {value!r} is larger than 1 MiB")
+        base, why = self.folder(folder)
+        if base is None:
+            refuse(f"cannot be read: {folder}/ is a {why}" if why else f"not found under {folder}/")
             return None
         try:
-            return target.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            self.problem(env, doc.path, line, doc.ident, f"{name} {value!r} cannot be read: {exc}")
-            return None
+            target = os.path.realpath(os.path.join(base, value))
+            if target != base and not target.startswith(base + os.sep):
+                parts = os.path.relpath(target, self.real).split(os.sep)
+                refuse(f"leads through a {OUTSIDE}" if parts[0] == os.pardir or ".git" in parts else f"leaves {folder}/")
+                return None
+            info = os.stat(target)
+            if not stat.S_ISREG(info.st_mode):
+                refuse(f"not found under {folder}/")
+                return None
+            if info.st_size > 1024 * 1024:
+                refuse("is larger than 1 MiB")
+                return None
+            with open(target, encoding="utf-8") as file:
+                return file.read()
+        except UnicodeDecodeError as exc:
+            refuse(f"cannot be read: not UTF-8 text: {exc.reason} at byte {exc.start}")
+        except OSError as exc:
+            refuse(f"not found under {folder}/" if exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP) else "is not a usable file name")
+        except ValueError:
+            refuse("is not a usable file name")
+        return None
 
     def validation_problems(self, env: str, doc: _Doc, exc: ValidationError, model: Any, prefix: tuple[Any, ...] = ()) -> None:
         for error in exc.errors():

@@ -188,7 +188,6 @@ class EnvironmentDesired:
     runs: list[Resource] = field(default_factory=list)
     """The runbook runs (``kind: RunbookRun``), in dependency order."""
     revision: str = ""
-    root: str = ""
     _digests: dict[bool, str] = field(default_factory=dict, repr=False, compare=False)
 
     def by_ident(self) -> dict[str, Resource]:
