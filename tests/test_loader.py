@@ -144,3 +144,24 @@ def test_a_base_with_placeholders_is_interpolated_under_an_override_without_any(
     tree.write("environments/dev/a.yaml", alarm("api").replace("  threshold: 5\n", "").replace("period: 60", "period: 120"))
     spec = load_tree(tree.root, registry()).environments["dev"].by_ident()["MetricAlarm/api"].spec
     assert (spec["threshold"], spec["period"]) == (7.0, 120)
+
+
+def test_a_broken_base_manifest_refuses_every_environment(tree):
+    """base/ is part of every environment: a manifest there that cannot be read, or whose kind is
+    unknown, refuses them all (CONTRACT section 7), reported once; loading them without it would
+    prune what it describes."""
+    from controller.catalog import registry
+    from controller.manifests.loader import load_tree
+
+    tree.environment("dev")
+    tree.environment("prod")
+    tree.write("base/topics.yaml", "apiVersion: lensops.io/v1\nkind: Topik\nmetadata: {name: alerts}\nspec: {}\n")
+    tree.write("base/broken.yaml", "apiVersion: lensops.io/v1\nkind: Topic\nmetadata: {name: [\n")
+    result = load_tree(tree.root, registry())
+    assert result.environments == {}
+    outside = [str(p) for p in result.problems[""]]
+    assert len(outside) == 2 and any("unknown kind 'Topik' (did you mean Topic?)" in p for p in outside), outside
+    assert any(p.startswith("base/broken.yaml:") for p in outside), outside
+    for env in ("dev", "prod"):
+        (refusal,) = [str(p) for p in result.problems[env]]
+        assert refusal == f"base: Environment/{env}: refused: base/, which every environment includes, has 2 problem(s) (reported once, outside any environment)"

@@ -182,10 +182,16 @@ class _Loader:
         for doc in base_docs:
             if doc.kind == "Environment":
                 self.problem("", doc.path, doc.line(), doc.ident, "an Environment cannot be in base/")
-        base_docs = [d for d in base_docs if d.kind != "Environment"]
+        base_docs = [d for d in base_docs if d.kind != "Environment" and self.check_envelope("", d)]
+        # Every environment includes base/: one broken or unreadable manifest there refuses them all,
+        # rather than load them without it (and, with prune on, delete what it described).
+        broken_base = len([p for p in self.result.problems.get("", []) if p.path == "base" or p.path.startswith("base/")])
         for name, folder in sorted(envs.items()):
-            if folder is not None:
-                self.load_environment(name, folder, base_docs)
+            if folder is None:
+                continue
+            if broken_base:
+                self.problem(name, "base", 0, f"Environment/{name}", f"refused: base/, which every environment includes, has {broken_base} problem(s) (reported once, outside any environment)")
+            self.load_environment(name, folder, base_docs)
         return self.result
 
     def environment_folders(self, env_root: str) -> dict[str, str | None]:
