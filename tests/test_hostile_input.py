@@ -220,3 +220,104 @@ def test_a_control_character_is_a_problem_of_one_line(tree):
     tree.environment("dev")
     tree.write("environments/dev/topic.yaml", "apiVersion: lensops.io/v1\nkind: Topic\nmetadata: {name: alerts}\nspec:\n  attributes: {DisplayName: \x1f}\n")
     assert _problems(load_tree(tree.root, registry())) == ["environments/dev/topic.yaml:5: unacceptable character #x001f: control characters are not allowed"]
+
+
+# --- placeholders: what they add is capped while they are substituted --------------------------------------------
+
+
+def _big_var_tree(tree: Any, size: int, uses: int, documents: int = 1, partial: bool = True) -> None:
+    """A Topic whose display name uses ``vars.big`` (``size`` characters) on line 12, then ``documents``
+    Dashboards that use it ``uses`` times in all."""
+    tree.environment("dev", f"vars:\n  big: {'x' * size}\n  label: EconLens")
+    value = "'{{ vars.big }} alerts'" if partial else "'{{ vars.big }}'"
+    topic = (
+        "apiVersion: lensops.io/v1\nkind: Topic\nmetadata:\n  name: alerts\n  annotations:\n"
+        "    team: platform\n    owner: sre\nspec:\n  subscriptions: []\n  tags: {team: platform}\n  attributes:\n"
+        f"    DisplayName: {value}\n"
+    )
+    dashboards = [
+        f"apiVersion: lensops.io/v1\nkind: Dashboard\nmetadata: {{name: d{index}}}\nspec:\n  body:\n    widgets:\n"
+        + f"      - {value}\n" * (uses // documents)
+        for index in range(documents)
+    ]
+    tree.write("environments/dev/x.yaml", "---\n".join([topic, *dashboards]))
+
+
+@pytest.mark.parametrize("partial", [True, False], ids=["in-a-string", "whole-string"])
+def test_a_large_variable_used_thousands_of_times_is_refused_while_expanding(tree, partial):
+    """A 100 KB variable used 20,000 times in a 500 KB tree took 2 GB and loaded as valid."""
+    _big_var_tree(tree, 100_000, 20_000, partial=partial)
+    result, seconds, peak = bounded(lambda: load_tree(tree.root, registry()))
+    assert seconds < 2.0 and peak < 30, (seconds, peak)
+    assert _problems(result) == [
+        "environments/dev/x.yaml:12: Topic/alerts: spec.attributes.DisplayName: placeholder {{ vars.big }} expands to more than 65536 characters",
+        "environments/dev/x.yaml:20: Dashboard/d0: spec.body.widgets.0: placeholder {{ vars.big }} expands to more than 65536 characters",
+    ]
+
+
+def test_placeholders_that_add_more_than_the_environments_budget_are_refused_once(tree):
+    """60,000 characters (under the cap of one string) 20,000 times: 1.2 GB, refused when the
+    environment's placeholders have added 16 MiB, and reported once, not for every later use."""
+    _big_var_tree(tree, 60_000, 20_000, documents=100)
+    result, seconds, peak = bounded(lambda: load_tree(tree.root, registry()))
+    assert seconds < 2.0 and peak < 30, (seconds, peak)
+    assert _problems(result) == [
+        "environments/dev/x.yaml:305: Dashboard/d1: spec.body.widgets.78: placeholder {{ vars.big }}: "
+        "placeholders add more than 16777216 characters to this environment's manifests"
+    ]
+
+
+def test_a_list_value_used_many_times_is_counted_by_its_nodes():
+    """A list or map is given by reference, not copied, but every later stage copies it: each use
+    counts. (An Environment's ``vars`` take scalars only today: this is ``interpolate``'s own guard.)"""
+    from controller.manifests.interpolate import Expansion, ExpansionTooLarge, interpolate
+
+    hosts = [f"h{i}" for i in range(1000)]
+    spec = {"widgets": ["{{ vars.hosts }}"] * 200}
+    refused, seconds, peak = bounded(lambda: interpolate(spec, {}, {"hosts": hosts}, ("spec",)))
+    assert seconds < 2.0 and peak < 30, (seconds, peak)
+    assert isinstance(refused, ExpansionTooLarge) and refused.path == ("spec", "widgets", 100), refused
+    assert str(refused) == "spec.widgets.100: placeholder {{ vars.hosts }}: list and map variables add more than 100000 nodes to this environment's manifests"
+    expansion = Expansion()
+    with pytest.raises(ExpansionTooLarge):
+        interpolate(spec, {}, {"hosts": hosts}, ("spec",), expansion)
+    with pytest.raises(ExpansionTooLarge) as again:  # the environment's budget stays spent
+        interpolate({"label": "{{ vars.one }}"}, {}, {"one": "x"}, ("spec",), expansion)
+    assert again.value.repeated
+
+
+def test_placeholders_may_add_at_most_64_KiB_to_one_string(tree):
+    tree.environment("dev", f"vars: {{k: {'k' * 1000}}}")
+    tree.write(
+        "environments/dev/topic.yaml",
+        "apiVersion: lensops.io/v1\nkind: Topic\nmetadata: {name: alerts}\nspec:\n"
+        f"  attributes: {{DisplayName: '{'{{ vars.k }}' * 70}'}}\n",
+    )
+    assert _problems(load_tree(tree.root, registry())) == [
+        "environments/dev/topic.yaml:5: Topic/alerts: spec.attributes.DisplayName: "
+        "placeholders add more than 65536 characters to this string (at {{ vars.k }})"
+    ]
+
+
+def test_the_environments_own_spec_is_capped_too(tree):
+    """``{{ env.name }}`` in environment.yaml: 12 characters that become up to 63."""
+    name = "d" * 63
+    tree.environment(name, f"tags: {{a: '{'{{env.name}}' * 6000}'}}")
+    assert _problems(load_tree(tree.root, registry())) == [
+        f"environments/{name}/environment.yaml:7: Environment/{name}: spec.tags.a: "
+        "placeholders add more than 65536 characters to this string (at {{ env.name }})"
+    ]
+
+
+def test_variables_within_the_caps_still_substitute(tree):
+    tree.environment("dev", f"vars:\n  big: {'b' * 60_000}\n  cpu: 2\n  flag: true")
+    tree.write(
+        "environments/dev/board.yaml",
+        "apiVersion: lensops.io/v1\nkind: Dashboard\nmetadata: {name: board}\nspec:\n  body:\n"
+        "    big: '{{ vars.big }}'\n    label: 'x {{ vars.big }} y'\n"
+        "    widgets: ['{{ vars.cpu }}', 'cpu {{ vars.cpu }} {{ vars.flag }} {{ env.name }}']\n",
+    )
+    result = load_tree(tree.root, registry())
+    assert result.ok, result.all_problems
+    body = result.environments["dev"].by_ident()["Dashboard/board"].spec["body"]
+    assert body == {"big": "b" * 60_000, "label": f"x {'b' * 60_000} y", "widgets": [2, "cpu 2 true dev"]}
