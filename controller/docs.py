@@ -42,6 +42,7 @@ from controller.manifests.model import (
     EnvironmentSpec,
     Metadata,
 )
+from controller.manifests.interpolate import MAX_EXPANSION, MAX_STRING_GROWTH
 from controller.manifests.types import Duration
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -450,7 +451,9 @@ def _envelope() -> list[str]:
         "- **Physical names** (`alarmName`, `stackName`, ...) default to `metadata.name`: each kind below says which field it is.",
         "- **Placeholders** `{{ env.name }}`, `{{ env.region }}`, `{{ env.account }}` and `{{ vars.<key> }}` "
         "(the Environment's `spec.vars`) are substituted in every string; a string that is one placeholder takes "
-        "the variable's type (`threshold: \"{{ vars.limit }}\"` stays a number). An unknown variable is an error.",
+        "the variable's type (`threshold: \"{{ vars.limit }}\"` stays a number). An unknown variable is an error, "
+        f"and so are placeholders that add more than {MAX_STRING_GROWTH // 1024} KiB to one string or more than "
+        f"{MAX_EXPANSION // (1024 * 1024)} MiB to one environment's manifests.",
         "- **References** `ref:<Kind>/<name>` become that resource's ARN, `ref:<Kind>/<name>.<attribute>` another "
         "attribute (`ref:Stack/network.outputs.VpcId`). A reference implies `dependsOn`.",
         "- **Durations** are seconds (`90`) or text: `30s`, `5m`, `1h`, `1h30m`.",

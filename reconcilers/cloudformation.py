@@ -39,7 +39,6 @@ from typing import Any, ClassVar, Literal
 
 import botocore.exceptions
 import botocore.parsers
-import yaml
 from pydantic import Field
 
 from controller import logs
@@ -47,6 +46,7 @@ from controller.apishape import map_to_tags, tags_to_map
 from controller.diff import Change, diff
 from controller.errors import PermanentError, error_code
 from controller.manifests.types import Spec
+from controller.manifests.yamlsafe import MAX_DEPTH, MAX_FILE_BYTES, MAX_NODES, YamlProblem, load_documents
 from controller.plan import KNOWN_AFTER_APPLY
 from controller.sensitive import is_sealed, seal
 from controller.kinds import OWNER_ENV_TAG, OWNER_ID_TAG, Context, Desired, Live, Reconciler
@@ -100,51 +100,71 @@ class StackSpec(Spec):
 # --- templates -----------------------------------------------------------
 
 
-class _TemplateLoader(yaml.SafeLoader):
-    """A YAML loader for CloudFormation: short-form tags become their long form."""
-
-
-def _short_form(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> dict[str, Any]:
-    value: Any
-    if isinstance(node, yaml.ScalarNode):
-        value = loader.construct_scalar(node)
-    elif isinstance(node, yaml.SequenceNode):
-        value = loader.construct_sequence(node, deep=True)
-    else:
-        assert isinstance(node, yaml.MappingNode)
-        value = loader.construct_mapping(node, deep=True)
-    if suffix in ("Ref", "Condition"):
-        return {suffix: value}
-    if suffix == "GetAtt" and isinstance(value, str):
+def _short_form(name: str, value: Any) -> dict[str, Any]:
+    """CloudFormation's short form as its long form: ``!Ref x`` is ``{Ref: x}``, ``!GetAtt a.b`` is
+    ``{Fn::GetAtt: [a, b]}``, ``!Sub [...]`` is ``{Fn::Sub: [...]}``; a scalar stays the text it is written as."""
+    if name in ("Ref", "Condition"):
+        return {name: value}
+    if name == "GetAtt" and isinstance(value, str):
         value = value.split(".", 1)
-    return {f"Fn::{suffix}": value}
+    return {f"Fn::{name}": value}
 
 
-def _timestamp_as_text(loader: yaml.SafeLoader, node: yaml.Node) -> str:
-    """AWSTemplateFormatVersion: 2010-09-09 stays the string it is in JSON templates."""
-    assert isinstance(node, yaml.ScalarNode)
-    return str(loader.construct_scalar(node))
+def parse_template(body: str | dict[str, Any], source: str = "template") -> dict[str, Any]:
+    """A template as data (YAML or JSON), so that formatting and !Ref vs Ref: never show as drift.
 
-
-_TemplateLoader.add_multi_constructor("!", _short_form)
-_TemplateLoader.add_constructor("tag:yaml.org,2002:timestamp", _timestamp_as_text)
-
-
-def parse_template(body: str | dict[str, Any]) -> dict[str, Any]:
-    """A template as data (YAML or JSON), so that formatting and !Ref vs Ref: never show as drift."""
-    if isinstance(body, dict):
+    YAML is read by the manifests' reader, with its caps (1 MiB, 64 levels, 100,000 nodes
+    counted through aliases) and CloudFormation's short-form tags; dates stay text, as in
+    JSON templates. JSON gets the same caps on depth and nodes. A template refused is a
+    ``PermanentError`` of one line: ``<source>:<line>: why``.
+    """
+    if isinstance(body, dict):  # a JSON template, as botocore decodes GetTemplate's answer
+        _within_caps(body, source)
         copied: dict[str, Any] = json.loads(json.dumps(body))
         return copied
     try:
+        raw = body.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise PermanentError(f"{source}: not UTF-8 text: {exc.reason}") from None
+    if len(raw) > MAX_FILE_BYTES:
+        raise PermanentError(f"{source}: {len(raw)} bytes, more than the {MAX_FILE_BYTES} allowed")
+    try:
         data = json.loads(body)
+    except RecursionError:
+        raise PermanentError(f"{source}: nesting deeper than {MAX_DEPTH} levels") from None
     except ValueError:
-        try:
-            data = yaml.load(body, Loader=_TemplateLoader)
-        except yaml.YAMLError as exc:
-            raise PermanentError(f"template is neither JSON nor YAML: {exc}") from None
+        data = _yaml_template(raw, source)
+    else:
+        _within_caps(data, source)
     if not isinstance(data, dict):
-        raise PermanentError("template is not a map of sections (Resources, Parameters, ...)")
+        raise PermanentError(f"{source}: not a map of sections (Resources, Parameters, ...)")
     return data
+
+
+def _yaml_template(raw: bytes, source: str) -> Any:
+    """The one YAML document of a template (None when empty), read with the caps."""
+    try:
+        documents = load_documents(raw, local_tags=_short_form)
+    except YamlProblem as exc:
+        raise PermanentError(f"{source}:{exc.line}: {exc}" if exc.line else f"{source}: {exc}") from None
+    if len(documents) > 1:
+        raise PermanentError(f"{source}:{documents[1].line}: a template is one YAML document, and another starts here")
+    return documents[0].data if documents else None
+
+
+def _within_caps(data: Any, source: str) -> None:
+    """JSON has no aliases, but its nesting and size get the YAML reader's caps (mapping keys count as nodes)."""
+    nodes = 0
+    pending: list[tuple[Any, int]] = [(data, 1)]
+    while pending:
+        value, depth = pending.pop()
+        nodes += 1 + (len(value) if isinstance(value, dict) else 0)
+        if nodes > MAX_NODES:
+            raise PermanentError(f"{source}: document has more than {MAX_NODES} nodes")
+        if isinstance(value, (dict, list)):
+            if depth > MAX_DEPTH:
+                raise PermanentError(f"{source}: nesting deeper than {MAX_DEPTH} levels")
+            pending.extend((child, depth + 1) for child in (value.values() if isinstance(value, dict) else value))
 
 
 def template_text(spec: dict[str, Any]) -> str:
@@ -153,6 +173,11 @@ def template_text(spec: dict[str, Any]) -> str:
     if not isinstance(body, str):
         raise PermanentError(f"template {spec.get('template')!r}: no template text was loaded")
     return body
+
+
+def _template_source(spec: dict[str, Any]) -> str:
+    """How a refused template is named: ``template templates/network.yaml``."""
+    return f"template {StackReconciler.files['template']}/{spec.get('template')}"
 
 
 def _parameter_types(template: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -322,7 +347,8 @@ spec:
     VpcCidr: 10.10.0.0/16
 """
     notes = {
-        "template": "Path of a YAML or JSON template under `templates/` (it may not leave that folder); compared as data, so formatting never shows as drift.",
+        "template": "Path of a YAML or JSON template under `templates/` (it may not leave that folder); compared as data, so formatting never shows as drift. "
+        "Read with the manifests' caps: 1 MiB, 64 levels of nesting, 100,000 nodes with YAML aliases expanded.",
         "parameters": (
             "Template parameters; numbers and booleans are sent as CloudFormation's strings. A parameter the template "
             "marks `NoEcho` shows as `(sensitive value)` in plans and is stored only as a salted digest; a rollback "
@@ -379,7 +405,7 @@ Outputs:
         template: dict[str, Any] = {}
         if status != "REVIEW_IN_PROGRESS" and not status.startswith("DELETE_"):
             body = self._client.get_template(StackName=stack["StackId"]).get("TemplateBody") or "{}"
-            template = parse_template(body)
+            template = parse_template(body, f"the template of stack {stack['StackName']}")
         given = {p["ParameterKey"]: p.get("ParameterValue", "") for p in stack.get("Parameters") or []}
         tags = tags_to_map(stack.get("Tags"))
         state = {
@@ -459,7 +485,7 @@ Outputs:
     def desired_state(self, desired: Desired) -> dict[str, Any]:
         spec = desired.spec
         text = template_text(spec)
-        template = parse_template(text)
+        template = parse_template(text, _template_source(spec))
         parameters = _parameters(spec.get("parameters") or {}, template, with_defaults=True)
         parameters, plain = _seal_parameters(desired.physical, parameters, _no_echo(template))
         self._plain.update(plain)
@@ -486,7 +512,7 @@ Outputs:
         body = desired.spec.get("templateBody")
         if not given or not isinstance(body, str):
             return None
-        template = parse_template(body)
+        template = parse_template(body, _template_source(desired.spec))
         secret = _no_echo(template) & given.keys()
         if not secret:
             return None
@@ -701,7 +727,7 @@ Outputs:
         if cached and cached[0] == _digest(_pick(state)):
             return str(cached[1])
         body = desired.spec.get("templateBody")
-        if isinstance(body, str) and parse_template(body) == state["template"]:
+        if isinstance(body, str) and parse_template(body, _template_source(desired.spec)) == state["template"]:
             return body
         return json.dumps(state["template"])
 

@@ -8,6 +8,8 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
+import tracemalloc
 from collections.abc import Iterator
 from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import dataclass
@@ -20,6 +22,7 @@ from botocore.config import Config
 
 from lensops_emulator import Emulator, start
 
+MiB = 1024 * 1024
 REGION = "us-east-1"
 ACCOUNT = "123456789012"
 WRITE_PREFIXES = ("Put", "Create", "Delete", "Update", "Tag", "Untag", "Set", "Subscribe", "Unsubscribe", "Execute", "Publish", "Start", "Associate", "Disassociate")
@@ -269,3 +272,27 @@ def http_server() -> Any:
     yield start
     for server in started:
         server.stop()
+
+
+def bounded(call: Any, clock: Any = time.thread_time) -> tuple[Any, float, float]:
+    """``call()``'s result (or the exception it raised), its CPU seconds and the peak MiB it allocated.
+
+    Timed and traced in two runs: tracing every allocation slows the work it measures several times.
+    """
+
+    def run() -> Any:
+        try:
+            return call()
+        except Exception as exc:  # the caller asserts what it is
+            return exc
+
+    started = clock()
+    outcome = run()
+    seconds = clock() - started
+    tracemalloc.start()
+    try:
+        run()
+        peak = tracemalloc.get_traced_memory()[1] / MiB
+    finally:
+        tracemalloc.stop()
+    return outcome, seconds, peak

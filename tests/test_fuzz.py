@@ -1,15 +1,19 @@
-"""Hostile input: hypothesis over the manifest loader and over the generic differ.
+"""Hostile input: hypothesis over the manifest loader, CloudFormation templates and the generic differ.
 
 The loader (``load_tree``) must answer any tree with a clean list of
 problems, never an exception: random YAML-ish text, and valid manifests
 mutated (wrong types, unknown fields, deep nesting, aliases, huge numbers,
-unicode, bad names, interpolation placeholders, ``ref:`` strings). The differ
+unicode, bad names, interpolation placeholders, ``ref:`` strings), and
+placeholders of any shape in any string, within 2 s of CPU. ``parse_template``
+must answer any template, YAML or JSON (real ones damaged, short-form tags,
+aliases, deep nesting, odd scalars), with data or a one-line
+``PermanentError``, within 2 s of CPU and 30 MiB. The differ
 (``controller/diff.py``) must be total and consistent: ``diff(a, a)`` is
 empty, an empty ``diff(a, b)`` means equal on ``a``'s keys, and each change's
 path names where the values differ. The CLI's ``validate`` answers exit 1
 and no traceback on generated trees.
 
-Examples: 2,150 in total (derandomized, no deadline), printed per test.
+Examples: 2,700 in total (derandomized, no deadline), printed per test.
 Any exception fails; a crash reported but not fixed yet can be listed in
 ``KNOWN_CRASHES`` (counted apart) beside its ``xfail(strict=True)`` test.
 The crashes found so far are fixed and kept as regression tests at the end.
@@ -18,6 +22,7 @@ The crashes found so far are fixed and kept as regression tests at the end.
 from __future__ import annotations
 
 import io
+import json
 import math
 import re
 import shutil
@@ -32,7 +37,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import alarm
+from conftest import alarm, bounded
 from controller.diff import Change, diff
 from controller.errors import Problem
 from controller.manifests.loader import LoadResult, load_tree
@@ -47,7 +52,7 @@ FUZZ = settings(
 
 
 def fuzz(examples: int) -> settings:
-    """The settings of every property here, with its share of the 2,150 examples."""
+    """The settings of every property here, with its share of the 2,700 examples."""
     return settings(FUZZ, max_examples=examples)
 
 
@@ -410,6 +415,156 @@ def test_validate_command_on_generated_trees(tmp_path):
     check()
     print(f"\nlensops validate on {len(seen)} generated invalid trees: exit 1, {sum(seen)} problem lines, no traceback")
     assert len(seen) >= 5
+
+
+# --- CloudFormation templates ---------------------------------------------------------------------
+
+
+def _seed_templates() -> list[str]:
+    """The project's real templates (the example tree's, the Stack tests'), to mutate."""
+    import test_stack
+
+    seeds = [path.read_text() for path in sorted((Path(__file__).parent.parent / "desired-state" / "templates").glob("*.yaml"))]
+    return seeds + [test_stack.NETWORK_TEMPLATE, test_stack.NETWORK_TEMPLATE_REFORMATTED, test_stack.APP_TEMPLATE]
+
+
+SEED_TEMPLATES = _seed_templates()
+SHORT_TAGS = ["!Ref ", "!GetAtt ", "!Sub ", "!Join ", "!If ", "!Select ", "!Split ", "!FindInMap ", "!Base64 ", "!Condition ",
+              "!Equals ", "!Not ", "!And ", "!Or ", "!GetAZs ", "!ImportValue ", "!Cidr ", "!Transform ", "!Unknown ", "! ", "!"]
+TEMPLATE_SNIPPETS = st.sampled_from([
+    *SHORT_TAGS, "!Ref x", "!GetAtt a.b.c", "!GetAtt [a, b]", "!Sub [x, {a: 1}]", "!Join ['', [a, !Ref b]]", "!If [c, !Ref a, b]",
+    "&a ", "*a", "&b !Ref x ", "<<: ", "<<: *a", "[", "]", "{", "}", ",", "\n", ": ", "- ", "? ", "---\n", "...\n", "'", '"', "\\",
+    "\t", "  ", "#", "|\n  ", ">-\n  ", "2010-09-09", "2001-12-14t21:59:43.10-05:00", "0x1F", "0o17", ".nan", "-.inf", "1e400",
+    "9" * 400, "~", "null", "yes", "on", "!!binary aGk=", "!!set {a, b}", "!!omap [{a: 1}]", "!!int x", "!!python/object:os.system ",
+    "!<tag:x,2000:y> ", "%TAG ! tag:x,2000:\n", "\ufeff", "\x00", "🙂", "Fn::Sub: ", "Ref: ", '{"Ref": "x"}', "[[[[[[", "]]]]]]",
+])
+TEMPLATE_SPECIALS = [
+    "Resources:\n  a: &a [" + ", ".join(["!Ref x"] * 10) + "]\n" + "".join(f"  {chr(98 + i)}: &{chr(98 + i)} [{', '.join(['*' + chr(97 + i)] * 10)}]\n" for i in range(7)),
+    "Resources: " + "!Sub [" * 200 + "]" * 200 + "\n",
+    "Resources: " + "{a: !If [" * 40 + "1" + "]}" * 40 + "\n",
+    '{"Resources": ' + "[" * 5000 + "]" * 5000 + "}",
+    '{"Resources": ' + '{"a": ' * 70 + "1" + "}" * 70 + "}",
+    "Resources: {a: &a !Ref x, b: [" + ", ".join(["*a"] * 50_000) + "]}\n",
+    "Resources: {}\n---\nResources: {}\n",
+    "Resources: !Ref\n",
+    "!Ref Resources\n",
+    "? !Ref x\n: y\n",
+    "Resources: {<<: !Ref x}\n",
+    "Resources: {<<: [!Ref x]}\n",
+    "",
+    "{}",
+    "null",
+    "[]",
+]
+
+
+def nesting(value: Any) -> int:
+    """How many mappings and lists deep ``value`` goes, walked without recursion."""
+    deepest, pending = 0, [(value, 1)]
+    while pending:
+        item, level = pending.pop()
+        if isinstance(item, (dict, list)):
+            deepest = max(deepest, level)
+            pending.extend((child, level + 1) for child in (item.values() if isinstance(item, dict) else item))
+    return deepest
+
+
+@st.composite
+def templates(draw: Any) -> str:
+    """A real template damaged as text, one re-written as YAML or JSON after mutating its data, random
+    text of YAML's and CloudFormation's punctuation, or a hostile classic."""
+    choice = draw(st.integers(0, 9))
+    if choice == 0:
+        return draw(st.sampled_from(TEMPLATE_SPECIALS))
+    if choice == 1:
+        return "".join(draw(st.lists(st.one_of(TEMPLATE_SNIPPETS, st.text(max_size=6)), max_size=40)))
+    seed = draw(st.sampled_from(SEED_TEMPLATES))
+    if choice <= 4:
+        from reconcilers.cloudformation import parse_template
+
+        data = draw(mutated(parse_template(seed)))
+        try:  # deep data as JSON: PyYAML's dumper recurses a few frames a level, and "deep" mutations stack
+            return json.dumps(data, allow_nan=True) if choice == 2 or nesting(data) > 100 else dump([data])
+        except (yaml.representer.RepresenterError, ValueError):
+            return seed
+    for _ in range(draw(st.integers(1, 5))):
+        at = draw(st.integers(0, len(seed)))
+        seed = seed[:at] + draw(TEMPLATE_SNIPPETS) + seed[at:]
+    return seed
+
+
+def test_templates_parse_or_are_refused_in_one_line_within_bounds():
+    """parse_template on any text: a dict that JSON can carry, or a PermanentError of one line, within
+    2 s of CPU and 30 MiB; never another exception."""
+    from controller.errors import PermanentError
+    from reconcilers.cloudformation import parse_template
+
+    stats: Counter[str] = Counter()
+    worst = [0.0, 0.0]
+
+    @fuzz(400)
+    @given(body=templates())
+    def check(body: str) -> None:
+        outcome, seconds, peak = bounded(lambda: parse_template(body))
+        if isinstance(outcome, PermanentError):
+            assert str(outcome) and "\n" not in str(outcome), repr(str(outcome))
+            stats["refused"] += 1
+        else:
+            assert isinstance(outcome, dict), repr(outcome)  # nor any other exception
+            json.dumps(outcome)  # the plan digests and stores it
+            stats["parsed"] += 1
+        worst[:] = max(worst[0], seconds), max(worst[1], peak)
+        assert seconds < 2.0 and peak < 30, (seconds, peak, body[:200])
+
+    check()
+    print(f"\nparse_template: {sum(stats.values())} examples, {dict(stats)}, worst {worst[0]:.2f} s, {worst[1]:.1f} MiB (traced)")
+    assert stats["refused"] > 0 and stats["parsed"] > 0
+
+
+# --- placeholders --------------------------------------------------------------------------------
+
+PLACEHOLDER_PIECES = st.sampled_from([
+    "{{", "}}", "{", "}", "{{{{", "}}}}", " ", "\t", "   ", "vars", "env", ".", "name", "region", "account", "team", "limit", "big",
+    "nope", "vars.", "env.", "x", "{{ vars.big }}", "{{vars.team}}", "{{ env.name }}", "{{ env.account }}", "{{ env.region}}",
+    "{{ vars.limit }}", "{{ {{ vars.limit }} }}", "{{ vars.nope }}", "{{ env.secret }}", "{{}}", "{{ . }}", "ref:Topic/alerts",
+])
+PLACEHOLDER_TEXT = st.one_of(
+    st.lists(PLACEHOLDER_PIECES, max_size=30).map("".join),
+    st.builds(lambda piece, n: piece * n, st.sampled_from(["{{ vars.big }}", "{{env.name}}", "{{ vars.big }} ", "{{ vars.limit }}"]), st.integers(1, 100)),
+)
+BIG = "b" * 2000
+
+
+def test_placeholders_in_any_text_load_or_are_problems_within_bounds(tmp_path):
+    """Random text with `{{`, `}}`, blanks, nested braces and variable names in a manifest's strings
+    (a value, a key, a list of them) and in the Environment's own spec: load_tree answers with problems
+    or a tree, within 2 s of CPU."""
+    stats: Counter[str] = Counter()
+    space = Workspace(tmp_path / "tree")
+
+    @fuzz(150)
+    @given(text=PLACEHOLDER_TEXT, copies=st.integers(1, 300), where=st.sampled_from(["value", "list", "key", "environment"]))
+    def check(text: str, copies: int, where: str) -> None:
+        env = {"apiVersion": "lensops.io/v1", "kind": "Environment", "metadata": {"name": "dev"},
+               "spec": {"region": "us-east-1", "account": "123456789012", "vars": {"limit": 5, "team": "platform", "big": BIG}}}
+        topic = {"apiVersion": "lensops.io/v1", "kind": "Topic", "metadata": {"name": "alerts"}, "spec": {"attributes": {"DisplayName": "x"}}}
+        if where == "value":
+            topic["spec"]["attributes"]["DisplayName"] = text
+        elif where == "list":
+            topic["spec"]["subscriptions"] = [{"protocol": "email", "endpoint": text}] * copies
+        elif where == "key":
+            topic["spec"]["attributes"] = {text: "x"}
+        else:
+            env["spec"]["tags"] = {"team": text}
+        started = time.thread_time()
+        result = load_or_known(space.write({"environments/dev/environment.yaml": dump([env]), "environments/dev/topic.yaml": dump([topic])}), stats)
+        assert time.thread_time() - started < 2.0
+        if result is not None and any("characters" in p.message for p in result.all_problems):
+            stats["capped"] += 1
+
+    check()
+    print(f"\nloader, placeholders: {stats['valid'] + stats['problems']} examples, {dict(stats)}")
+    assert stats["problems"] > 0 and stats["valid"] > 0 and stats["capped"] > 0
 
 
 # --- the differ --------------------------------------------------------------------------------

@@ -24,6 +24,7 @@ CORE_FOR_KINDS = {
     "controller.plan",
     "controller.manifests.types",
     "controller.manifests.graph",
+    "controller.manifests.yamlsafe",
 }
 """What a reconciler may import from ``controller/``: the protocol and the small core, never the
 engine, the loader, the state store or the daemon."""

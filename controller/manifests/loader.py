@@ -27,7 +27,7 @@ from pydantic import ValidationError
 from controller.errors import Problem
 from controller.kinds import RUNBOOK_RUN, Registry
 from controller.manifests.graph import find_refs, topological_order
-from controller.manifests.interpolate import UnknownVariable, interpolate
+from controller.manifests.interpolate import Expansion, ExpansionTooLarge, PlaceholderProblem, interpolate
 from controller.manifests.model import (
     API_VERSION,
     Envelope,
@@ -317,6 +317,7 @@ class _Loader:
                 self.problem(name, extra.path, extra.line(), extra.ident, "more than one Environment in this folder")
         env_spec: EnvironmentSpec | None = None
         env_path = env_file
+        expansion = Expansion()  # what placeholders add, capped per environment
         if env_docs:
             env_doc = env_docs[0]
             env_path = env_doc.path
@@ -324,7 +325,7 @@ class _Loader:
                 self.problem(name, env_doc.path, env_doc.line("metadata", "name"), env_doc.ident, f"the Environment in environments/{name}/ must be named {name!r}")
             elif not (env_doc.path.endswith("environment.yaml") or env_doc.path.endswith("environment.yml")):
                 self.problem(name, env_doc.path, env_doc.line(), env_doc.ident, "the Environment belongs in environment.yaml")
-            env_spec = self.environment_spec(name, env_doc)
+            env_spec = self.environment_spec(name, env_doc, expansion)
         elif has_env_file:
             self.problem(name, env_file, 0, f"Environment/{name}", "environment.yaml holds no kind: Environment")
         resources_docs = self.overlay(name, [copy.deepcopy(d) for d in base_docs if self.check_envelope(name, d, quiet=True)], [d for d in docs if d.kind != "Environment"])
@@ -333,7 +334,7 @@ class _Loader:
             account = self.account(name, env_spec) if self.account else env_spec.account
             context = {"name": name, "region": env_spec.region, "account": account}
             for doc in resources_docs:
-                resource = self.resource(name, doc, context, env_spec)
+                resource = self.resource(name, doc, context, env_spec, expansion)
                 if resource is not None:
                     resources.append(resource)
             resources = self.order(name, resources, resources_docs, env_spec, env_path)
@@ -381,13 +382,13 @@ class _Loader:
             ok = False
         return ok
 
-    def environment_spec(self, name: str, doc: _Doc) -> EnvironmentSpec | None:
+    def environment_spec(self, name: str, doc: _Doc, expansion: Expansion) -> EnvironmentSpec | None:
         try:
             Envelope.model_validate(doc.data)
-            spec = interpolate(doc.data.get("spec") or {}, {"name": name}, {}, ("spec",))
+            spec = interpolate(doc.data.get("spec") or {}, {"name": name}, {}, ("spec",), expansion)
             return EnvironmentSpec.model_validate(spec)
-        except UnknownVariable as exc:
-            self.problem(name, doc.path, doc.line(*exc.path), doc.ident, str(exc))
+        except PlaceholderProblem as exc:
+            self.placeholder_problem(name, doc, exc)
         except ValidationError as exc:
             self.validation_problems(name, doc, exc, EnvironmentSpec, prefix=("spec",))
         return None
@@ -424,16 +425,21 @@ class _Loader:
         merged.extend(d for d in own if d.ident in seen and seen[d.ident] is d)
         return merged
 
-    def resource(self, env: str, doc: _Doc, context: dict[str, Any], env_spec: EnvironmentSpec) -> Resource | None:
+    def placeholder_problem(self, env: str, doc: _Doc, exc: PlaceholderProblem) -> None:
+        """A placeholder's problem at its field's line; a spent expansion budget is reported once."""
+        if not (isinstance(exc, ExpansionTooLarge) and exc.repeated):
+            self.problem(env, doc.path, doc.line(*exc.path), doc.ident, str(exc))
+
+    def resource(self, env: str, doc: _Doc, context: dict[str, Any], env_spec: EnvironmentSpec, expansion: Expansion) -> Resource | None:
         try:
             data = dict(doc.data)
             if doc.placeholders:
-                data["metadata"] = interpolate(data.get("metadata") or {}, context, env_spec.vars, ("metadata",))
-                data["spec"] = interpolate(data.get("spec") or {}, context, env_spec.vars, ("spec",))
+                data["metadata"] = interpolate(data.get("metadata") or {}, context, env_spec.vars, ("metadata",), expansion)
+                data["spec"] = interpolate(data.get("spec") or {}, context, env_spec.vars, ("spec",), expansion)
             else:
                 data["metadata"], data["spec"] = data.get("metadata") or {}, data.get("spec") or {}
-        except UnknownVariable as exc:
-            self.problem(env, doc.path, doc.line(*exc.path), doc.ident, str(exc))
+        except PlaceholderProblem as exc:
+            self.placeholder_problem(env, doc, exc)
             return None
         try:
             envelope = Envelope.model_validate(data)

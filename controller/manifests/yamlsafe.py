@@ -8,6 +8,12 @@ events arrive, before anything they would let through is built: files over
 and documents whose aliases would expand to more than 100,000 nodes (the
 "billion laughs"). Scalars are typed as PyYAML's safe loader types them;
 merge keys (``<<``) merge, and a key given twice is a problem.
+
+Manifests know no local tags (``!Name``): one on a scalar is a problem.
+A reader that has its own (CloudFormation's ``!Ref``, ``!GetAtt``...) passes
+``local_tags``, a function that makes the tagged node's data from the tag's
+name and the node (a scalar's text as written, or the list or mapping); the
+caps hold for its documents just the same.
 """
 
 from __future__ import annotations
@@ -30,6 +36,8 @@ MAX_DEPTH = 64
 MAX_NODES = 100_000
 
 Path = tuple[Any, ...]
+LocalTags = Callable[[str, Any], Any]
+"""``(name, value) -> data`` for a node tagged ``!name``: ``value`` is a scalar's text, or a list or dict."""
 
 
 class YamlProblem(Exception):
@@ -58,8 +66,14 @@ class Document:
         return self.line
 
 
-def load_documents(text: str | bytes) -> list[Document]:
-    """Parse every document of one YAML file, or raise ``YamlProblem``."""
+def load_documents(text: str | bytes, local_tags: LocalTags | None = None) -> list[Document]:
+    """Parse every document of one YAML file, or raise ``YamlProblem``.
+
+    ``local_tags`` makes the data of nodes tagged ``!name`` (counted as the
+    mapping they become); without it such a scalar is a problem, and such a
+    mapping or list is read as if untagged. Lines inside a tagged mapping or
+    list are recorded at the paths it would have untagged.
+    """
     if isinstance(text, bytes):
         if len(text) > MAX_FILE_BYTES:
             raise YamlProblem(f"file is {len(text)} bytes, more than the {MAX_FILE_BYTES} allowed")
@@ -72,15 +86,18 @@ def load_documents(text: str | bytes) -> list[Document]:
     parser = _Loader(text)
     try:
         with paused_gc():
-            return _Builder(parser.get_event).documents()
+            return _Builder(parser.get_event, local_tags).documents()
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark is not None else 0
         if exc.problem == "exceeded maximum nesting depth":  # libyaml's own cap, met while it looks ahead in [[[[...
             raise YamlProblem(f"nesting deeper than {MAX_DEPTH} levels", line) from None
         raise YamlProblem(f"YAML syntax error: {exc.problem or exc.context}", line) from None
+    except yaml.reader.ReaderError as exc:  # its text ends in a second line, "in <unicode string>, position N"
+        character = exc.character if isinstance(exc.character, int) else ord(exc.character[:1] or "\0")
+        raise YamlProblem(f"unacceptable character #x{character:04x}: {exc.reason}", text.count("\n", 0, exc.position) + 1) from None
     except yaml.YAMLError as exc:
-        raise YamlProblem(f"YAML error: {exc}") from None
+        raise YamlProblem(f"YAML error: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
     finally:
         parser.dispose()
 
@@ -135,9 +152,9 @@ _MERGING: Any = object()
 class _Open:
     """A mapping or sequence whose events are still arriving."""
 
-    __slots__ = ("value", "path", "line", "start", "anchor", "counted", "key", "key_lines", "merges", "merge_items")
+    __slots__ = ("value", "path", "line", "start", "anchor", "counted", "key", "key_lines", "merges", "merge_items", "tag")
 
-    def __init__(self, value: dict[Any, Any] | list[Any], path: Path, line: int, start: int, anchor: str | None, counted: int):
+    def __init__(self, value: dict[Any, Any] | list[Any], path: Path, line: int, start: int, anchor: str | None, counted: int, tag: str | None):
         self.value = value
         self.path = path
         self.line = line
@@ -152,6 +169,8 @@ class _Open:
         """Mappings merged into this one by ``<<`` keys, in order, with their range of ``entries``."""
         self.merge_items = False
         """A sequence that is the value of a ``<<`` key: its items merge into the mapping above."""
+        self.tag = tag
+        """The name of its local tag (``!name``) when the reader has ``local_tags``."""
 
 
 @dataclass
@@ -174,8 +193,9 @@ class _Builder:
     anchor anywhere in the file is the problem reported.
     """
 
-    def __init__(self, next_event: Callable[[], Any]) -> None:
+    def __init__(self, next_event: Callable[[], Any], local_tags: LocalTags | None = None) -> None:
         self.next_event = next_event
+        self.local_tags = local_tags
         self.plain: dict[str, Any] = {}
         """Plain scalars already typed: the same words recur in every manifest."""
         self.entries: list[tuple[Path, int]] = []
@@ -225,8 +245,8 @@ class _Builder:
                             if not isinstance(value, _KeyTag):
                                 plain[event.value] = value
                     n = len(self.entries)
-                    if anchor is not None:
-                        anchors[anchor] = _Anchor(value, line, self.child_path(), n, n, 1)
+                    if anchor is not None:  # a scalar that is a dict is a local tag's: its mapping and key count too
+                        anchors[anchor] = _Anchor(value, line, self.child_path(), n, n, 3 if type(value) is dict else 1)
                     elif stack:  # the usual cases first, inline: a key, or a value in a mapping
                         top = stack[-1]
                         key = top.key
@@ -255,10 +275,14 @@ class _Builder:
                         self.new_anchor(event.anchor, line)
                     parent = stack[-1] if stack else None
                     path = self.child_path() if self.problem is None else ()
-                    opened = _Open({} if kind is mapping_start else [], path, line, len(self.entries), event.anchor, self.total)
+                    merging = parent is not None and (parent.key is _MERGING or parent.merge_items)
+                    tag = event.tag[1:] if self.local_tags is not None and _is_local(event.tag) and not merging else None  # a merge reads its node untagged, as PyYAML
+                    opened = _Open({} if kind is mapping_start else [], path, line, len(self.entries), event.anchor, self.total, tag)
                     if parent is not None and parent.key is _MERGING and kind is not mapping_start:
                         opened.merge_items, opened.merges = True, []
                     stack.append(opened)
+                    if tag is not None:
+                        self.count_local_tag(line)
                 elif kind is yaml.AliasEvent:
                     self.alias(event)
                 elif kind is yaml.DocumentStartEvent:
@@ -278,6 +302,13 @@ class _Builder:
 
     def too_many(self, line: int) -> None:
         raise YamlProblem(f"document expands to more than {MAX_NODES} nodes (YAML aliases?)", line)
+
+    def count_local_tag(self, line: int) -> None:
+        """A node with a local tag is counted as what it becomes, as in its long form: a mapping,
+        its key and the node (``!Ref x`` is ``{Ref: x}``)."""
+        self.total += 2
+        if self.total > MAX_NODES:
+            self.too_many(line)
 
     def new_anchor(self, anchor: str, line: int) -> None:
         """An anchor may be defined once per document; YAML's composer refuses a second."""
@@ -329,6 +360,10 @@ class _Builder:
         """A scalar's value for its tag, as PyYAML's safe loader gives it (dates stay text)."""
         if tag == _STR:
             return event.value
+        if self.local_tags is not None and _is_local(tag):
+            self.not_merging(line)
+            self.count_local_tag(line)
+            return self.local_tags(tag[1:], event.value)
         if tag in (_TIMESTAMP, _BINARY):
             return str(event.value)
         if tag in (_MERGE, _VALUE):
@@ -436,8 +471,10 @@ class _Builder:
             return
         if done.merges:
             value = self.merged(done)
-            if anchored is not None:
-                anchored.value = value
+        if done.tag is not None and self.local_tags is not None:
+            value = self.local_tags(done.tag, value)
+        if anchored is not None:
+            anchored.value = value
         self.add(value, done.line, done.start, end)
 
     def merged(self, done: _Open) -> dict[str, Any]:
@@ -473,6 +510,11 @@ def _copy(value: Any) -> Any:
     if type(value) is list:
         return [_copy(item) for item in value]
     return value
+
+
+def _is_local(tag: str | None) -> bool:
+    """``!name``: a local tag (not ``!``, the non-specific one, nor a ``!!`` one, which arrive resolved)."""
+    return tag is not None and len(tag) > 1 and tag[0] == "!"
 
 
 def _node_id(value: Any) -> str:
