@@ -218,7 +218,9 @@ class Daemon:
             refused = {name: problems for name, problems in result.problems.items() if name}
             self.invalid.update(refused)
             self.fetched_revision = checkout.revision
-            gone = self._gone(set(result.environments) | set(refused), recorded)
+            # A tree broken as a whole (no environments/ folder, a folder that cannot be an environment)
+            # says nothing about which environments left: none is retired on its word.
+            gone = [] if self.tree_problems else self._gone(set(result.environments) | set(refused), recorded)
         for name in gone:
             self.scheduler.add_job(self._retire, "date", args=[name, checkout.revision], id=f"retire:{name}", replace_existing=True)
         for name, problems in sorted(refused.items()):

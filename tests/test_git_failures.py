@@ -253,3 +253,20 @@ def test_folders_whose_names_cannot_be_environments_make_no_status_row_or_series
         if "environment" in sample.labels
     }
     assert labels == {"dev"}
+
+
+def test_a_tree_broken_as_a_whole_retires_no_environment(daemon, git_remote):
+    """A commit that moves environments/ away (or leaves it unusable) is refused; it does not say
+    that every environment left Git, so each stays at its last revision and keeps being reconciled."""
+    git_remote.tree.environment("dev")
+    git_remote.tree.write("environments/dev/alarms.yaml", alarm("api-5xx"))
+    first = git_remote.commit("dev")
+    d = daemon(LENSOPS_RESYNC_INTERVAL="1s")
+    d.wait_until(lambda: d.applied_revision("dev") == first)
+    shutil.move(git_remote.work / "environments", git_remote.work / "envs")
+    git_remote.commit("environments/ renamed by mistake")
+    d.wait_until(lambda: any("no environments/ folder" in p for p in d.status()["source"]["problems"]))
+    d.wait_passes("dev", 2)
+    dev = d.status()["environments"]["dev"]
+    assert dev["status"] != "removed" and d.applied_revision("dev") == first, dev
+    assert not any(e.get("event") == "environment_removed" for e in d.events())
