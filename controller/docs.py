@@ -458,10 +458,11 @@ def _envelope() -> list[str]:
         "attribute (`ref:Stack/network.outputs.VpcId`). A reference implies `dependsOn`.",
         "- **Durations** are seconds (`90`) or text: `30s`, `5m`, `1h`, `1h30m`.",
         "- **Overlays**: a manifest in `base/` is instantiated in every environment; one of the same Kind/name in "
-        "`environments/<env>/` replaces it, its `spec` deep-merged over the base one (maps merge, lists replace).",
+        "`environments/<env>/` replaces it, its `spec` deep-merged over the base one (maps merge, lists replace). "
+        "A problem in `base/` (a file that cannot be read, an unknown kind) refuses every environment.",
         "- **Symlinks** in the tree are followed only to files and folders inside the repository (and outside its "
         "`.git`): one that leads out of it, or a manifest's that leads nowhere, is a problem of the environment it "
-        "is in; so is a Stack's `template` reached through one.",
+        "is in (of every environment, in `base/`); so is a Stack's `template` reached through one.",
         "",
     ]
     return out
