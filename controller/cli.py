@@ -10,6 +10,7 @@ import argparse
 import json
 import os
 import sys
+import threading
 from typing import Any, Callable
 
 from controller import __version__, logs
@@ -189,9 +190,17 @@ def _reconcile(args: argparse.Namespace, settings: Any, execute: bool) -> int:
 
 
 def _progress_printer() -> Callable[[str], None]:
-    """Progress lines: coloured through rich on a terminal, plain lines otherwise."""
+    """Progress lines: coloured through rich on a terminal, plain lines otherwise. Resources are
+    written from several threads: each line goes out whole, in one write under a lock."""
     if not sys.stderr.isatty() or "NO_COLOR" in os.environ:
-        return lambda line: print(line, file=sys.stderr, flush=True)
+        lock = threading.Lock()
+
+        def plain(line: str) -> None:
+            with lock:
+                sys.stderr.write(line + "\n")
+                sys.stderr.flush()
+
+        return plain
     from rich.console import Console
 
     console = Console(stderr=True, highlight=False)

@@ -13,6 +13,8 @@ Every failure lensops handles is one of three kinds:
 
 from __future__ import annotations
 
+import http
+import re
 from dataclasses import dataclass
 
 import botocore.exceptions
@@ -108,7 +110,12 @@ def classify(exc: BaseException) -> LensopsError:
         code = str(err.get("Code", ""))
         message = str(err.get("Message", "")) or str(exc)
         status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
-        text = f"{code}: {message}" if code else message
+        if not code or code.isdigit() or code == "Unknown":
+            # botocore found no AWS error in the answer (a proxy's page): its status and first line of text
+            line = _first_line(str(err.get("Message", ""))) if code.isdigit() else ""
+            text = f"HTTP {status}: {line}" if line else f"HTTP {status} {_phrase(status)}: the answer is not an AWS error"
+        else:
+            text = f"{code}: {message}" if code else message
         if code in _THROTTLING or code in _TRANSIENT or status >= 500:
             return RetryableError(text)
         return PermanentError(text)
@@ -126,6 +133,22 @@ def classify(exc: BaseException) -> LensopsError:
     if isinstance(exc, (botocore.exceptions.NoCredentialsError, botocore.exceptions.ParamValidationError)):
         return PermanentError(f"{type(exc).__name__}: {exc}")
     return PermanentError(f"{type(exc).__name__}: {exc}")
+
+
+_MARKUP = re.compile(r"<\?.*?\?>|<!--.*?-->|<!DOCTYPE[^>]*>|<(script|style)\b.*?</\1>", re.S | re.I)
+
+
+def _first_line(body: str) -> str:
+    """The first line of text in an answer's body, markup left out: a proxy page's ``502 Bad Gateway``."""
+    text = re.sub(r"<[^>]*>", "\n", _MARKUP.sub(" ", body[:65536]))
+    return next((" ".join(line.split())[:200] for line in text.splitlines() if line.strip()), "")
+
+
+def _phrase(status: int) -> str:
+    try:
+        return http.HTTPStatus(status).phrase
+    except ValueError:
+        return ""
 
 
 def error_code(exc: BaseException) -> str:

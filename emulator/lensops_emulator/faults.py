@@ -21,8 +21,9 @@ from .wire import AwsError
 
 FAULT_KINDS: frozenset[str] = frozenset({"throttle", "5xx", "reset"})
 """The transient kinds: a plan's default, what botocore retries."""
-KNOWN_FAULT_KINDS: frozenset[str] = FAULT_KINDS | {"denied"}
-"""Every kind a plan may name: the transient ones, and ``denied`` (a permanent error, never retried)."""
+KNOWN_FAULT_KINDS: frozenset[str] = FAULT_KINDS | {"denied", "gateway"}
+"""Every kind a plan may name: the transient ones, ``denied`` (a permanent error, never retried) and
+``gateway`` (an HTML page in place of AWS's answer)."""
 
 THROTTLING = AwsError(400, "Throttling", "ThrottlingException", "Rate exceeded", sender_fault=True)
 INTERNAL_FAILURE = AwsError(
@@ -55,8 +56,10 @@ def access_denied(service: str) -> AwsError:
 
 RESET = "reset"
 """The decision to close the connection without answering."""
+GATEWAY = "gateway"
+"""The decision to answer as a proxy in front of AWS does when AWS is away: HTTP 502 and an HTML page."""
 
-Fault = AwsError | Literal["reset"]
+Fault = AwsError | Literal["reset", "gateway"]
 
 
 @dataclass(frozen=True)
@@ -67,7 +70,8 @@ class FaultPlan:
     evenly from ``kinds``: ``throttle`` (HTTP 400 Throttling), ``5xx``
     (HTTP 500 InternalFailure or 503 ServiceUnavailable), ``reset`` (the
     connection closes without an answer), ``denied`` (HTTP 403 AccessDenied:
-    a permanent error, not in the default kinds). ``services`` limits ``error_rate``
+    a permanent error, not in the default kinds), ``gateway`` (HTTP 502 with an
+    HTML page, as a proxy answers: not in the default kinds). ``services`` limits ``error_rate``
     and ``latency_ms`` to those boto3 client names (None: every service).
     ``latency_ms`` delays each of those requests. Services in ``down`` answer
     every request with 503, whatever ``services`` says. ``seed`` seeds the draws.
@@ -138,6 +142,8 @@ class FaultInjector:
                 return self._random.choice((INTERNAL_FAILURE, SERVICE_UNAVAILABLE))
             if kind == "denied":
                 return access_denied(service)
+            if kind == "gateway":
+                return GATEWAY
             return RESET
 
 

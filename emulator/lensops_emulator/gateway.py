@@ -20,7 +20,7 @@ from moto.core.responses import BaseResponse
 
 from . import backup, budgets, cloudformation, cloudwatch, lambda_, logs, tagging
 from .dispatch import routing_table, serve
-from .faults import RESET, FaultInjector, FaultPlan
+from .faults import GATEWAY, RESET, FaultInjector, FaultPlan
 from .wire import AwsCall, AwsError, error_response, identify
 
 ADDITIONS = (
@@ -87,12 +87,26 @@ class Gateway:
         fault = self._faults.draw(call.service)
         if fault == RESET:
             _drop_connection(environ, call)
+        if fault == GATEWAY:
+            return _gateway_page(environ, start_response)
         if isinstance(fault, AwsError):
             return error_response(call, fault)(environ, start_response)
         handler = self._routes.get((call.service, call.operation))
         if handler is not None:
             return serve(handler, environ, start_response)
         return self._moto_app(environ, start_response)
+
+
+_GATEWAY_PAGE = b"""<?xml version="1.0" encoding="UTF-8"?>
+<!DOCTYPE html PUBLIC "-//W3C//DTD XHTML 1.0 Strict//EN" "http://www.w3.org/TR/xhtml1/DTD/xhtml1-strict.dtd">
+<html><head><title>502 Bad Gateway</title></head>
+<body><h1>502 Bad Gateway</h1><p>The upstream server did not answer.</p></body></html>
+"""
+
+
+def _gateway_page(environ: dict[str, Any], start_response: Any) -> Any:
+    start_response("502 Bad Gateway", [("Content-Type", "text/html"), ("Content-Length", str(len(_GATEWAY_PAGE)))])
+    return [_GATEWAY_PAGE]
 
 
 def _drop_connection(environ: dict[str, Any], call: AwsCall) -> NoReturn:
