@@ -51,6 +51,46 @@ def make_repo(workdir: Path) -> Path:
     return repo
 
 
+def _lensops_command() -> str:
+    """How to run this lensops from the project's folder: ``.venv/bin/lensops`` there, else its full path."""
+    exe = Path(sys.executable).with_name("lensops")
+    try:
+        return str(exe.relative_to(Path.cwd()))
+    except ValueError:
+        return str(exe)
+
+
+def banner(aws_url: str, region: str, repo: Path, state_url: str, settings: Settings) -> str:
+    """What the demo prints at start: where everything is, a change to try, and one block to paste
+    in another terminal of the project's folder for the command line against the demo."""
+    host, port = settings.http_host_port
+    bearer = ' -H "Authorization: Bearer $LENSOPS_API_TOKEN"' if settings.api_token else ""
+    lensops = _lensops_command()
+    return f"""
+lensops demo
+  AWS emulator   {aws_url}   (account 123456789012, region {region})
+  Git repository {repo}
+  state store    {state_url}
+  metrics        http://{host}:{port}/metrics
+  status         http://{host}:{port}/api/v1/status
+
+The daemon applies each commit of the repository, and each saved change as
+<commit>-dirty (status and history show it so). Try one:
+  cd {repo}
+  sed -i 's/lambdaErrorsPerMinute: 10/lambdaErrorsPerMinute: 9/' environments/dev/environment.yaml
+  git commit -am "lower the dev Lambda error threshold"
+
+The command line against the demo's AWS and state store (another terminal, in the project's folder):
+  export AWS_ENDPOINT_URL={aws_url} AWS_ACCESS_KEY_ID=demo AWS_SECRET_ACCESS_KEY=demo AWS_DEFAULT_REGION={region} LENSOPS_STATE_URL={state_url}
+  {lensops} status
+  {lensops} history
+  {lensops} plan --repo {repo} --env dev
+  curl -s{bearer} http://{host}:{port}/api/v1/status | python3 -m json.tool | head -40
+
+Ctrl-C stops the demo.
+"""
+
+
 def run_demo(settings: Settings) -> int:
     """Start the emulator, seed it, make the repo and run the daemon until Ctrl-C."""
     try:
@@ -87,29 +127,7 @@ def run_demo(settings: Settings) -> int:
             "resync_interval": min(settings.resync_interval, 60),
         }
     )
-    host, port_ = demo_settings.http_host_port
-    bearer = ' -H "Authorization: Bearer $LENSOPS_API_TOKEN"' if demo_settings.api_token else ""
-    print(
-        f"""
-lensops demo
-  AWS emulator   {emulator.url}   (account 123456789012, region {REGION})
-  Git repository {repo}
-  state store    {workdir}/state.db
-  metrics        http://{host}:{port_}/metrics
-  status         http://{host}:{port_}/api/v1/status
-
-Try a change (the daemon watches the folder and applies each commit):
-  cd {repo}
-  sed -i 's/lambdaErrorsPerMinute: 10/lambdaErrorsPerMinute: 9/' environments/dev/environment.yaml
-  git commit -am "raise the dev Lambda error threshold"
-  curl -s{bearer} http://{host}:{port_}/api/v1/status | python3 -m json.tool | head -40
-  AWS_ENDPOINT_URL={emulator.url} LENSOPS_STATE_URL=sqlite:///{workdir}/state.db lensops status
-
-Ctrl-C stops the demo.
-""",
-        file=sys.stderr,
-        flush=True,
-    )
+    print(banner(emulator.url, REGION, repo, f"sqlite:///{workdir}/state.db", demo_settings), file=sys.stderr, flush=True)
     try:
         return run_daemon(demo_settings)
     finally:

@@ -11,6 +11,12 @@ from controller.diff import Change
 KNOWN_AFTER_APPLY = "(known after apply)"
 
 
+
+def short_revision(revision: str) -> str:
+    """A revision as people read it: the commit's first 12 characters, and ``-dirty`` when the
+    working copy had unsaved changes (the demo applies every save)."""
+    return revision[:12] + ("-dirty" if revision.endswith("-dirty") and len(revision) > 18 else "")
+
 class Action(StrEnum):
     """What a pass does to one resource."""
 

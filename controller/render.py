@@ -15,7 +15,7 @@ import sys
 from typing import Any
 
 from controller.diff import Change
-from controller.plan import Plan, ResourcePlan
+from controller.plan import Plan, ResourcePlan, short_revision
 
 _SYMBOL = {"create": "+", "update": "~", "delete": "-", "noop": " "}
 _COLOUR = {"create": "32", "update": "33", "delete": "31", "failed": "31;1", "held": "36"}
@@ -89,7 +89,7 @@ def summary_line(plan: Plan) -> str:
 
 def plan_text(plan: Plan, colour: bool = False) -> str:
     """A plan as terraform users expect to read it."""
-    lines = [f"Environment {plan.environment} (revision {plan.revision[:12] or 'unknown'})"]
+    lines = [f"Environment {plan.environment} (revision {short_revision(plan.revision) or 'unknown'})"]
     for rp in plan.resources:
         lines.extend(resource_lines(rp, colour))
     for error in plan.errors:

@@ -44,6 +44,7 @@ from typing import Any, Callable, Protocol
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from controller import logs, metrics
+from controller.errors import UsageError
 
 log = logs.get("lensops.http")
 
@@ -308,7 +309,10 @@ class Server:
         self.bodies = _Recent(MAX_DELIVERIES, REPLAY_WINDOW_SECONDS)
         self.lock = threading.Lock()
         self.connections = _Connections(limits or Limits())
-        self.httpd = _HTTPServer((host, port), _make_handler(self), self.connections)
+        try:
+            self.httpd = _HTTPServer((host, port), _make_handler(self), self.connections)
+        except OSError as exc:  # the port is taken (another daemon, the demo twice) or not ours to take
+            raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror}; set LENSOPS_HTTP_ADDR to a free address, for example 127.0.0.1:8081") from None
         self.thread = threading.Thread(target=self.httpd.serve_forever, name="lensops-http", daemon=True)
 
     @property

@@ -8,6 +8,7 @@ from typing import Any
 
 from controller.engine import BAKE_KEY, LAST_PASS_KEY
 from controller.manifests.model import ANNOTATION_SUSPEND
+from controller.plan import short_revision
 from controller.policy import HOLD_KEY
 from controller.state import StateStore
 from runbooks.executor import runbook_runs
@@ -84,7 +85,7 @@ def status_text(doc: dict[str, Any]) -> str:
     for name, env in doc["environments"].items():
         c = env.get("counts", {})
         counts = (c.get("total", 0), c.get("synced", 0), c.get("drifted", 0), c.get("failed", 0), c.get("suspended", 0))
-        rows.append((name, env.get("status", "-"), (env.get("appliedRevision") or "-")[:12], _age(env.get("lastSyncAgeSeconds")), *map(str, counts)))
+        rows.append((name, env.get("status", "-"), short_revision(env.get("appliedRevision") or "-"), _age(env.get("lastSyncAgeSeconds")), *map(str, counts)))
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in rows]
     for name, env in doc["environments"].items():
@@ -157,7 +158,7 @@ def history_text(doc: dict[str, Any]) -> str:
     for r in doc["revisions"]:
         put_back = " (put back)" if r["result"] == "rolled_back" else ""
         lines.append(
-            f"{r['startedAt']:<21} {r['environment']:<12} {r['revision'][:12]:<13} {r['trigger'][:9]:<9} {r['result']:<12} "
+            f"{r['startedAt']:<21} {r['environment']:<12} {short_revision(r['revision']):<13} {r['trigger'][:9]:<9} {r['result']:<12} "
             f"{str(len(r['changes'])) + put_back:<8} {r['message'][:100]}".rstrip()
         )
     return "\n".join(lines)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -50,7 +51,36 @@ def test_demo_applies_the_econlens_estate_and_serves_status(tmp_path):
         assert b"lensops_revision_info" in _get(f"http://127.0.0.1:{port}/metrics")[1]
         printed = (tmp_path / "demo.log").read_text()
         assert f"http://127.0.0.1:{port}/metrics" in printed and "git commit" in printed
+        _the_banners_block_works(printed, env, dev["appliedRevision"])
     finally:
         demo.send_signal(signal.SIGTERM)
         assert demo.wait(40) == 0
         log.close()
+
+
+def _the_banners_block_works(printed: str, env: dict[str, str], revision: str) -> None:
+    """The banner's block, pasted in another terminal of the project's folder, reads the demo's
+    store and AWS: status shows dev at its revision, and plan finds dev in sync (exit 0)."""
+    export = next(line.strip() for line in printed.splitlines() if line.strip().startswith("export AWS_ENDPOINT_URL="))
+    commands = [line.strip() for line in printed.splitlines() if line.strip().startswith(".venv/bin/lensops ")]
+    assert {c.split()[1] for c in commands} >= {"status", "history", "plan"}, commands
+    shell_env = {k: v for k, v in env.items() if not k.startswith(("AWS_", "LENSOPS_"))}
+    for command in commands:
+        done = subprocess.run(["bash", "-c", f"{export} && {command}"], cwd=ROOT, env=shell_env, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, f"{command}: {done.returncode}\n{done.stdout}\n{done.stderr}"
+        if command.split()[1] == "status":
+            assert revision[:12] in done.stdout, done.stdout
+
+
+def test_a_busy_port_says_which_setting_to_change(tmp_path, tree):
+    tree.environment("dev")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        address = f"127.0.0.1:{taken.getsockname()[1]}"
+        env = {**os.environ, "LENSOPS_HTTP_ADDR": address, "LENSOPS_REPO_URL": str(tree.root)}
+        exe = Path(sys.executable).with_name("lensops")
+        done = subprocess.run([str(exe), "run"], env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1, done.stderr
+    assert f"lensops: cannot listen on {address}: Address already in use; set LENSOPS_HTTP_ADDR" in done.stderr, done.stderr
+    assert "internal error" not in done.stderr and "Traceback" not in done.stderr

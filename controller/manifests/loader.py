@@ -168,7 +168,7 @@ class _Loader:
             return self.result
         env_root, why = self.folder("environments")
         if env_root is None:
-            self.problem("", "environments", 0, "", why or "no environments/ folder: see the layout in CONTRACT.md section 1")
+            self.problem("", "environments", 0, "", why or "no environments/ folder: see the layout in docs/reference.md section 1")
             return self.result
         envs = self.environment_folders(env_root)
         if self.only is not None:
