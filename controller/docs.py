@@ -88,7 +88,9 @@ NOTES: dict[tuple[str, str], str] = {
     ),
     ("Environment", "vars"): "Values of the `{{ vars.<key> }}` placeholders in this environment's manifests.",
     ("Environment", "sync.prune"): (
-        "Delete what lensops owns and Git no longer has. Off: such resources are reported as `orphan`."
+        "Delete what lensops owns and Git no longer has. Off: such resources are reported as `orphan` "
+        "(in the plan, and counted in `lensops status`). What lensops owns includes what it began to "
+        "create and never recorded, found by its ownership tags (a Stack whose first creation rolled back)."
     ),
     ("Environment", "sync.selfHeal"): (
         "At each resync, revert drift of the applied revision. Off: drift is reported only."
@@ -123,6 +125,15 @@ NOTES: dict[tuple[str, str], str] = {
         "SNS topic ARN or `ref:Topic/<name>`: failures, rollbacks and runbook results are published to it."
     ),
     ("Environment", "notifications.webhookUrl"): "A Slack-compatible incoming webhook, sent the same messages.",
+    ("Environment", "templateBucket"): (
+        "An S3 bucket in the environment's region, for `Stack` templates over the 51,200 bytes CloudFormation "
+        "takes inline: apply uploads each under `lensops/templates/<sha256>.json|yaml` (once; an object already "
+        "under its key is used as it is) and passes its URL (`https://<bucket>.s3.<region>.amazonaws.com/<key>`). "
+        "lensops does not create the bucket; a plan never writes to it. A name without dots (the URL is HTTPS). "
+        "`lensops iam-policy` grants `s3:GetObject` and `s3:PutObject` on `lensops/templates/*` of the bucket "
+        "and `s3:ListBucket` on it (a missing object then answers 404, not 403); CloudFormation reads the object "
+        "with lensops's credentials. Without it, a Stack whose template is larger fails, in plan as in apply."
+    ),
     # RunbookRun
     ("RunbookRun", "runbook"): "One of the runbooks listed below.",
     ("RunbookRun", "parameters"): "The runbook's parameters (below); unknown and missing required ones are errors.",

@@ -90,6 +90,9 @@ class Context:
     """The health gate when ``rollback: auto``; empty otherwise, and while rolling back."""
     reads: ReadCache = field(default_factory=ReadCache)
     """Reads kept across passes under their change markers (the engine's, for the daemon's life)."""
+    settings: dict[str, Any] = field(default_factory=dict)
+    """The Environment's spec as data (its JSON shape): settings a kind reads beyond the region and
+    account (a bucket the environment names for the kind's use)."""
     _once: dict[str, Any] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _key_locks: dict[str, threading.Lock] = field(default_factory=dict)
@@ -177,6 +180,16 @@ class Live:
         return cls(physical, state, arn, attrs or {}, tags.get(OWNER_ID_TAG), tags.get(OWNER_ENV_TAG), extra or {})
 
 
+@dataclass(frozen=True)
+class Leftover:
+    """A resource ``observe`` came across that carries this environment's ownership tags
+    (``live.owner`` is its ``Kind/name``) but that lensops may never have recorded: a creation
+    that failed before its result could be recorded. ``why`` says what it is, for the plan."""
+
+    live: Live
+    why: str
+
+
 class Reconciler:
     """Base of every reconciler; subclasses set the class attributes and methods.
 
@@ -213,6 +226,19 @@ class Reconciler:
     def observe(self, physicals: list[str]) -> dict[str, Live]:
         """Read every named resource in as few calls as the API allows; absent ones are left out."""
         raise NotImplementedError
+
+    def unread(self) -> dict[str, Exception]:
+        """After ``observe``: the resources it could not read (physical name -> why), left out of
+        its answer. The engine fails each of them alone (``observe: ...``) where a failure of
+        ``observe`` itself fails every resource of the kind. None by default."""
+        return {}
+
+    def leftovers(self) -> list[Leftover]:
+        """After ``observe``: resources it read (no extra call) whose ownership tags name this
+        environment and that lensops may never have recorded (a Stack whose first creation rolled
+        back). The engine reports those no manifest wants as orphans and prunes them as it prunes
+        what it recorded. None by default."""
+        return []
 
     def desired_state(self, desired: Desired) -> dict[str, Any]:
         """The normalised desired state, in the shape ``observe`` gives ``Live.state``."""
@@ -262,6 +288,12 @@ class Reconciler:
     def rollout_interval(self, desired: Desired) -> float:
         """Seconds between two rollout steps."""
         return 0.0
+
+    @classmethod
+    def iam_scoped(cls, settings: dict[str, Any]) -> dict[str, tuple[str, ...]]:
+        """IAM actions on resources that the Environment's settings (its spec as data) name, by
+        resource ARN: ``lensops iam-policy`` grants them on those resources only. None by default."""
+        return {}
 
     @classmethod
     def gate_alarms(cls, spec: dict[str, Any]) -> list[str]:

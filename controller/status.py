@@ -32,6 +32,7 @@ def status_document(store: StateStore, envs: list[str] | None = None) -> dict[st
             "drifted": len(last_pass.get("drifted", [])),
             "failed": sum(1 for r in resources.values() if r.health == "degraded"),
             "suspended": sum(1 for r in resources.values() if r.annotations.get(ANNOTATION_SUSPEND, "").lower() == "true"),
+            "orphans": len(last_pass.get("orphans", [])),
         }
         gate = record.data.get(BAKE_KEY) or {}
         out["environments"][record.environment] = {
@@ -80,11 +81,11 @@ def status_text(doc: dict[str, Any]) -> str:
     """A table per environment, then what needs a look: errors, drift, rollouts, runbooks."""
     if not doc["environments"]:
         return "No environment has been reconciled yet."
-    header = ("ENVIRONMENT", "STATUS", "REVISION", "AGE", "RESOURCES", "SYNCED", "DRIFTED", "FAILED", "SUSPENDED")
+    header = ("ENVIRONMENT", "STATUS", "REVISION", "AGE", "RESOURCES", "SYNCED", "DRIFTED", "FAILED", "SUSPENDED", "ORPHANS")
     rows = [header]
     for name, env in doc["environments"].items():
         c = env.get("counts", {})
-        counts = (c.get("total", 0), c.get("synced", 0), c.get("drifted", 0), c.get("failed", 0), c.get("suspended", 0))
+        counts = (c.get("total", 0), c.get("synced", 0), c.get("drifted", 0), c.get("failed", 0), c.get("suspended", 0), c.get("orphans", 0))
         rows.append((name, env.get("status", "-"), short_revision(env.get("appliedRevision") or "-"), _age(env.get("lastSyncAgeSeconds")), *map(str, counts)))
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in rows]
@@ -102,6 +103,8 @@ def status_text(doc: dict[str, Any]) -> str:
             details.append(f"rollout {rollout['resource']}: step {rollout['step']} of {rollout['steps']} since {rollout['stepStartedAt']}")
         for ident in env.get("lastPass", {}).get("drifted", []):
             details.append(f"drifted: {ident}")
+        for orphan in env.get("lastPass", {}).get("orphans", []):
+            details.append(f"orphan: {orphan}")
         for r in env.get("resources", []):
             if r["health"] == "degraded":
                 details.append(f"failed: {r['kind']}/{r['name']}: {r['message']}".rstrip(": "))

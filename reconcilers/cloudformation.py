@@ -24,7 +24,10 @@ or ``DetectStackDrift`` per stack. A stack that differs adds the preview
 (``CreateChangeSet`` + ``DescribeChangeSet`` + ``DeleteChangeSet``) to plan and
 apply alike (the reconciler is not told which it serves); apply then adds
 ``CreateChangeSet`` + ``DescribeChangeSet`` + ``ExecuteChangeSet`` and one
-``DescribeStacks`` per re-check until the stack settles.
+``DescribeStacks`` per re-check until the stack settles. When the listing
+fails, one ``DescribeStacks`` per stack replaces it. A template over the
+inline limit adds, where a change set is made for it, one S3 ``HeadObject``
+per pass and, in apply only, one ``PutObject`` the first time it is seen.
 """
 
 from __future__ import annotations
@@ -33,9 +36,10 @@ import hashlib
 import json
 import threading
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, TypeVar
 
 import botocore.exceptions
 import botocore.parsers
@@ -44,12 +48,12 @@ from pydantic import Field
 from controller import logs
 from controller.apishape import map_to_tags, tags_to_map
 from controller.diff import Change, diff
-from controller.errors import PermanentError, error_code
+from controller.errors import PermanentError, classify, error_code
 from controller.manifests.types import Spec
 from controller.manifests.yamlsafe import MAX_DEPTH, MAX_FILE_BYTES, MAX_NODES, YamlProblem, load_documents
 from controller.plan import KNOWN_AFTER_APPLY
 from controller.sensitive import is_sealed, seal
-from controller.kinds import OWNER_ENV_TAG, OWNER_ID_TAG, Context, Desired, Live, Reconciler
+from controller.kinds import OWNER_ENV_TAG, OWNER_ID_TAG, Context, Desired, Leftover, Live, Reconciler
 from reconcilers.listing import Listing
 
 log = logs.get("lensops.reconcilers.cloudformation")
@@ -62,6 +66,8 @@ Capability = Literal["CAPABILITY_IAM", "CAPABILITY_NAMED_IAM", "CAPABILITY_AUTO_
 
 TEMPLATE_BODY_LIMIT = 51_200
 """Bytes CloudFormation accepts in ``TemplateBody`` (larger templates need ``TemplateURL`` in S3)."""
+TEMPLATE_PREFIX = "lensops/templates/"
+"""Where in the Environment's ``templateBucket`` large templates go, each under its content's SHA-256."""
 
 READY = frozenset(
     {"CREATE_COMPLETE", "UPDATE_COMPLETE", "UPDATE_ROLLBACK_COMPLETE", "IMPORT_COMPLETE", "IMPORT_ROLLBACK_COMPLETE"}
@@ -291,6 +297,56 @@ def _attrs(stack: dict[str, Any]) -> dict[str, Any]:
     return attrs
 
 
+def template_key(text: str) -> str:
+    """The object key of a large template: content-addressed, so a template is uploaded once."""
+    try:
+        json.loads(text)
+        suffix = "json"
+    except ValueError:
+        suffix = "yaml"
+    return f"{TEMPLATE_PREFIX}{hashlib.sha256(text.encode()).hexdigest()}.{suffix}"
+
+
+def _s3_domain(region: str) -> tuple[str, str]:
+    """(ARN partition, S3 endpoint domain) of a region."""
+    if region.startswith("cn-"):
+        return "aws-cn", "amazonaws.com.cn"
+    if region.startswith("us-gov-"):
+        return "aws-us-gov", "amazonaws.com"
+    return "aws", "amazonaws.com"
+
+
+def template_url(bucket: str, region: str, key: str) -> str:
+    """The bucket's regional virtual-hosted URL of ``key``, as CloudFormation's ``TemplateURL`` takes it (https only)."""
+    return f"https://{bucket}.s3.{region}.{_s3_domain(region)[1]}/{key}"
+
+
+class _NotUploaded(Exception):
+    """While planning: a large template's object is not in the bucket yet (apply uploads it)."""
+
+
+T = TypeVar("T")
+
+
+def _each(ctx: Context, read: Callable[[str], T | None], names: list[str]) -> tuple[dict[str, T], dict[str, Exception]]:
+    """``read`` of every name concurrently (``Context.map``): what each gave (None: nothing), and what each that failed raised."""
+
+    def attempt(name: str) -> tuple[T | None, Exception | None]:
+        try:
+            return read(name), None
+        except Exception as exc:  # kept per name: one stack that cannot be read fails alone
+            return None, exc
+
+    done: dict[str, T] = {}
+    failed: dict[str, Exception] = {}
+    for name, (value, error) in zip(names, ctx.map(attempt, names), strict=True):
+        if error is not None:
+            failed[name] = error
+        elif value is not None:
+            done[name] = value
+    return done, failed
+
+
 _NO_DRIFT_API: set[str] = set()
 _NO_DRIFT_LOCK = threading.Lock()
 
@@ -302,6 +358,21 @@ class StackReconciler(Reconciler):
     change set that it creates and deletes at once: a role that only plans needs
     `cloudformation:CreateChangeSet` and `cloudformation:DeleteChangeSet` too (and `iam:PassRole` with
     `roleARN`).
+
+    A template over 51,200 bytes (CloudFormation's limit for a template sent inline) goes through the
+    Environment's `templateBucket`: apply uploads it to `lensops/templates/<sha256>.json|yaml` (once: an
+    object already under its key is used as it is) and passes its URL, `https://<bucket>.s3.<region>.amazonaws.com/<key>`.
+    Without `templateBucket` such a stack fails, in plan as in apply. A plan writes nothing to S3: it previews
+    a large template's change set only when the object is in the bucket already; otherwise it shows the
+    template's and parameters' differences and says that no change set was previewed.
+
+    When the one `DescribeStacks` listing of a pass fails (throttled, denied, an answer that does not parse),
+    each stack is read on its own, so that a stack that cannot be read fails alone. A stack whose first
+    creation failed (`ROLLBACK_COMPLETE`, `CREATE_FAILED`) or never ran (`REVIEW_IN_PROGRESS`), tagged as
+    this environment's by lensops and no longer in Git, is an orphan even if lensops never recorded it:
+    reported as one, and deleted when `sync.prune` is on (within the mass-prune guard). lensops finds it in
+    the pass's listing when the environment has other stacks, or from its own unfinished creation in the
+    state store.
     """
 
     kind = "Stack"
@@ -334,6 +405,20 @@ class StackReconciler(Reconciler):
         "cloudformation:UpdateTerminationProtection",
         "cloudformation:ContinueUpdateRollback",
     )
+
+    @classmethod
+    def iam_scoped(cls, settings: dict[str, Any]) -> dict[str, tuple[str, ...]]:
+        """With a ``templateBucket``: large templates' objects are read (HeadObject, and CloudFormation
+        reads the TemplateURL with lensops's credentials) and written under ``TEMPLATE_PREFIX`` only;
+        ``s3:ListBucket`` lets a missing object answer 404 rather than 403."""
+        bucket = settings.get("templateBucket")
+        if not bucket:
+            return {}
+        partition = _s3_domain(str(settings.get("region", "")))[0]
+        return {
+            f"arn:{partition}:s3:::{bucket}": ("s3:ListBucket",),
+            f"arn:{partition}:s3:::{bucket}/{TEMPLATE_PREFIX}*": ("s3:GetObject", "s3:PutObject"),
+        }
 
     example = """\
 apiVersion: lensops.io/v1
@@ -382,6 +467,12 @@ Outputs:
         """Stack name -> (digest of the change-set fields, template text) of this pass's desired state."""
         self._previews: dict[tuple[str, str], list[str] | None] = {}
         """(stack name, digest) -> a change set's entries, kept for the pass (the drift check asks again)."""
+        self._objects: dict[str, bool] = {}
+        """Large templates' object keys -> whether the object is in the bucket, as this pass found or made it."""
+        self._seen: dict[str, dict[str, Any]] = {}
+        """Every stack this pass read, by name: the listing's, or the per-stack reads' when it failed."""
+        self._unread: dict[str, Exception] = {}
+        """Stacks that could not be read this pass, and why."""
 
     @property
     def _client(self) -> Any:
@@ -389,16 +480,50 @@ Outputs:
 
     # --- observe ---------------------------------------------------------
 
-    def _stacks(self) -> dict[str, dict[str, Any]]:
-        """Every stack of the region by name, one paginated listing per pass."""
-        return STACKS.read(self.ctx)
+    def _stacks(self, physicals: list[str]) -> dict[str, dict[str, Any]]:
+        """The named stacks that exist, by name: from the pass's one listing of every stack of the
+        region or, when the listing fails (throttled past the retries, denied, an answer that does
+        not parse), from one ``DescribeStacks`` per name, so that a stack that cannot be read fails
+        alone (``unread``)."""
+        try:
+            self._seen = STACKS.read(self.ctx)
+        except Exception as exc:  # any failure of the listing: read the stacks one by one instead
+            log.warning(
+                "stack_listing_failed",
+                environment=self.ctx.environment,
+                error=str(classify(exc))[:300],
+                fallback="one DescribeStacks per stack",
+            )
+            found, failed = _each(self.ctx, self._describe, physicals)
+            self._seen, self._unread = found, {**self._unread, **failed}
+        return {name: self._seen[name] for name in physicals if name in self._seen}
 
     def observe(self, physicals: list[str]) -> dict[str, Live]:
         if not physicals:
             return {}
-        stacks = self._stacks()
-        present = [name for name in physicals if name in stacks]
-        return dict(zip(present, self.ctx.map(lambda name: self._live(stacks[name]), present), strict=True))
+        stacks = self._stacks(physicals)
+        lives, failed = _each(self.ctx, lambda name: self._live(stacks[name]), list(stacks))
+        self._unread.update(failed)
+        return lives
+
+    def unread(self) -> dict[str, Exception]:
+        return dict(self._unread)
+
+    def leftovers(self) -> list[Leftover]:
+        """Stacks of this environment (by their ownership tags) whose first creation failed or was
+        never executed: lensops made them, and may never have recorded them."""
+        found: list[Leftover] = []
+        for stack in self._seen.values():
+            status = stack["StackStatus"]
+            tags = tags_to_map(stack.get("Tags"))
+            owner = tags.get(OWNER_ID_TAG, "")
+            if status not in RECREATE or tags.get(OWNER_ENV_TAG) != self.ctx.environment or not owner.startswith(f"{self.kind}/"):
+                continue
+            state = {"stackStatus": status, "terminationProtection": bool(stack.get("EnableTerminationProtection"))}
+            live = Live.tagged(stack["StackName"], state, tags, arn=stack["StackId"], extra={"status": status})
+            why = "creation never executed" if status == "REVIEW_IN_PROGRESS" else "creation failed"
+            found.append(Leftover(live, f"{why}, {status}"))
+        return found
 
     def _live(self, stack: dict[str, Any], drift: bool = True) -> Live:
         status = stack["StackStatus"]
@@ -485,6 +610,8 @@ Outputs:
     def desired_state(self, desired: Desired) -> dict[str, Any]:
         spec = desired.spec
         text = template_text(spec)
+        if len(text.encode()) > TEMPLATE_BODY_LIMIT:
+            self._bucket(len(text.encode()))  # without one, the stack fails in plan as in apply
         template = parse_template(text, _template_source(spec))
         parameters = _parameters(spec.get("parameters") or {}, template, with_defaults=True)
         parameters, plain = _seal_parameters(desired.physical, parameters, _no_echo(template))
@@ -558,7 +685,10 @@ Outputs:
     def _preview(self, live: Live, state: dict[str, Any], text: str, unchanged: frozenset[str]) -> list[str] | None:
         """The entries of a change set made and deleted at once; None when it would change nothing."""
         client = self._client
-        params = self._stack_params(live.physical, state, text, unchanged)
+        try:
+            params = self._stack_params(live.physical, state, text, unchanged, upload=False)
+        except _NotUploaded as missing:
+            return [f"(no change set previewed: the template is not in {missing} yet; apply uploads it)"]
         try:
             made = client.create_change_set(**params, ChangeSetName=_change_set_name("plan"), ChangeSetType="UPDATE")
         except botocore.exceptions.ClientError as exc:
@@ -683,10 +813,13 @@ Outputs:
             "MonitoringTimeInMinutes": minutes,
         }
 
-    def _stack_params(self, physical: str, state: dict[str, Any], text: str, unchanged: frozenset[str]) -> dict[str, Any]:
+    def _stack_params(
+        self, physical: str, state: dict[str, Any], text: str, unchanged: frozenset[str], upload: bool = True
+    ) -> dict[str, Any]:
         """CreateChangeSet's parameters for ``state``. A sealed NoEcho value is sent as this pass read
         it from the manifest, or left as it is (``UsePreviousValue``) when it is ``unchanged`` since
-        lensops applied it; any other is refused: lensops keeps only its seal."""
+        lensops applied it; any other is refused: lensops keeps only its seal. A template over
+        ``TEMPLATE_BODY_LIMIT`` goes as ``TemplateURL`` (``_template_param``; ``upload``: it may be put in the bucket)."""
         masked = sorted(k for k, v in state["parameters"].items() if v == NO_ECHO_MASK)
         if masked:
             raise PermanentError(
@@ -699,11 +832,9 @@ Outputs:
                 f"NoEcho parameter(s) {', '.join(lost)}: lensops keeps only a digest of their value, and it changed since, "
                 "so the stack cannot be put back to it; set them by hand or commit the value again"
             )
-        if len(text.encode()) > TEMPLATE_BODY_LIMIT:
-            raise PermanentError(f"template is over {TEMPLATE_BODY_LIMIT} bytes: TemplateURL (S3) is not supported yet")
         params: dict[str, Any] = {
             "StackName": physical,
-            "TemplateBody": text,
+            **self._template_param(text, upload),
             "Parameters": [self._parameter(k, v) for k, v in sorted(state["parameters"].items())],
             "Capabilities": state["capabilities"],
             "Tags": map_to_tags(state["tags"]),
@@ -712,6 +843,53 @@ Outputs:
         if state.get("roleARN"):
             params["RoleARN"] = state["roleARN"]
         return params
+
+    def _bucket(self, size: int) -> str:
+        """The Environment's ``templateBucket``, for a template of ``size`` bytes; an error naming the setting without one."""
+        bucket = self.ctx.settings.get("templateBucket")
+        if not bucket:
+            raise PermanentError(
+                f"template is {size} bytes, over the {TEMPLATE_BODY_LIMIT} CloudFormation takes inline: set the Environment's "
+                "spec.templateBucket to an S3 bucket of its region, where lensops uploads large templates"
+            )
+        return str(bucket)
+
+    def _template_param(self, text: str, upload: bool) -> dict[str, str]:
+        """``TemplateBody``; or, over the limit, ``TemplateURL`` of the template's object in the
+        Environment's ``templateBucket``. The key is the content's digest, so an object already
+        there (``HeadObject``) is used as it is, and only a new template is uploaded (``PutObject``,
+        only when ``upload``: a plan's preview never writes, and raises ``_NotUploaded`` instead)."""
+        raw = text.encode()
+        if len(raw) <= TEMPLATE_BODY_LIMIT:
+            return {"TemplateBody": text}
+        bucket, key = self._bucket(len(raw)), template_key(text)
+        if key not in self._objects:
+            self._objects[key] = self._object_exists(bucket, key)
+        if not self._objects[key]:
+            if not upload:
+                raise _NotUploaded(f"s3://{bucket}/{key}")
+            content = "application/json" if key.endswith(".json") else "text/yaml"
+            self.ctx.client("s3").put_object(Bucket=bucket, Key=key, Body=raw, ContentType=content)
+            self._objects[key] = True
+            log.info("stack_template_uploaded", environment=self.ctx.environment, bucket=bucket, key=key, size=len(raw))
+        return {"TemplateURL": template_url(bucket, self.ctx.region, key)}
+
+    def _object_exists(self, bucket: str, key: str) -> bool:
+        """Whether ``key`` is in ``bucket`` (HeadObject: IAM's ``s3:GetObject``; a missing key answers
+        404 only with ``s3:ListBucket`` on the bucket, else 403)."""
+        try:
+            self.ctx.client("s3").head_object(Bucket=bucket, Key=key)
+        except botocore.exceptions.ClientError as exc:
+            status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
+            if status == 404 or error_code(exc) in ("404", "NoSuchKey", "NotFound"):
+                return False
+            if status == 403:
+                raise PermanentError(
+                    f"templateBucket {bucket}: HeadObject {key} was refused (403): lensops needs s3:GetObject on "
+                    f"{TEMPLATE_PREFIX}* and s3:ListBucket on the bucket (lensops iam-policy)"
+                ) from None
+            raise
+        return True
 
     def _parameter(self, key: str, value: str) -> dict[str, Any]:
         if not is_sealed(value):

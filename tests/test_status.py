@@ -23,12 +23,12 @@ def test_status_and_history_after_applies(aws, client, tree, lensops):
 
     doc = json.loads(lensops("status", "--output", "json").out)["environments"]["dev"]
     assert doc["status"] == "synced" and doc["appliedRevision"]
-    assert doc["counts"] == {"total": 2, "synced": 2, "drifted": 0, "failed": 0, "suspended": 1}
+    assert doc["counts"] == {"total": 2, "synced": 2, "drifted": 0, "failed": 0, "suspended": 1, "orphans": 0}
 
     text = lensops("status").out.splitlines()
-    assert text[0].split() == ["ENVIRONMENT", "STATUS", "REVISION", "AGE", "RESOURCES", "SYNCED", "DRIFTED", "FAILED", "SUSPENDED"]
+    assert text[0].split() == ["ENVIRONMENT", "STATUS", "REVISION", "AGE", "RESOURCES", "SYNCED", "DRIFTED", "FAILED", "SUSPENDED", "ORPHANS"]
     row = text[1].split()
-    assert row[0] == "dev" and row[1] == "synced" and row[-5:] == ["2", "2", "0", "0", "1"]
+    assert row[0] == "dev" and row[1] == "synced" and row[-6:] == ["2", "2", "0", "0", "1", "0"]
 
     history = lensops("history")
     lines = history.out.splitlines()

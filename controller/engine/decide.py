@@ -158,25 +158,39 @@ def prune_order(records: list[ResourceRecord]) -> list[ResourceRecord]:
 
 
 def prune_decisions(
-    candidates: list[ResourceRecord], observed: dict[str, dict[str, Live]], failures: dict[str, str], *, prune: bool
+    candidates: list[ResourceRecord],
+    observed: dict[str, dict[str, Live]],
+    failures: dict[str, str],
+    *,
+    prune: bool,
+    unread: dict[tuple[str, str], str] | None = None,
+    notes: dict[tuple[str, str], str] | None = None,
 ) -> list[tuple[ResourcePlan, ResourceRecord, Live | None]]:
     """A delete decision per record that no target wants, dependents first.
 
-    Only what lensops owns is ever a candidate (it has a record). ``prune`` off
-    leaves them as orphans; ``lensops.io/prune: "false"`` retains one.
+    Only what lensops owns is ever a candidate: it has a record, or (``notes``, what each such
+    one is) its ownership tags name this environment. ``failures`` are kinds that could not be
+    observed, ``unread`` single resources, by (kind, physical). ``prune`` off leaves candidates
+    as orphans; ``lensops.io/prune: "false"`` retains one.
     """
+    unread, notes = unread or {}, notes or {}
     decisions: list[tuple[ResourcePlan, ResourceRecord, Live | None]] = []
     for rec in prune_order(candidates):
         rp = ResourcePlan(rec.kind, rec.name, rec.physical, action=Action.DELETE)
         live = observed.get(rec.kind, {}).get(rec.physical)
-        if rec.kind in failures:
-            rp.status, rp.message = Status.FAILED, f"observe: {failures[rec.kind]}"
+        note = notes.get((rec.kind, rec.physical), "")
+        why_unread = failures.get(rec.kind) or unread.get((rec.kind, rec.physical))
+        if why_unread:
+            rp.status, rp.message = Status.FAILED, f"observe: {why_unread}"
         elif live is None:
             rp.action, rp.message = Action.NOOP, "already gone from AWS"
         elif rec.annotations.get(ANNOTATION_PRUNE, "").strip().lower() == "false":
             rp.status, rp.message = Status.RETAINED, 'lensops.io/prune: "false"'
         elif not prune:
-            rp.status, rp.message = Status.ORPHAN, "not in Git; sync.prune is off"
+            orphan = "not in Git; sync.prune is off"
+            rp.status, rp.message = Status.ORPHAN, f"{note}; {orphan}" if note else orphan
+        else:
+            rp.message = note
         decisions.append((rp, rec, live))
     return decisions
 

@@ -85,6 +85,11 @@ class Journal:
         found = self._intents.get(ident)
         return found[0] if found else None
 
+    def intents(self) -> dict[str, dict[str, Any]]:
+        """Kind/name -> its intent: every write begun and not yet recorded."""
+        with self._lock:
+            return {ident: value for ident, (value, _) in self._intents.items()}
+
     def intend(self, ident: str, physical: str, digest: str) -> None:
         """Before a write: the resource is ours, and its next state is not drift."""
         self._keep(self._intents, INTENTS, ident, {"physical": physical, "hash": digest})

@@ -154,6 +154,7 @@ class Engine:
             execute=execute,
             gate=HealthGate(tuple(alarms), parse_duration(health.bakeTime)),
             reads=self.reads,
+            settings=env.spec.model_dump(mode="json"),
         )
 
     # --- the three passes ------------------------------------------------
@@ -191,13 +192,13 @@ class Engine:
             env, account, store, env_record, [Target.of(r) for r in env.resources], history,
             execute=execute, rollback=False, record_changes=not baseline, retry_failed=retry_failed, on_resource=on_resource, may_write=may_write,
         )
-        run.observe(list(run.inventory.values()))
+        run.observe([*run.inventory.values(), *run.unrecorded()])
         outcome = Outcome(run.plan, started_at=started_at)
         try:
             run.walk(rollouts=True)
             wanted = {(t.ident, t.physical) for t in run.targets}
             run.prune(
-                [rec for rec in run.inventory.values() if (rec.ident, rec.physical) not in wanted],
+                [rec for rec in run.inventory.values() if (rec.ident, rec.physical) not in wanted] + run.abandoned(wanted),
                 enabled=env.spec.sync.prune,
                 guard=not (allow_mass_prune or env.spec.sync.allowMassPrune),
             )
@@ -361,6 +362,7 @@ class Engine:
             "counts": plan.counts(),
             "drifted": drifted[:100],
             "errors": (plan.errors + failed)[:100],
+            "orphans": [f"{rp.ident} ({rp.physical}): {rp.message}" for rp in plan.resources if rp.status == Status.ORPHAN][:100],
             "at": time.time(),
         }
         if not keep_status:

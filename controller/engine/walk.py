@@ -20,12 +20,13 @@ from controller.engine.schedule import Scheduler
 from controller.engine.targets import Target
 from controller.engine.write import Settling, Writer
 from controller.diff import diff
-from controller.errors import PermanentError, RetryableError, classify
+from controller.errors import LensopsError, PermanentError, RetryableError, classify
 from controller.manifests.graph import find_refs
 from controller.manifests.model import EnvironmentDesired
+from controller.manifests.types import NAME_RE
 from controller.plan import Action, Plan, ResourcePlan, Status
 from controller.state import ResourceRecord, StateStore
-from controller.kinds import OWNER_ENV_TAG, OWNER_ID_TAG, Context, Desired, Live, Reconciler, Registry
+from controller.kinds import OWNER_ENV_TAG, OWNER_ID_TAG, Context, Desired, Leftover, Live, Reconciler, Registry
 
 log = logs.get("lensops.engine")
 
@@ -76,6 +77,12 @@ class Pass:
         self.failures: dict[str, str] = {}
         self.observe_retry: dict[str, float] = {}
         """Kind -> the delay of its retryable observe failure."""
+        self.unread: dict[tuple[str, str], LensopsError] = {}
+        """(kind, physical) -> why observe could not read that one resource (the others of its kind were read)."""
+        self.leftovers: dict[str, list[Leftover]] = {}
+        """Kind -> what its observe found tagged as this environment's that lensops may never have recorded."""
+        self.notes: dict[tuple[str, str], str] = {}
+        """(kind, physical) -> what a prune candidate that has no record is (a creation that failed)."""
         self.outputs: dict[str, dict[str, Any]] = {}
         self.lock = threading.Lock()
         self.decisions: dict[str, ResourcePlan] = {}
@@ -116,6 +123,7 @@ class Pass:
             for future, kind in futures.items():
                 try:
                     self.observed[kind] = future.result()[1]
+                    self._observed_more(kind)
                 except Exception as exc:  # mapped onto the taxonomy and reported
                     error = classify(exc)
                     self.failures[kind] = str(error)
@@ -124,6 +132,48 @@ class Pass:
                     log.warning(
                         "observe_failed", environment=self.env.name, kind=kind, error=str(error), retryable=not isinstance(error, PermanentError)
                     )
+
+    def _observed_more(self, kind: str) -> None:
+        """What the kind's observe could not read, one resource at a time, and the leftovers it found."""
+        reconciler = self.reconciler(kind)
+        assert reconciler is not None
+        for physical, exc in reconciler.unread().items():
+            error = classify(exc)
+            self.unread[(kind, physical)] = error
+            log.warning("observe_failed", environment=self.env.name, kind=kind, physical=physical, error=str(error))
+        self.leftovers[kind] = reconciler.leftovers()
+
+    def unrecorded(self) -> list[ResourceRecord]:
+        """What an unfinished write names (its intent) that no record and no target has: a creation
+        that failed, or was cut short, before it was recorded. Observed with the records, so that
+        its kind is read even when nothing else of the kind is, and its ``leftovers`` are seen."""
+        idents = {t.ident for t in self.targets}
+        found: list[ResourceRecord] = []
+        for ident, intent in sorted(self.journal.intents().items()):
+            kind, _, name = ident.partition("/")
+            physical = str(intent.get("physical") or "")
+            if physical and ident not in idents and ident not in self.inventory and kind in self.registry:
+                found.append(ResourceRecord(self.env.name, kind, name, physical))
+        return found
+
+    def abandoned(self, wanted: set[tuple[str, str]]) -> list[ResourceRecord]:
+        """The observed leftovers that no target wants and no record names, as prune candidates:
+        tagged as this environment's, they are its orphans (their observed state is what a delete is given)."""
+        taken = {(t.kind, t.physical) for t in self.targets} | {(r.kind, r.physical) for r in self.inventory.values()}
+        found: list[ResourceRecord] = []
+        for kind, leftovers in sorted(self.leftovers.items()):
+            for leftover in leftovers:
+                live = leftover.live
+                ident = live.owner or ""
+                owner_kind, _, name = ident.partition("/")
+                mine = owner_kind == kind and NAME_RE.match(name) and live.owner_env == self.env.name
+                if not mine or (ident, live.physical) in wanted or (kind, live.physical) in taken:
+                    continue
+                self.observed.setdefault(kind, {}).setdefault(live.physical, live)
+                self.notes[(kind, live.physical)] = f"{leftover.why}, never recorded"
+                taken.add((kind, live.physical))
+                found.append(ResourceRecord(self.env.name, kind, name, live.physical, arn=live.arn))
+        return found
 
     # --- ordering --------------------------------------------------------
 
@@ -229,6 +279,10 @@ class Pass:
             rp.status, rp.message = Status.FAILED, f"observe: {self.failures[target.kind]}"
             rp.retry_after = self.observe_retry.get(target.kind)
             return None
+        if (unread := self.unread.get((target.kind, target.physical))) is not None:
+            rp.status, rp.message = Status.FAILED, f"observe: {unread}"
+            rp.retry_after = unread.delay if isinstance(unread, RetryableError) else None
+            return None
         live = self.observed.get(target.kind, {}).get(target.physical)
         spec = target.spec
         if target.ident in self.referring:
@@ -304,9 +358,12 @@ class Pass:
         if not candidates:
             return
         idents = {t.ident for t in self.targets}
-        decisions = prune_decisions(candidates, self.observed, self.failures, prune=enabled)
+        unread = {key: str(error) for key, error in self.unread.items()}
+        decisions = prune_decisions(candidates, self.observed, self.failures, prune=enabled, unread=unread, notes=self.notes)
         deletes = [d for d in decisions if d[0].pending]
-        refusal = mass_prune_guard(len(deletes), len(self.inventory), bool(self.targets)) if guard else ""
+        # What lensops owns: its records, and the candidates it owns by their tags only (never recorded).
+        unrecorded = sum(1 for c in candidates if (c.kind, c.physical) in self.notes)
+        refusal = mass_prune_guard(len(deletes), len(self.inventory) + unrecorded, bool(self.targets)) if guard else ""
         if refusal:
             self.plan.errors.append(f"mass-prune guard: {refusal}")
             for rp, _, _ in deletes:

@@ -125,6 +125,8 @@ class EnvironmentSpec(Spec):
     sync: SyncPolicy = Field(default_factory=SyncPolicy)
     health: HealthPolicy = Field(default_factory=HealthPolicy)
     notifications: Notifications = Field(default_factory=Notifications)
+    # An S3 bucket for Stack templates too large to send inline (controller/docs.py says more).
+    templateBucket: str | None = Field(default=None, pattern=r"^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$")
 
     @model_validator(mode="before")
     @classmethod

@@ -12,7 +12,7 @@ this repository's ``emulator/`` folder (``pip install ./emulator``).
 See emulator/README.md for the operations added to moto and their limits.
 """
 
-from .faults import FaultPlan
+from .faults import FaultPlan, FaultRule
 from .server import Emulator, start
 
-__all__ = ["Emulator", "FaultPlan", "start"]
+__all__ = ["Emulator", "FaultPlan", "FaultRule", "start"]

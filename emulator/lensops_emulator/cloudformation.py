@@ -52,6 +52,8 @@ rest see every change:
 - ``DescribeStacks`` shows a ``NoEcho`` parameter's value as ``****``, as AWS
   does (moto 5.2 compares the parameter's *value* with the NoEcho keys, so
   it shows every value).
+- ``TemplateURL``: read from the emulator's S3, a virtual-hosted URL by its
+  host name whatever the bucket's name (moto misreads a bucket named ``s3...``).
 - ``DetectStackDrift`` (complete at once, always IN_SYNC: real drift is not
   detected), ``DescribeStackDriftDetectionStatus``, ``DescribeStackResourceDrifts``
   (always empty); ``DescribeStacks`` reports ``DriftInformation`` (NOT_CHECKED
@@ -68,6 +70,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
+from urllib.parse import unquote, urlparse
 
 from moto.cloudformation.exceptions import AlreadyExistsException, CloudFormationError, ValidationError
 from moto.cloudformation.models import Change, ChangeSet, CloudFormationBackend, Event, Stack
@@ -88,6 +91,8 @@ SUCCEEDED = frozenset({"CREATE_COMPLETE", "UPDATE_COMPLETE"})
 _ATTRIBUTES = ("Metadata", "CreationPolicy", "UpdatePolicy", "DeletionPolicy", "UpdateReplacePolicy")
 _SCOPES = ("Properties", *_ATTRIBUTES, "Tags")
 _SUB_VARIABLE = re.compile(r"\$\{([^!}][^}]*)\}")
+# https://<bucket>.s3.<region>.amazonaws.com (also .s3.amazonaws.com, .s3-<region>., .amazonaws.com.cn)
+_VIRTUAL_HOSTED = re.compile(r"^(?P<bucket>[a-z0-9][a-z0-9.-]*[a-z0-9])\.s3(?:[.-][a-z0-9-]+)?\.amazonaws\.com(?:\.cn)?$")
 
 
 class ChangeSetNotFoundException(CloudFormationError):
@@ -127,6 +132,20 @@ class CloudFormationAdditions(CloudFormationResponse):
     @property
     def _backend(self) -> CloudFormationBackend:
         return self.cloudformation_backend
+
+    def _get_stack_from_s3_url(self, template_url: str) -> str:
+        """A TemplateURL's object. moto takes a virtual-hosted URL whose bucket name starts with
+        ``s3`` for a path-style one; the bucket is read from the host name here whatever its name."""
+        from moto.s3.models import s3_backends
+
+        parts = urlparse(template_url)
+        found = _VIRTUAL_HOSTED.match(parts.netloc)
+        if found is None:
+            return super()._get_stack_from_s3_url(template_url)
+        key = s3_backends[self.current_account][self.partition].get_object(found["bucket"], unquote(parts.path.lstrip("/")))
+        if key is None:
+            raise ValidationError(message=f"S3 error: the object {template_url} does not exist")
+        return str(key.value.decode("utf-8"))
 
     # --- stacks ------------------------------------------------------------
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import random
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import Literal
@@ -21,9 +21,10 @@ from .wire import AwsError
 
 FAULT_KINDS: frozenset[str] = frozenset({"throttle", "5xx", "reset"})
 """The transient kinds: a plan's default, what botocore retries."""
-KNOWN_FAULT_KINDS: frozenset[str] = FAULT_KINDS | {"denied", "gateway"}
-"""Every kind a plan may name: the transient ones, ``denied`` (a permanent error, never retried) and
-``gateway`` (an HTML page in place of AWS's answer)."""
+KNOWN_FAULT_KINDS: frozenset[str] = FAULT_KINDS | {"denied", "gateway", "garbled"}
+"""Every kind a plan may name: the transient ones, ``denied`` (a permanent error, never retried),
+``gateway`` (HTTP 502 and an HTML page in place of AWS's answer) and ``garbled`` (HTTP 200 with a
+body no client can parse, as a proxy's error page)."""
 
 THROTTLING = AwsError(400, "Throttling", "ThrottlingException", "Rate exceeded", sender_fault=True)
 INTERNAL_FAILURE = AwsError(
@@ -58,8 +59,39 @@ RESET = "reset"
 """The decision to close the connection without answering."""
 GATEWAY = "gateway"
 """The decision to answer as a proxy in front of AWS does when AWS is away: HTTP 502 and an HTML page."""
+GARBLED = "garbled"
+"""The decision to answer HTTP 200 with a body that is neither XML nor JSON."""
 
-Fault = AwsError | Literal["reset", "gateway"]
+Fault = AwsError | Literal["reset", "gateway", "garbled"]
+
+
+@dataclass(frozen=True)
+class FaultRule:
+    """One operation failing on purpose, whatever the plan's ``error_rate`` says.
+
+    Requests to ``service``'s ``operation`` (boto3 client name, API operation name) whose
+    parameters include every one of ``params`` (name -> value; None: the parameter is absent)
+    are answered with a fault of ``kind``: the first ``times`` of them (None: every one).
+    Parameters are read from the query string, a form body (query protocol) and a JSON body's
+    top-level scalars; REST paths are not parameters here.
+    """
+
+    service: str
+    operation: str
+    kind: str = "denied"
+    params: Mapping[str, str | None] = field(default_factory=dict)
+    times: int | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "params", dict(self.params))
+        if self.kind not in KNOWN_FAULT_KINDS:
+            raise ValueError(f"unknown fault kind {self.kind!r}; known: {sorted(KNOWN_FAULT_KINDS)}")
+        if self.times is not None and self.times < 1:
+            raise ValueError(f"times must be >= 1 or None, got {self.times}")
+
+    def matches(self, given: Mapping[str, str]) -> bool:
+        """Whether a request with parameters ``given`` is one this rule fails."""
+        return all(given.get(name) == value for name, value in self.params.items())
 
 
 @dataclass(frozen=True)
@@ -74,7 +106,8 @@ class FaultPlan:
     HTML page, as a proxy answers: not in the default kinds). ``services`` limits ``error_rate``
     and ``latency_ms`` to those boto3 client names (None: every service).
     ``latency_ms`` delays each of those requests. Services in ``down`` answer
-    every request with 503, whatever ``services`` says. ``seed`` seeds the draws.
+    every request with 503, whatever ``services`` says. ``rules`` fail given
+    operations (and parameters) on purpose, before any of that. ``seed`` seeds the draws.
     """
 
     error_rate: float = 0.0
@@ -83,10 +116,12 @@ class FaultPlan:
     latency_ms: int = 0
     down: AbstractSet[str] = field(default_factory=frozenset)
     seed: int = 0
+    rules: Sequence[FaultRule] = ()
 
     def __post_init__(self) -> None:
         # Store frozensets whatever collection was given, so a plan stays immutable.
         object.__setattr__(self, "kinds", _names("kinds", self.kinds))
+        object.__setattr__(self, "rules", tuple(self.rules))
         object.__setattr__(self, "down", _names("down", self.down))
         if self.services is not None:
             object.__setattr__(self, "services", _names("services", self.services))
@@ -111,12 +146,34 @@ class FaultInjector:
         self._lock = threading.Lock()
         self._plan: FaultPlan | None = None
         self._random = random.Random()
+        self._hits: dict[int, int] = {}
 
     def set_plan(self, plan: FaultPlan | None) -> None:
         """Follow ``plan`` from the next request on; None injects nothing."""
         with self._lock:
             self._plan = plan
             self._random = random.Random(plan.seed if plan else None)
+            self._hits = {}
+
+    def match(self, service: str, operation: str, params: Callable[[], Mapping[str, str]]) -> Fault | None:
+        """The fault a rule of the plan calls for on this request, or None (``params`` is asked only
+        when a rule names the operation)."""
+        with self._lock:
+            plan = self._plan
+        if plan is None:
+            return None
+        named = [(i, rule) for i, rule in enumerate(plan.rules) if rule.service == service and rule.operation == operation]
+        if not named:
+            return None
+        given = params()
+        with self._lock:
+            if self._plan is not plan:
+                return None
+            for i, rule in named:
+                if rule.matches(given) and (rule.times is None or self._hits.get(i, 0) < rule.times):
+                    self._hits[i] = self._hits.get(i, 0) + 1
+                    return self._fault(rule.kind, service)
+        return None
 
     def latency_seconds(self, service: str) -> float:
         """How long to hold a request to ``service`` before answering it."""
@@ -135,16 +192,21 @@ class FaultInjector:
                 return SERVICE_UNAVAILABLE
             if not plan.applies_to(service) or self._random.random() >= plan.error_rate:
                 return None
-            kind = self._random.choice(sorted(plan.kinds))
-            if kind == "throttle":
-                return THROTTLING
-            if kind == "5xx":
-                return self._random.choice((INTERNAL_FAILURE, SERVICE_UNAVAILABLE))
-            if kind == "denied":
-                return access_denied(service)
-            if kind == "gateway":
-                return GATEWAY
-            return RESET
+            return self._fault(self._random.choice(sorted(plan.kinds)), service)
+
+    def _fault(self, kind: str, service: str) -> Fault:
+        """The answer a fault of ``kind`` gets (the lock held: 5xx draws from the generator)."""
+        if kind == "throttle":
+            return THROTTLING
+        if kind == "5xx":
+            return self._random.choice((INTERNAL_FAILURE, SERVICE_UNAVAILABLE))
+        if kind == "denied":
+            return access_denied(service)
+        if kind == GATEWAY:
+            return GATEWAY
+        if kind == GARBLED:
+            return GARBLED
+        return RESET
 
 
 def _names(field_name: str, names: Iterable[str]) -> frozenset[str]:

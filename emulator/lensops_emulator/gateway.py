@@ -20,8 +20,10 @@ from moto.core.responses import BaseResponse
 
 from . import backup, budgets, cloudformation, cloudwatch, lambda_, logs, tagging
 from .dispatch import routing_table, serve
-from .faults import GATEWAY, RESET, FaultInjector, FaultPlan
-from .wire import AwsCall, AwsError, error_response, identify
+from werkzeug.wrappers import Response
+
+from .faults import GARBLED, GATEWAY, RESET, FaultInjector, FaultPlan
+from .wire import AwsCall, AwsError, error_response, identify, request_params
 
 ADDITIONS = (
     cloudwatch.ADDITION,
@@ -84,11 +86,15 @@ class Gateway:
         delay = self._faults.latency_seconds(call.service)
         if delay:
             time.sleep(delay)
-        fault = self._faults.draw(call.service)
+        fault = self._faults.match(call.service, call.operation, lambda: request_params(environ)) or self._faults.draw(call.service)
         if fault == RESET:
             _drop_connection(environ, call)
         if fault == GATEWAY:
             return _gateway_page(environ, start_response)
+        if fault == GARBLED:
+            return Response("upstream connect error or disconnect/reset before headers", status=200, content_type="text/plain")(
+                environ, start_response
+            )
         if isinstance(fault, AwsError):
             return error_response(call, fault)(environ, start_response)
         handler = self._routes.get((call.service, call.operation))

@@ -83,6 +83,26 @@ def identify(environ: dict[str, Any]) -> AwsCall:
     return AwsCall(service, _rest_operation(service, environ), _model_protocol(service) or "rest-json")
 
 
+def request_params(environ: dict[str, Any]) -> dict[str, str]:
+    """A request's top-level parameters: its query string's, its form body's (query protocol), its
+    JSON body's scalars. The body is put back for the application behind."""
+    params = {key: values[0] for key, values in parse_qs(environ.get("QUERY_STRING", "")).items()}
+    length = int(environ.get("CONTENT_LENGTH") or 0)
+    body = environ["wsgi.input"].read(length) if length else b""
+    environ["wsgi.input"] = io.BytesIO(body)
+    content_type = environ.get("CONTENT_TYPE", "")
+    if content_type.startswith(_FORM_CONTENT_TYPE):
+        params.update({key: values[0] for key, values in parse_qs(body.decode("utf-8", errors="replace")).items()})
+    elif "json" in content_type and body:
+        try:
+            data = json.loads(body)
+        except ValueError:
+            data = None
+        if isinstance(data, dict):
+            params.update({key: str(value) for key, value in data.items() if isinstance(value, (str, int, float, bool))})
+    return params
+
+
 def error_response(call: AwsCall, error: AwsError) -> Response:
     """Render ``error`` the way the client of ``call``'s protocol parses errors."""
     request_id = gen_amzn_requestid_long()

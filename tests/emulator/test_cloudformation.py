@@ -449,3 +449,17 @@ def test_drift_detection_completes_at_once_in_sync(cfn: Any, app: dict[str, Any]
     with pytest.raises(ClientError) as raised:
         cfn.detect_stack_drift(StackName="missing")
     assert code_of(raised) == "ValidationError"
+
+
+@pytest.mark.parametrize("bucket", ["templates", "s3-templates"])
+def test_a_change_set_reads_its_template_from_the_buckets_regional_url(cfn: Any, client: Any, bucket: str) -> None:
+    s3 = client("s3")
+    s3.create_bucket(Bucket=bucket)
+    s3.put_object(Bucket=bucket, Key="lensops/templates/app.yaml", Body=TEMPLATE.encode())
+    url = f"https://{bucket}.s3.{REGION}.amazonaws.com/lensops/templates/app.yaml"
+    made = cfn.create_change_set(
+        StackName="app", ChangeSetName="first", ChangeSetType="CREATE", TemplateURL=url, Parameters=params(Prefix="app")
+    )
+    cfn.execute_change_set(ChangeSetName=made["Id"])
+    assert stack_of(cfn)["StackStatus"] == "CREATE_COMPLETE"
+    assert "Setting" in cfn.get_template(StackName="app")["TemplateBody"]

@@ -7,8 +7,9 @@ from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError, ConnectionClosedError
+from botocore.parsers import ResponseParserError
 
-from lensops_emulator import Emulator, FaultPlan
+from lensops_emulator import Emulator, FaultPlan, FaultRule
 
 from .conftest import ACCOUNT_ID
 
@@ -184,3 +185,43 @@ def test_moto_api_is_never_faulted_and_reset_stops_faults(emulator: Emulator, cl
 def test_fault_plans_are_checked(arguments: dict[str, Any], error: type[Exception]) -> None:
     with pytest.raises(error):
         FaultPlan(**arguments)
+
+
+def test_a_rule_fails_only_the_requests_whose_parameters_it_names(emulator: Emulator, client: Any) -> None:
+    cfn = client("cloudformation")
+    emulator.set_faults(FaultPlan(rules=[FaultRule("cloudformation", "DescribeStacks", kind="throttle", params={"StackName": "x"}, times=1)]))
+    assert cfn.describe_stacks()["Stacks"] == []  # query protocol: the form body's parameters
+    with pytest.raises(ClientError) as raised:
+        cfn.describe_stacks(StackName="x")
+    assert error_of(raised) == (400, "Throttling")
+    with pytest.raises(ClientError, match="does not exist"):
+        cfn.describe_stacks(StackName="x")  # the first time only
+    assert emulator.requests() == {("cloudformation", "DescribeStacks"): 3}
+
+
+def test_a_rule_matches_an_absent_parameter_and_json_bodies(emulator: Emulator, client: Any) -> None:
+    cloudwatch = client("cloudwatch")
+    listing = FaultRule("cloudformation", "DescribeStacks", params={"StackName": None})
+    one = FaultRule("cloudwatch", "DescribeAlarms", kind="denied", params={"AlarmNamePrefix": "api"})
+    emulator.set_faults(FaultPlan(rules=[listing, one]))
+    with pytest.raises(ClientError, match="AccessDenied"):
+        client("cloudformation").describe_stacks()
+    with pytest.raises(ClientError, match="does not exist"):
+        client("cloudformation").describe_stacks(StackName="x")
+    with pytest.raises(ClientError) as raised:
+        cloudwatch.describe_alarms(AlarmNamePrefix="api")
+    assert error_of(raised) == (403, "AccessDenied")
+    assert cloudwatch.describe_alarms(AlarmNamePrefix="web")["MetricAlarms"] == []
+
+
+def test_a_garbled_answer_does_not_parse(emulator: Emulator, client: Any) -> None:
+    emulator.set_faults(FaultPlan(rules=[FaultRule("sts", "GetCallerIdentity", kind="garbled")]))
+    with pytest.raises(ResponseParserError):
+        client("sts").get_caller_identity()
+
+
+def test_fault_rules_are_checked() -> None:
+    with pytest.raises(ValueError):
+        FaultRule("sts", "GetCallerIdentity", kind="meteor")
+    with pytest.raises(ValueError):
+        FaultRule("sts", "GetCallerIdentity", times=0)
