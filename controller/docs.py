@@ -417,7 +417,7 @@ def _anchor(kind: str) -> str:
     return kind.lower()
 
 
-def _envelope() -> list[str]:
+def _envelope(entries: list[DocKind]) -> list[str]:
     rows = field_rows(Metadata)
     notes = {
         "name": "Unique per (environment, kind): lowercase letters, digits and `-`, starting and ending alphanumeric.",
@@ -453,6 +453,12 @@ def _envelope() -> list[str]:
     out += ["| `spec` | object | `{}` | The kind's fields. Unknown fields are errors. |", ""]
     out += ["### Annotations with a meaning", "", "| annotation | meaning |", "| --- | --- |"]
     out += [f"| `{key}` | {_cell(text)} |" for key, text in ANNOTATIONS.items()]
+    for entry in entries:
+        own = entry.reconciler.annotations if entry.reconciler is not None else {}
+        for key, text in own.items():
+            summary = _markdown(text).split(". ", 1)[0].rstrip(".")
+            summary = summary[:1].lower() + summary[1:]
+            out.append(f"| `{key}` | {entry.kind} only: {_cell(summary)}. See [{entry.kind}](#{_anchor(entry.kind)}). |")
     out += [
         "",
         "### Values",
@@ -550,6 +556,8 @@ def _kind_section(entry: DocKind) -> list[str]:
             else "not taggable (ownership from the state store only)"
         )
         out += [f"**AWS**: `{reconciler.service}`, {tagged}.", ""]
+        for key, text in reconciler.annotations.items():
+            out += [f"**Annotation** `{key}`: {_markdown(text)}", ""]
         if reconciler.iam_read or reconciler.iam_write:
             out += [
                 f"**IAM** to observe: {', '.join(f'`{a}`' for a in reconciler.iam_read) or 'none'}; "
@@ -587,7 +595,7 @@ def render(registry: Registry) -> str:
         "the list `a`. A field that is neither required nor given a default may be left out.",
         "",
     ]
-    out += _envelope()
+    out += _envelope(entries)
     for entry in entries:
         out += _kind_section(entry)
     return "\n".join(out).rstrip("\n") + "\n"

@@ -212,6 +212,9 @@ class Reconciler:
     """Files besides the manifest that ``example`` needs (path under the tree's root -> text)."""
     notes: ClassVar[dict[str, str]] = {}
     """Field path (``a.b``, ``a[].b``) -> what its type cannot say; a path that does not exist fails the docs."""
+    annotations: ClassVar[dict[str, str]] = {}
+    """Annotations with a meaning for this kind only -> what they mean (the reference shows them);
+    ``annotation_problems`` checks their values when the manifests load."""
     files: ClassVar[dict[str, str]] = {}
     """Spec field -> folder under the tree's root: the field names a file there, which the loader
     reads (inside that folder only) into the spec as ``<field>Body`` (a Stack's ``template``)."""
@@ -261,6 +264,17 @@ class Reconciler:
         passes. Raise ``PermanentError`` when the change failed for good.
         """
         return live
+
+    @classmethod
+    def annotation_problems(cls, annotations: dict[str, str]) -> dict[str, str]:
+        """Annotation -> why its value cannot be used, for the kind's own ``annotations``: the
+        loader reports each as a problem of the manifest. None by default."""
+        return {}
+
+    def creation_view(self, state: dict[str, Any]) -> dict[str, Any]:
+        """What a plan shows of a resource it will create: ``state`` by default. A kind whose state
+        holds a whole document may show what the document makes instead (a Stack's resources)."""
+        return state
 
     def arn(self, physical: str) -> str | None:
         """The ARN of a resource when it can be known before it exists."""

@@ -11,11 +11,21 @@ from controller.diff import Change
 KNOWN_AFTER_APPLY = "(known after apply)"
 
 
-
 def short_revision(revision: str) -> str:
     """A revision as people read it: the commit's first 12 characters, and ``-dirty`` when the
     working copy had unsaved changes (the demo applies every save)."""
     return revision[:12] + ("-dirty" if revision.endswith("-dirty") and len(revision) > 18 else "")
+
+
+class Outline(list[str]):
+    """A field's value that lists what AWS will do, one line per entry, each line led by a plan
+    symbol: ``+`` adds, ``~`` changes, ``-`` removes, ``!`` needs a reviewer's eye (a Stack's
+    change set, the resources a new stack's template creates).
+
+    A reconciler puts one in the state it shows a plan; the text plan prints it one line per entry
+    under the field, coloured by symbol, and JSON carries it as the list of strings it is.
+    """
+
 
 class Action(StrEnum):
     """What a pass does to one resource."""

@@ -2,8 +2,10 @@
 
 Per resource ``+`` create, ``~`` update, ``-`` delete, with per-field
 ``old -> new`` values; long values (dashboard bodies, templates, policies)
-as a compact unified diff; a summary line of counts. Colour only on a
-terminal, and never when ``NO_COLOR`` is set.
+as a compact unified diff; a value that outlines what AWS will do
+(``controller.plan.Outline``: a Stack's change set) one entry per line under
+its field, each coloured by its own symbol (``!`` in red); a summary line of
+counts. Colour only on a terminal, and never when ``NO_COLOR`` is set.
 """
 
 from __future__ import annotations
@@ -15,9 +17,11 @@ import sys
 from typing import Any
 
 from controller.diff import Change
-from controller.plan import Plan, ResourcePlan, short_revision
+from controller.plan import Outline, Plan, ResourcePlan, short_revision
 
 _SYMBOL = {"create": "+", "update": "~", "delete": "-", "noop": " "}
+_MARK = {"+": "create", "~": "update", "-": "delete", "!": "failed"}
+"""An outline entry's leading symbol -> its colour."""
 _COLOUR = {"create": "32", "update": "33", "delete": "31", "failed": "31;1", "held": "36"}
 _SHORT = 80
 
@@ -44,8 +48,12 @@ def _lines(value: Any) -> list[str]:
     return json.dumps(value, indent=2, sort_keys=True, default=str).splitlines()
 
 
-def change_lines(change: Change, create: bool = False) -> list[str]:
-    """How one field change reads: ``path: old -> new``, or a compact diff for long values."""
+def change_lines(change: Change, create: bool = False, colour: bool = False) -> list[str]:
+    """How one field change reads: ``path: old -> new``, a compact diff for long values, or an
+    outline's entries one per line."""
+    outline = next((v for v in (change.new, change.old) if isinstance(v, Outline) and v), None)
+    if outline is not None:
+        return [f"{change.path}:"] + [f"  {_paint(line, _MARK.get(line[:1], ''), colour)}" for line in outline]
     new, old = _one_line(change.new), _one_line(change.old)
     if create:
         if len(new) <= _SHORT:
@@ -75,7 +83,7 @@ def resource_lines(rp: ResourcePlan, colour: bool = False) -> list[str]:
     if rp.drift:
         lines.append("      drifted from the last apply: " + ", ".join(c.path for c in rp.drift))
     for change in rp.changes:
-        lines.extend(f"      {line}" for line in change_lines(change, create=rp.action == "create"))
+        lines.extend(f"      {line}" for line in change_lines(change, create=rp.action == "create", colour=colour))
     return lines
 
 

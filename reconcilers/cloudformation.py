@@ -3,8 +3,18 @@
 A stack's template, parameters and tags are compared as data first, so a
 pass with nothing to change makes no write and creates no change set. Where
 they differ, CloudFormation is asked through a change set: ``plan`` lists the
-change set's Add/Modify/Remove entries (the ``changeSet`` change) and deletes
-it; ``apply`` executes one. An empty change set means "in sync". Work that
+change set's Add/Modify/Remove entries, replacements marked (the ``changeSet``
+change, an ``Outline`` the text plan prints one line per resource), and
+deletes it; ``apply`` executes one. An empty change set means "in sync". A new
+stack's plan lists its template's resources (``creation_view``): a CREATE
+change set would leave a REVIEW_IN_PROGRESS stack behind.
+
+The replacement guard (``refused_changes``): before a change set is executed,
+one that replaces or removes a stateful resource (``STATEFUL_TYPES``, or a
+``DeletionPolicy`` / ``UpdateReplacePolicy`` that keeps data, in either
+template) whose logical id ``lensops.io/allow-replace`` does not name is
+deleted and the stack fails with a ``PermanentError``; the preview marks the
+same changes ``!``. Work that
 CloudFormation is still doing is followed through ``settle`` (no sleeping):
 a stack in progress is waited for, ``UPDATE_ROLLBACK_FAILED`` is continued,
 a failed first creation that lensops owns is deleted and created again, and a
@@ -23,17 +33,20 @@ where AWS reports drift or a check is due, one ``DescribeStackResourceDrifts``
 or ``DetectStackDrift`` per stack. A stack that differs adds the preview
 (``CreateChangeSet`` + ``DescribeChangeSet`` + ``DeleteChangeSet``) to plan and
 apply alike (the reconciler is not told which it serves); apply then adds
-``CreateChangeSet`` + ``DescribeChangeSet`` + ``ExecuteChangeSet`` and one
-``DescribeStacks`` per re-check until the stack settles. When the listing
-fails, one ``DescribeStacks`` per stack replaces it. A template over the
-inline limit adds, where a change set is made for it, one S3 ``HeadObject``
-per pass and, in apply only, one ``PutObject`` the first time it is seen.
+``CreateChangeSet`` + ``DescribeChangeSet`` + ``ExecuteChangeSet`` (or
+``DeleteChangeSet`` when the guard refuses it) and one ``DescribeStacks`` per
+re-check until the stack settles. A new stack's plan makes no call of its own.
+When the listing fails, one ``DescribeStacks`` per stack replaces it. A
+template over the inline limit adds, where a change set is made for it, one
+S3 ``HeadObject`` per pass and, in apply only, one ``PutObject`` the first
+time it is seen.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import re
 import threading
 import uuid
 from collections.abc import Callable
@@ -51,7 +64,7 @@ from controller.diff import Change, diff
 from controller.errors import PermanentError, classify, error_code
 from controller.manifests.types import Spec
 from controller.manifests.yamlsafe import MAX_DEPTH, MAX_FILE_BYTES, MAX_NODES, YamlProblem, load_documents
-from controller.plan import KNOWN_AFTER_APPLY
+from controller.plan import KNOWN_AFTER_APPLY, Outline
 from controller.sensitive import is_sealed, seal
 from controller.kinds import OWNER_ENV_TAG, OWNER_ID_TAG, Context, Desired, Leftover, Live, Reconciler
 from reconcilers.listing import Listing
@@ -266,12 +279,148 @@ def _no_changes(reason: str) -> bool:
     return any(marker in reason for marker in _NO_CHANGES)
 
 
-def _change_entry(change: dict[str, Any]) -> str:
-    rc = change.get("ResourceChange") or {}
-    text = f"{rc.get('Action', '?')} {rc.get('LogicalResourceId', '?')} ({rc.get('ResourceType', '?')})"
-    if rc.get("Replacement") in ("True", "Conditional"):
-        text += f" replacement: {rc['Replacement']}"
+# --- change sets as a plan shows them, and the replacement guard ----------
+
+
+ALLOW_REPLACE = "lensops.io/allow-replace"
+"""The annotation naming the logical ids whose replacement or removal a change set may carry."""
+
+STATEFUL_TYPES = frozenset(
+    {
+        "AWS::RDS::DBInstance",
+        "AWS::RDS::DBCluster",
+        "AWS::RDS::GlobalCluster",
+        "AWS::DocDB::DBCluster",
+        "AWS::Neptune::DBCluster",
+        "AWS::DynamoDB::Table",
+        "AWS::DynamoDB::GlobalTable",
+        "AWS::S3::Bucket",
+        "AWS::EFS::FileSystem",
+        "AWS::FSx::FileSystem",
+        "AWS::OpenSearchService::Domain",
+        "AWS::Elasticsearch::Domain",
+        "AWS::Cognito::UserPool",
+        "AWS::KMS::Key",
+    }
+)
+"""Resource types whose replacement or removal loses data (or, for a KMS key, what it encrypts)."""
+
+_KEEPING_POLICIES = frozenset({"Retain", "RetainExceptOnCreate", "Snapshot"})
+"""``DeletionPolicy`` / ``UpdateReplacePolicy`` values by which a template says a resource's data matters."""
+_KEEPING_ACTIONS = frozenset({"Retain", "Snapshot", "ReplaceAndRetain", "ReplaceAndSnapshot"})
+"""``PolicyAction``s by which CloudFormation says the same of a change (AWS reports them, the templates may not be at hand)."""
+_REPLACED = frozenset({"True", "Conditional"})
+_LOGICAL_ID = re.compile(r"^[A-Za-z0-9]{1,255}$")
+_SYMBOLS = {"Add": "+", "Remove": "-"}
+
+
+def _allowed_replacements(annotations: dict[str, str]) -> frozenset[str]:
+    """The logical ids ``lensops.io/allow-replace`` names."""
+    return frozenset(part.strip() for part in annotations.get(ALLOW_REPLACE, "").split(",") if part.strip())
+
+
+def _kept_resources(*templates: Any) -> dict[str, str]:
+    """Logical id -> the policy by which a template says its data matters (``DeletionPolicy Retain``),
+    from either template: the stack's (a removed resource is only there) and the new one."""
+    kept: dict[str, str] = {}
+    for template in templates:
+        resources = template.get("Resources") if isinstance(template, dict) else None
+        for logical, resource in (resources.items() if isinstance(resources, dict) else ()):
+            for attribute in ("DeletionPolicy", "UpdateReplacePolicy"):
+                policy = resource.get(attribute) if isinstance(resource, dict) else None
+                if isinstance(policy, str) and policy in _KEEPING_POLICIES:
+                    kept.setdefault(str(logical), f"{attribute} {policy}")
+                elif isinstance(policy, (dict, list)) and any(word in json.dumps(policy) for word in _KEEPING_POLICIES):
+                    kept.setdefault(str(logical), f"{attribute} computed, may keep")  # Fn::If under a transform
+    return kept
+
+
+def _stateful_risk(change: dict[str, Any], kept: dict[str, str]) -> str:
+    """Why a change set's ``ResourceChange`` replaces or removes a stateful resource ('' when it does not):
+    ``stateful`` for a type of ``STATEFUL_TYPES``, else the template's or CloudFormation's keeping policy.
+    A ``Dynamic`` action (CloudFormation cannot say what it will do) counts as one that might."""
+    action = change.get("Action")
+    if not (action in ("Remove", "Dynamic") or (action == "Modify" and change.get("Replacement") in _REPLACED)):
+        return ""
+    logical = str(change.get("LogicalResourceId", ""))
+    if change.get("ResourceType") in STATEFUL_TYPES:
+        return "stateful"
+    if logical in kept:
+        return f"stateful: {kept[logical]}"
+    if change.get("PolicyAction") in _KEEPING_ACTIONS:
+        return f"stateful: PolicyAction {change['PolicyAction']}"
+    return ""
+
+
+def _describe_change(change: dict[str, Any]) -> str:
+    """``Modify Table (AWS::DynamoDB::Table) REPLACEMENT: True``."""
+    text = f"{change.get('Action', '?')} {change.get('LogicalResourceId', '?')} ({change.get('ResourceType', '?')})"
+    if change.get("Action") == "Modify" and change.get("Replacement") in _REPLACED:
+        text += f" REPLACEMENT: {change['Replacement']}"
     return text
+
+
+def change_set_outline(changes: list[dict[str, Any]], kept: dict[str, str], allowed: frozenset[str]) -> Outline:
+    """A change set's entries as plan lines, by logical id: ``+`` Add, ``-`` Remove, ``~`` the rest
+    (a replacement included), and ``!`` for what replaces or removes a stateful resource, saying
+    whether the annotation allows it; a last ``!`` line when apply will refuse the change set."""
+    lines: list[str] = []
+    for change in sorted(changes, key=lambda c: (str(c.get("LogicalResourceId", "")), str(c.get("Action", "")))):
+        risk = _stateful_risk(change, kept)
+        text = _describe_change(change)
+        if not risk:
+            lines.append(f"{_SYMBOLS.get(str(change.get('Action')), '~')} {text}")
+            continue
+        verdict = f"allowed by {ALLOW_REPLACE}" if change.get("LogicalResourceId") in allowed else "apply refuses it"
+        lines.append(f"! {text}  [{risk}; {verdict}]")
+    refused = refused_changes(changes, kept, allowed)
+    if refused:
+        lines.append(f"! apply refuses this change set unless the Stack is annotated {_annotation(refused, allowed)}")
+    return Outline(lines)
+
+
+def refused_changes(changes: list[dict[str, Any]], kept: dict[str, str], allowed: frozenset[str]) -> list[dict[str, Any]]:
+    """The resource changes the guard refuses: a stateful resource replaced or removed whose logical
+    id ``lensops.io/allow-replace`` does not name."""
+    return [c for c in changes if _stateful_risk(c, kept) and c.get("LogicalResourceId") not in allowed]
+
+
+def _annotation(refused: list[dict[str, Any]], allowed: frozenset[str]) -> str:
+    """The annotation that would allow ``refused`` (with the ids it already names)."""
+    ids = sorted(allowed | {str(c.get("LogicalResourceId", "")) for c in refused})
+    return f'{ALLOW_REPLACE}: "{",".join(ids)}"'
+
+
+def _refusal(refused: list[dict[str, Any]], kept: dict[str, str], allowed: frozenset[str]) -> str:
+    """Why apply refuses a change set, naming each logical id and the annotation that allows them."""
+    verbs = {"Modify": "replaces", "Remove": "removes"}
+    what = [
+        f"{verbs.get(str(c.get('Action')), 'may replace or remove')} {c.get('LogicalResourceId', '?')} "
+        f"({c.get('ResourceType', '?')}; {_stateful_risk(c, kept)})"
+        for c in refused
+    ]
+    return (
+        f"change set refused: it {', '.join(what[:-1]) + ' and ' if len(what) > 1 else ''}{what[-1]}; nothing was executed "
+        f"and the change set was deleted; to allow it, annotate the Stack {_annotation(refused, allowed)}"
+    )
+
+
+def _guard(desired: Desired, before: Any, state: dict[str, Any]) -> dict[str, Any]:
+    """What the replacement guard needs to judge the change set that takes the stack from template
+    ``before`` to ``state``: the resources either template keeps, the ids the annotation allows
+    (a rollback's from the revision it goes back to)."""
+    return {"kept": _kept_resources(before, state["template"]), "allowed": sorted(_allowed_replacements(desired.annotations))}
+
+
+def _created_outline(template: dict[str, Any]) -> Outline:
+    """The resources a new stack's template creates, in its order: ``+ Jobs (AWS::SQS::Queue)``."""
+    resources = template.get("Resources")
+    lines: list[str] = []
+    for logical, resource in (resources.items() if isinstance(resources, dict) else ()):
+        kind = resource.get("Type", "?") if isinstance(resource, dict) else "?"
+        condition = resource.get("Condition") if isinstance(resource, dict) else None
+        lines.append(f"+ {logical} ({kind})" + (f" if {condition}" if isinstance(condition, str) else ""))
+    return Outline(lines)
 
 
 def _readable(live: Live, state: dict[str, Any], applied: dict[str, Any] | None) -> dict[str, Any]:
@@ -357,7 +506,24 @@ class StackReconciler(Reconciler):
     `lensops plan` of a stack whose template, parameters or tags differ asks CloudFormation through a
     change set that it creates and deletes at once: a role that only plans needs
     `cloudformation:CreateChangeSet` and `cloudformation:DeleteChangeSet` too (and `iam:PassRole` with
-    `roleARN`).
+    `roleARN`). The plan shows that change set one resource per line, as CloudFormation words it:
+    `+ Add`, `- Remove`, `~ Modify`, with `REPLACEMENT: True` (or `Conditional`) where CloudFormation
+    will make the resource anew and delete the old one. A new stack's plan lists the resources its
+    template creates (`+ Jobs (AWS::SQS::Queue)`), read from the template: no change set is made for it.
+
+    **Replacement guard.** Apply refuses a change set that replaces (`Replacement` `True` or
+    `Conditional`) or removes a stateful resource: an RDS DB instance, cluster or global cluster, a
+    DocumentDB or Neptune cluster, a DynamoDB table or global table, an S3 bucket, an EFS or FSx file
+    system, an OpenSearch or Elasticsearch domain, a Cognito user pool, a KMS key, or any resource for
+    which the stack's template or the new one sets `DeletionPolicy` or `UpdateReplacePolicy` to `Retain`,
+    `RetainExceptOnCreate` or `Snapshot` (either policy is its author saying the data matters; so is
+    CloudFormation's `PolicyAction`), or whose action CloudFormation cannot tell (`Dynamic`). The plan
+    marks each such change with `!` and says that apply will refuse the change set; apply deletes it
+    unexecuted, and the stack fails with an error naming the logical ids (not retried until the manifest
+    or the revision changes) while the rest of the environment goes on. The annotation
+    `lensops.io/allow-replace` names the logical ids allowed. A rollback is guarded alike, with the
+    annotation of the revision it goes back to: one that would replace a table is refused and reported
+    unless that revision allowed it, and the table is left as the failed revision made it.
 
     A template over 51,200 bytes (CloudFormation's limit for a template sent inline) goes through the
     Environment's `templateBucket`: apply uploads it to `lensops/templates/<sha256>.json|yaml` (once: an
@@ -379,6 +545,13 @@ class StackReconciler(Reconciler):
     spec_model = StackSpec
     name_field = "stackName"
     files = {"template": "templates"}
+    annotations = {
+        ALLOW_REPLACE: (
+            'Comma-separated logical ids (`"Table,Archive"`) whose replacement or removal a change set may carry past '
+            "the replacement guard. Each must be a logical id (letters and digits). It allows every later replacement "
+            "of those ids too: remove it once the change is applied."
+        ),
+    }
     service = "cloudformation"
     settle_interval = 10.0
     settle_timeout = 3600.0
@@ -465,7 +638,7 @@ Outputs:
         """Seal -> the NoEcho value it seals, for this pass's change sets; never stored or shown."""
         self._texts: dict[str, tuple[str, str]] = {}
         """Stack name -> (digest of the change-set fields, template text) of this pass's desired state."""
-        self._previews: dict[tuple[str, str], list[str] | None] = {}
+        self._previews: dict[tuple[str, str], Outline | None] = {}
         """(stack name, digest) -> a change set's entries, kept for the pass (the drift check asks again)."""
         self._objects: dict[str, bool] = {}
         """Large templates' object keys -> whether the object is in the bucket, as this pass found or made it."""
@@ -477,6 +650,21 @@ Outputs:
     @property
     def _client(self) -> Any:
         return self.ctx.client("cloudformation")
+
+    @classmethod
+    def annotation_problems(cls, annotations: dict[str, str]) -> dict[str, str]:
+        """``lensops.io/allow-replace`` names logical ids, comma-separated."""
+        raw = annotations.get(ALLOW_REPLACE)
+        if raw is None:
+            return {}
+        ids = [part.strip() for part in raw.split(",") if part.strip()]
+        if not ids:
+            return {ALLOW_REPLACE: 'names no logical id; write them comma-separated: "Table,Archive"'}
+        bad = [part for part in ids if not _LOGICAL_ID.match(part)]
+        if bad:
+            shown = ", ".join(repr(part[:64]) for part in bad[:5])
+            return {ALLOW_REPLACE: f"{shown}: not a CloudFormation logical id (letters and digits, at most 255)"}
+        return {}
 
     # --- observe ---------------------------------------------------------
 
@@ -633,6 +821,10 @@ Outputs:
         self._texts[desired.physical] = (_digest(_pick(state)), text)
         return state
 
+    def creation_view(self, state: dict[str, Any]) -> dict[str, Any]:
+        """A new stack shows the resources its template creates (``resources``), not the template's text."""
+        return {("resources" if k == "template" else k): (_created_outline(v) if k == "template" else v) for k, v in state.items()}
+
     def stored_spec(self, desired: Desired) -> dict[str, Any] | None:
         """The spec with its NoEcho parameters sealed, as ``desired_state`` seals them."""
         given = desired.spec.get("parameters") or {}
@@ -673,7 +865,7 @@ Outputs:
             return view
         memo = (live.physical, key)
         if memo not in self._previews:
-            self._previews[memo] = self._preview(live, state, current[1], _unchanged(state, view))
+            self._previews[memo] = self._preview(desired, live, state, current[1], _unchanged(state, view))
         preview = self._previews[memo]
         view = dict(view)
         if preview is None:
@@ -682,13 +874,14 @@ Outputs:
             view["changeSet"] = preview
         return view
 
-    def _preview(self, live: Live, state: dict[str, Any], text: str, unchanged: frozenset[str]) -> list[str] | None:
-        """The entries of a change set made and deleted at once; None when it would change nothing."""
+    def _preview(self, desired: Desired, live: Live, state: dict[str, Any], text: str, unchanged: frozenset[str]) -> Outline | None:
+        """The entries of a change set made and deleted at once, as plan lines that mark what the
+        replacement guard refuses; None when it would change nothing."""
         client = self._client
         try:
             params = self._stack_params(live.physical, state, text, unchanged, upload=False)
         except _NotUploaded as missing:
-            return [f"(no change set previewed: the template is not in {missing} yet; apply uploads it)"]
+            return Outline([f"~ (no change set previewed: the template is not in {missing} yet; apply uploads it)"])
         try:
             made = client.create_change_set(**params, ChangeSetName=_change_set_name("plan"), ChangeSetType="UPDATE")
         except botocore.exceptions.ClientError as exc:
@@ -706,8 +899,10 @@ Outputs:
                 return None
             raise PermanentError(f"change set failed: {reason}")
         if status in _PENDING_CHANGE_SET:
-            return [f"(change set still {status} when planned)"]
-        return sorted(_change_entry(c) for page in pages for c in page.get("Changes", []))
+            return Outline([f"~ (change set still {status} when planned)"])
+        changes = [c.get("ResourceChange") or {} for page in pages for c in page.get("Changes", [])]
+        kept = _kept_resources(live.state.get("template"), state["template"])
+        return change_set_outline(changes, kept, _allowed_replacements(desired.annotations))
 
     # --- apply -----------------------------------------------------------
 
@@ -731,6 +926,7 @@ Outputs:
             if paths & {*CHANGE_SET_FIELDS, "changeSet"}:
                 changed = {c.path for c in changes}
                 unchanged = frozenset(k for k in state["parameters"] if f"parameters.{k}" not in changed and "parameters" not in changed)
+                track["guard"] = _guard(desired, live.state.get("template"), state)
                 self._submit(desired, state, track, exists=True, unchanged=unchanged)
         return Live(live.physical, state, arn=live.arn, attrs=live.attrs, extra={"track": track})
 
@@ -784,6 +980,7 @@ Outputs:
                 view = _readable(self._live(stack, drift=False), state, None)
                 # A NoEcho value read from the manifest may differ from the live one, which cannot be seen.
                 if diff(_pick(state), view) or any(v in self._plain for v in state["parameters"].values()):
+                    track["guard"] = _guard(desired, view.get("template"), state)
                     self._submit(desired, state, track, exists=True, unchanged=_unchanged(state, view))
         return None
 
@@ -952,11 +1149,33 @@ Outputs:
                 return True
             raise PermanentError(f"change set failed: {reason}")
         if answer.get("ExecutionStatus") == "AVAILABLE":
+            self._refuse_stateful_loss(track, answer)
             client.execute_change_set(ChangeSetName=track["changeSet"])
         elif answer.get("ExecutionStatus") not in ("EXECUTE_IN_PROGRESS", "EXECUTE_COMPLETE"):
             return False
         track["executed"] = True
         return True
+
+    def _refuse_stateful_loss(self, track: dict[str, Any], answer: dict[str, Any]) -> None:
+        """The replacement guard, before a change set is executed: one that replaces or removes a
+        stateful resource whose logical id the Stack's ``lensops.io/allow-replace`` does not name is
+        deleted, unexecuted, and the stack fails with a ``PermanentError`` naming them."""
+        guard = track.get("guard")
+        if guard is None:
+            return  # a CREATE change set: nothing to replace or remove
+        changes = [c.get("ResourceChange") or {} for c in answer.get("Changes", [])]
+        token = answer.get("NextToken")
+        while token:
+            page = self._client.describe_change_set(ChangeSetName=track["changeSet"], NextToken=token)
+            changes += [c.get("ResourceChange") or {} for c in page.get("Changes", [])]
+            token = page.get("NextToken")
+        allowed = frozenset(guard["allowed"])
+        refused = refused_changes(changes, guard["kept"], allowed)
+        if not refused:
+            return
+        self._client.delete_change_set(ChangeSetName=track["changeSet"])
+        log.warning("stack_change_set_refused", stack=track["stack"], resources=sorted(str(c.get("LogicalResourceId")) for c in refused))
+        raise PermanentError(_refusal(refused, guard["kept"], allowed))
 
     def _delete_for_recreate(self, desired: Desired, stack: dict[str, Any]) -> None:
         """A stack whose first creation failed: delete it (only if lensops made it) so it can be created again."""

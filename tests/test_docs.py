@@ -88,7 +88,7 @@ def test_nested_fields_are_listed_with_their_path() -> None:
 
 def test_every_annotation_with_a_meaning_is_documented() -> None:
     envelope = _sections(PAGE.read_text(encoding="utf-8"))["The envelope"]
-    for annotation in ("lensops.io/adopt", "lensops.io/prune", "lensops.io/suspend", "lensops.io/ignore-fields"):
+    for annotation in ("lensops.io/adopt", "lensops.io/prune", "lensops.io/suspend", "lensops.io/ignore-fields", "lensops.io/allow-replace"):
         assert f"| `{annotation}` |" in envelope
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import jsonschema
 
 from controller.diff import Change
-from controller.plan import Plan, ResourcePlan
+from controller.plan import Outline, Plan, ResourcePlan
 from controller.render import plan_text
 
 from conftest import alarm
@@ -66,3 +66,21 @@ def test_json_plan_validates_against_its_schema(aws, tree, lensops):
     doc = json.loads(applied.out)
     jsonschema.validate(doc, SCHEMA)
     assert doc["environments"][0]["applied"] == [{"kind": "MetricAlarm", "name": "api-5xx", "action": "create", "fields": doc["environments"][0]["applied"][0]["fields"]}]
+
+
+def test_an_outline_prints_one_entry_per_line_in_the_colour_of_its_symbol():
+    """A value that outlines what AWS will do (a Stack's change set) reads one entry per line, not as a list."""
+    entries = Outline(["+ Add Audit (AWS::SNS::Topic)", "~ Modify Jobs (AWS::SQS::Queue) REPLACEMENT: True", "! Remove Table (AWS::DynamoDB::Table)"])
+    plan = Plan("dev", "0123456789abcdef")
+    plan.resources = [ResourcePlan("Stack", "app", "dev-app", "update", [Change("changeSet", entries, [])])]
+    assert plan_text(plan).splitlines()[1:5] == [
+        "  ~ Stack/app (dev-app)",
+        "      changeSet:",
+        "        + Add Audit (AWS::SNS::Topic)",
+        "        ~ Modify Jobs (AWS::SQS::Queue) REPLACEMENT: True",
+    ]
+    coloured = plan_text(plan, colour=True).splitlines()
+    assert coloured[3] == "        \033[32m+ Add Audit (AWS::SNS::Topic)\033[0m"
+    assert coloured[4] == "        \033[33m~ Modify Jobs (AWS::SQS::Queue) REPLACEMENT: True\033[0m"
+    assert coloured[5] == "        \033[31;1m! Remove Table (AWS::DynamoDB::Table)\033[0m"
+    assert json.loads(json.dumps(plan.as_dict()))["resources"][0]["changes"] == [{"path": "changeSet", "old": list(entries), "new": []}]

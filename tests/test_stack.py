@@ -190,7 +190,7 @@ def test_template_compared_as_data_and_changes_listed_from_the_change_set(aws, c
     plan = lensops("plan", "--repo", str(tree.root))
     assert plan.code == 2, plan.err
     assert "template.Resources.Audit" in plan.out
-    assert 'changeSet: ["Add Audit (AWS::SQS::Queue)"] -> []' in plan.out
+    assert "      changeSet:\n        + Add Audit (AWS::SQS::Queue)\n" in plan.out, plan.out
     left = client("cloudformation").list_change_sets(StackName="dev-network")["Summaries"]
     assert [s["ChangeSetName"] for s in left if s["ChangeSetName"].startswith("lensops-plan-")] == []
     assert lensops("apply", "--repo", str(tree.root)).code == 0
@@ -216,7 +216,7 @@ def test_out_of_band_update_is_planned_and_reverted(aws, client, tree, lensops):
     [drifted] = [line for line in plan.out.splitlines() if "drifted from the last apply:" in line]
     assert "parameters.Retention" in drifted
     # As in AWS, the change set lists the resource whose properties use the parameter.
-    assert 'changeSet: ["Modify Setting (AWS::SSM::Parameter)"] -> []' in plan.out
+    assert "      changeSet:\n        ~ Modify Setting (AWS::SSM::Parameter)\n" in plan.out, plan.out
 
     assert lensops("apply", "--repo", str(tree.root)).code == 0
     assert _parameters(_stack(client, "dev-network"))["Retention"] == "7"

@@ -105,14 +105,17 @@ def decide(
     record: ResourceRecord | None,
     intent: dict[str, Any] | None,
     rollout: dict[str, Any] | None,
+    shown: Compare | None = None,
 ) -> Decision:
-    """The decision for one resource, from its desired ``state`` and what AWS and the records say."""
+    """The decision for one resource, from its desired ``state`` and what AWS and the records say.
+    A creation's changes are what ``shown`` makes of ``state`` (``Reconciler.creation_view``)."""
     rp = ResourcePlan(target.kind, target.name, target.physical)
     decision = Decision(rp, state)
     ignore = target.ignored_fields
     if live is None:
         rp.action = Action.CREATE
-        rp.changes = [Change(k, None, v) for k, v in state.items() if k not in ignore and v not in (None, "", [], {})]
+        view = state if shown is None else shown(state)
+        rp.changes = [Change(k, None, v) for k, v in view.items() if k not in ignore and v not in (None, "", [], {})]
     else:
         owned, why = ownership(target, live, environment, record, intent)
         foreign = bool(live.owner_env) and live.owner_env != environment

@@ -301,7 +301,7 @@ class Pass:
         decision = decide(
             target, state, live, lambda wanted: self._view(reconciler, desired, live, wanted, applied),  # type: ignore[arg-type]
             environment=self.env.name, record=record,
-            intent=self.journal.intent(target.ident), rollout=self.active.get(target.ident),
+            intent=self.journal.intent(target.ident), rollout=self.active.get(target.ident), shown=reconciler.creation_view,
         )
         self._copy_decision(rp, decision.plan)
         decision.plan = rp

@@ -25,7 +25,7 @@ from typing import Any, Callable
 from pydantic import ValidationError
 
 from controller.errors import Problem
-from controller.kinds import RUNBOOK_RUN, Registry
+from controller.kinds import RUNBOOK_RUN, Reconciler, Registry
 from controller.manifests.graph import find_refs, topological_order
 from controller.manifests.interpolate import Expansion, ExpansionTooLarge, PlaceholderProblem, interpolate
 from controller.manifests.model import (
@@ -454,6 +454,8 @@ class _Loader:
         except ValidationError as exc:
             self.validation_problems(env, doc, exc, model, prefix=("spec",))
             return None
+        if reconciler is not None and not self.annotations_usable(env, doc, reconciler, envelope.metadata.annotations):
+            return None
         dumped = spec.model_dump(mode="json", exclude_none=True)
         physical = reconciler.physical_name(dumped, envelope.metadata.name) if reconciler is not None else envelope.metadata.name
         for name, folder in (reconciler.files.items() if reconciler is not None else ()):
@@ -476,6 +478,13 @@ class _Loader:
             depends_on=list(envelope.metadata.dependsOn),
             annotations=dict(envelope.metadata.annotations),
         )
+
+    def annotations_usable(self, env: str, doc: _Doc, reconciler: type[Reconciler], annotations: dict[str, str]) -> bool:
+        """Whether the kind's own annotations have values it can use; each one it cannot is a problem."""
+        refused = reconciler.annotation_problems(annotations)
+        for key, why in refused.items():
+            self.problem(env, doc.path, doc.line("metadata", "annotations", key), doc.ident, f"metadata.annotations.{key}: {why}")
+        return not refused
 
     def read_named_file(self, env: str, doc: _Doc, name: str, folder: str, value: str) -> str | None:
         """The text of the file the spec's ``name`` field names under ``folder/`` (a Stack's

@@ -25,12 +25,19 @@ rest see every change:
   resource when the stack tags change. ``RequiresRecreation`` is Always for
   the resource type's create-only properties (from the resource schemas that
   ship with cfn-lint, which moto uses), else Never; ``Replacement`` follows
-  as the API reference says. A CREATE change set for a name in use is
+  as the API reference says. ``PolicyAction`` says what a removal or a
+  replacement does with the resource: ``Delete``, ``Retain`` or ``Snapshot``
+  from the old resource's ``DeletionPolicy`` for a Remove, ``ReplaceAndDelete``,
+  ``ReplaceAndRetain`` or ``ReplaceAndSnapshot`` from the new one's
+  ``UpdateReplacePolicy`` for a replacing Modify. A CREATE change set for a name in use is
   AlreadyExistsException (unless the stack is REVIEW_IN_PROGRESS); an UPDATE
   change set for a stack that cannot be updated is a ValidationError.
 - ``ExecuteChangeSet``: refuses a change set that is not AVAILABLE; after
   moto applies it, also updates the resources moto leaves alone that the
-  change set lists (e.g. a parameter reached through ``Fn::Sub``), then gives
+  change set lists (e.g. a parameter reached through ``Fn::Sub``), makes
+  anew what it replaces (``Replacement: True``) where moto updated it in place
+  or could not (a renamed DynamoDB table or SQS queue), deleting the old
+  resource unless ``UpdateReplacePolicy`` is Retain, then gives
   the stack the change set's template, parameters, outputs, exports, tags,
   RoleARN, NotificationARNs and Capabilities, and deletes the stack's change
   sets: the executed one stays describable by ARN but is no longer listed. A
@@ -74,7 +81,7 @@ from urllib.parse import unquote, urlparse
 
 from moto.cloudformation.exceptions import AlreadyExistsException, CloudFormationError, ValidationError
 from moto.cloudformation.models import Change, ChangeSet, CloudFormationBackend, Event, Stack
-from moto.cloudformation.parsing import OutputMap, parse_and_update_resource
+from moto.cloudformation.parsing import OutputMap, parse_and_create_resource, parse_and_update_resource
 from moto.cloudformation.responses import CloudFormationResponse, transform_dict
 from moto.cloudformation.utils import generate_changeset_id, validate_create_change_set
 from moto.core.responses import ActionResult, EmptyResult
@@ -353,8 +360,10 @@ class CloudFormationAdditions(CloudFormationResponse):
             raise ValidationError(change_set.stack_id)
         # What moto's own apply will update, to update the rest of the listed resources after it.
         moto_updates: set[str] = set()
+        replaced: dict[str, tuple[Any, dict[str, Any]]] = {}
         if change_set.change_set_type == "UPDATE":
             moto_updates = set(stack.resource_map.build_resource_diff(change_set.template_dict, change_set.parameters)["Modify"])
+            replaced = _to_replace(stack, change_set)
         try:
             self._backend.execute_change_set(change_set_name=change_set.change_set_id, stack_name=stack.stack_id)
         except Exception as exc:
@@ -367,7 +376,8 @@ class CloudFormationAdditions(CloudFormationResponse):
             return EmptyResult()  # failed and rolled back: the stack keeps what it had
         if change_set.change_set_type == "UPDATE":
             listed = [c.logical_resource_id for c in change_set.changes if c.action == "Modify"]
-            _update_resources(stack, [n for n in listed if n not in moto_updates])
+            _update_resources(stack, [n for n in listed if n not in moto_updates and n not in replaced])
+            _replace_resources(stack, replaced)
         stack.parameters = dict(change_set.parameters)
         stack._parse_template()
         stack.description = stack.template_dict.get("Description")
@@ -652,6 +662,40 @@ def _update_resources(stack: Stack, names: list[str]) -> None:
             resource_map._parsed_resources[name] = updated
 
 
+def _to_replace(stack: Stack, change_set: ChangeSet) -> dict[str, tuple[Any, dict[str, Any]]]:
+    """Logical id -> (the resource, its template entry) of what the change set replaces, read before it runs."""
+    parsed = stack.resource_map._parsed_resources
+    old_resources = _stack_template(stack).get("Resources") or {}
+    return {
+        c.logical_resource_id: (parsed[c.logical_resource_id], old_resources.get(c.logical_resource_id) or {})
+        for c in change_set.changes
+        if c.action == "Modify" and getattr(c, "replacement", None) == "True" and parsed.get(c.logical_resource_id) is not None
+    }
+
+
+def _replace_resources(stack: Stack, replaced: dict[str, tuple[Any, dict[str, Any]]]) -> None:
+    """Make anew each replaced resource that moto updated in place (or could not update), then delete
+    the old one unless the new template's UpdateReplacePolicy retains it, as AWS replaces. A resource
+    moto made anew itself is left as it is; one that cannot be made (a custom name still in use) keeps
+    the old resource."""
+    resource_map = stack.resource_map
+    for name, (old, old_json) in replaced.items():
+        current = resource_map._parsed_resources.get(name)
+        if current is not None and current is not old and current.physical_resource_id != old.physical_resource_id:
+            continue
+        resource_json = resource_map._resource_json_map.get(name)
+        if resource_json is None:
+            continue
+        try:
+            made = parse_and_create_resource(name, resource_json, resource_map, stack.account_id, stack.region_name)
+        except Exception:  # noqa: BLE001 - moto refused it (a name in use): the old resource stays
+            resource_map._parsed_resources[name] = old
+            continue
+        resource_map._parsed_resources[name] = made
+        if resource_json.get("UpdateReplacePolicy") != "Retain":
+            resource_map._delete_resource(old, old_json)
+
+
 # --- change set review ------------------------------------------------------
 
 
@@ -843,12 +887,26 @@ def _changes(
         elif name in details:
             physical = getattr(parsed.get(name), "physical_resource_id", None)
             replacement = _replacement(details[name])
-            changes.append(_change("Modify", name, str(resource.get("Type", "")), physical, replacement, details[name]))
+            change = _change("Modify", name, str(resource.get("Type", "")), physical, replacement, details[name])
+            if replacement != "False":
+                change.policy_action = "ReplaceAnd" + _policy(resource, "UpdateReplacePolicy")
+            changes.append(change)
     for name, resource in old_resources.items():
         if name not in new_resources:
             physical = getattr(parsed.get(name), "physical_resource_id", None)
-            changes.append(_change("Remove", name, str(resource.get("Type", "")), physical, None, []))
+            change = _change("Remove", name, str(resource.get("Type", "")), physical, None, [])
+            change.policy_action = _policy(resource, "DeletionPolicy")
+            changes.append(change)
     return changes
+
+
+def _policy(resource: dict[str, Any], attribute: str) -> str:
+    """What a resource's DeletionPolicy / UpdateReplacePolicy does to it: Delete, Retain or Snapshot
+    (RetainExceptOnCreate retains a resource that exists)."""
+    policy = resource.get(attribute)
+    if policy == "RetainExceptOnCreate":
+        return "Retain"
+    return policy if policy in ("Retain", "Snapshot") else "Delete"
 
 
 def _cascade(new_resources: dict[str, Any], old_resources: dict[str, Any], details: dict[str, list[dict[str, Any]]]) -> None:

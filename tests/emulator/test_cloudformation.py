@@ -224,7 +224,7 @@ def test_template_changes_are_listed_with_what_they_replace(cfn: Any, app: dict[
     described = change_set(cfn, TemplateBody=template, Parameters=params(Prefix="dev"))
     listed = changes(described)
     assert {name: c["Action"] for name, c in listed.items()} == {"Jobs": "Modify", "Setting": "Modify", "Audit": "Add"}
-    assert listed["Jobs"]["Replacement"] == "True"
+    assert listed["Jobs"]["Replacement"] == "True" and listed["Jobs"]["PolicyAction"] == "ReplaceAndDelete"
     assert listed["Jobs"]["Details"] == [
         {
             "Target": {"Attribute": "Properties", "Name": "QueueName", "RequiresRecreation": "Always"},
@@ -233,7 +233,7 @@ def test_template_changes_are_listed_with_what_they_replace(cfn: Any, app: dict[
         }
     ]
     setting = listed["Setting"]
-    assert setting["Replacement"] == "False"
+    assert setting["Replacement"] == "False" and "PolicyAction" not in setting
     assert {(d["ChangeSource"], d["Evaluation"], d.get("CausingEntity")) for d in setting["Details"]} == {
         ("DirectModification", "Static", None),
         ("ResourceReference", "Dynamic", "Jobs"),
@@ -242,8 +242,52 @@ def test_template_changes_are_listed_with_what_they_replace(cfn: Any, app: dict[
     smaller = TEMPLATE.replace("  Jobs:\n    Type: AWS::SQS::Queue\n", "")
     [gone] = change_set(cfn, name="smaller", TemplateBody=smaller, Parameters=params(Prefix="dev"))["Changes"]
     assert gone["ResourceChange"]["Action"] == "Remove" and gone["ResourceChange"]["LogicalResourceId"] == "Jobs"
+    assert gone["ResourceChange"]["PolicyAction"] == "Delete"
     jobs = cfn.describe_stack_resource(StackName="app", LogicalResourceId="Jobs")["StackResourceDetail"]
     assert gone["ResourceChange"]["PhysicalResourceId"] == jobs["PhysicalResourceId"]
+
+
+def test_policy_actions_say_what_a_removal_or_a_replacement_keeps(cfn: Any, app: dict[str, Any]) -> None:
+    kept = TEMPLATE.replace("    Type: AWS::SQS::Queue\n", "    Type: AWS::SQS::Queue\n    DeletionPolicy: Retain\n")
+    kept = kept.replace("    Type: AWS::SSM::Parameter\n", "    Type: AWS::SSM::Parameter\n    UpdateReplacePolicy: Snapshot\n")
+    cfn.execute_change_set(ChangeSetName=change_set(cfn, name="policies", TemplateBody=kept, Parameters=params(Prefix="dev"))["ChangeSetId"])
+
+    renamed = changes(change_set(cfn, name="renamed", TemplateBody=kept, Parameters=params(Prefix="prod")))
+    assert renamed["Setting"]["Replacement"] == "True" and renamed["Setting"]["PolicyAction"] == "ReplaceAndSnapshot"
+    cfn.delete_change_set(ChangeSetName="renamed", StackName="app")
+    smaller = kept.replace("  Jobs:\n    Type: AWS::SQS::Queue\n    DeletionPolicy: Retain\n", "")
+    [gone] = change_set(cfn, name="smaller", TemplateBody=smaller, Parameters=params(Prefix="dev"))["Changes"]
+    assert gone["ResourceChange"]["LogicalResourceId"] == "Jobs" and gone["ResourceChange"]["PolicyAction"] == "Retain"
+
+
+def test_an_executed_replacement_makes_the_resource_anew_and_deletes_the_old_one(cfn: Any, client: Any) -> None:
+    """moto updates a renamed queue in place and cannot update a table at all; AWS makes both anew."""
+    storage = """
+Resources:
+  Jobs: {Type: AWS::SQS::Queue, Properties: {QueueName: jobs}}
+  Archive: {Type: AWS::SQS::Queue, UpdateReplacePolicy: Retain, Properties: {QueueName: archive}}
+  Table:
+    Type: AWS::DynamoDB::Table
+    Properties:
+      TableName: orders
+      BillingMode: PAY_PER_REQUEST
+      AttributeDefinitions: [{AttributeName: id, AttributeType: S}]
+      KeySchema: [{AttributeName: id, KeyType: HASH}]
+"""
+    made = cfn.create_change_set(StackName="storage", ChangeSetName="first", ChangeSetType="CREATE", TemplateBody=storage)
+    cfn.execute_change_set(ChangeSetName=made["Id"])
+    renamed = storage.replace("jobs}", "jobs-v2}").replace("archive}", "archive-v2}").replace("TableName: orders", "TableName: orders-v2")
+    made = cfn.create_change_set(StackName="storage", ChangeSetName="renamed", ChangeSetType="UPDATE", TemplateBody=renamed)
+    listed = changes(cfn.describe_change_set(ChangeSetName=made["Id"]))
+    assert {name: c["Replacement"] for name, c in listed.items()} == {"Jobs": "True", "Archive": "True", "Table": "True"}
+    cfn.execute_change_set(ChangeSetName=made["Id"])
+
+    assert client("dynamodb").list_tables()["TableNames"] == ["orders-v2"]
+    queues = sorted(url.rsplit("/", 1)[1] for url in client("sqs").list_queues()["QueueUrls"])
+    assert queues == ["archive", "archive-v2", "jobs-v2"], "the old archive queue is retained"
+    resources = cfn.describe_stack_resources(StackName="storage")["StackResources"]
+    physical = {r["LogicalResourceId"]: r["PhysicalResourceId"] for r in resources}
+    assert physical["Table"] == "orders-v2" and physical["Jobs"].endswith("/jobs-v2")
 
 
 def test_change_sets_are_refused_as_aws_refuses_them(cfn: Any, app: dict[str, Any]) -> None:
