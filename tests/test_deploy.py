@@ -457,6 +457,26 @@ def test_dockerfile_runs_lensops_as_non_root_with_a_health_check() -> None:
     assert ("EXPOSE", "8080") in stage
 
 
+def test_dockerfile_pins_its_base_image_and_pulls_no_frontend() -> None:
+    """The base image by digest (every build the same bytes); no ``# syntax=`` line, which makes
+    BuildKit pull a Dockerfile frontend image from Docker Hub at build time."""
+    text = DOCKERFILE.read_text()
+    assert not re.search(r"^#\s*syntax\s*=", text, re.M | re.I)
+    args = dict(rest.split("=", 1) for keyword, rest in dockerfile_instructions() if keyword == "ARG" and "=" in rest)
+    for image in (rest.split()[0] for keyword, rest in dockerfile_instructions() if keyword == "FROM"):
+        reference = args.get(image.strip("${}"), image)
+        assert re.fullmatch(r"python:3\.11-slim-bookworm@sha256:[0-9a-f]{64}", reference), reference
+
+
+def test_docker_run_examples_use_an_init_process() -> None:
+    """lensops is PID 1 and starts git and ssh: ``--init`` reaps them (ECS: initProcessEnabled)."""
+    pages = [DOCKERFILE, ROOT / "README.md", OPERATIONS, ROOT / "deploy" / "ecs" / "README.md"]
+    runs = [line for page in pages for line in page.read_text().splitlines() if re.search(r"\bdocker run\b", line)]
+    assert runs, "an example of docker run"
+    assert all("--init" in line for line in runs), runs
+    assert container()["linuxParameters"]["initProcessEnabled"] is True
+
+
 def test_dockerfile_settings_are_known_and_match_the_task() -> None:
     stage = final_stage(dockerfile_instructions())
     env: dict[str, str] = {}
