@@ -1,17 +1,28 @@
-# syntax=docker/dockerfile:1
-#
 # The lensops image: `lensops run`, the daemon (CONTRACT.md sections 4 to 6).
 #
 #   docker build -t lensops:0.1.0 .
-#   docker run --rm -p 8080:8080 -e LENSOPS_REPO_URL=https://git.example.com/acme/estate.git lensops:0.1.0
+#   docker run --rm --init -p 8080:8080 -e LENSOPS_REPO_URL=https://git.example.com/acme/estate.git lensops:0.1.0
+#
+# --init: lensops is PID 1 and runs git (and ssh under it); an init process
+# (Docker's tini) reaps what they leave behind. On ECS the task definition
+# sets initProcessEnabled for the same reason.
 #
 # Two stages. The builder makes a wheel of lensops and wheels of its
 # dependencies; the runtime installs them from that wheelhouse alone, so the
 # final image holds no source tree, no build tools and no pip cache.
-# Needs BuildKit (the default builder since Docker 23) for the bind mount of
-# the wheelhouse. Deployment on ECS: docs/operations.md.
+# Needs BuildKit (the default builder since Docker 23), whose built-in
+# Dockerfile frontend has the bind mount of the wheelhouse: no `# syntax=`
+# line, so a build pulls no frontend image. Deployment on ECS:
+# docs/operations.md.
+#
+# The base image is pinned by digest: the same bytes on every build, whatever
+# the tag points at today (python:3.11-slim-bookworm, Python 3.11.16 on Debian
+# 12, as docker-library/repo-info recorded the tag's multi-platform index).
+# Move the pin on purpose, for Python or Debian security updates:
+#   docker buildx imagetools inspect python:3.11-slim-bookworm   # "Digest: sha256:..."
+# and replace the digest below (--build-arg PYTHON_IMAGE=... overrides it once).
 
-ARG PYTHON_IMAGE=python:3.11-slim
+ARG PYTHON_IMAGE=python:3.11-slim-bookworm@sha256:0bee7276f83efd4a1ee05bbbf4281d95ed28e079220a9457f25a93e3f1e3c31b
 
 # --- builder: wheels ---------------------------------------------------------
 FROM ${PYTHON_IMAGE} AS builder
@@ -48,8 +59,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 # openssh-client: for git@host:org/repo.git URLs (deploy keys).
 # ca-certificates: for https:// Git URLs and the AWS endpoints.
 # tzdata: zoneinfo for the `timezone` of sync windows (America/New_York...).
-# Unpinned on purpose: the base image fixes the Debian release, and exact
-# versions would break the build whenever Debian ships a security update.
+# Unpinned on purpose: the base image fixes the Debian release (bookworm), and
+# exact versions would break the build whenever Debian ships a security update.
 # hadolint ignore=DL3008
 RUN apt-get update \
  && apt-get install -y --no-install-recommends git openssh-client ca-certificates tzdata \

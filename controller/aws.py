@@ -3,7 +3,8 @@
 Clients are made per (service, account, region, role) and cached, with
 botocore's own retry modes (adaptive by default: backoff with jitter and a
 client-side rate limiter that slows down on throttling). Every HTTP attempt
-is counted into ``lensops_aws_api_calls_total``, and a process-wide
+is counted into ``lensops_aws_api_calls_total`` (``ok``, ``throttled`` or
+``error``; a read answered "does not exist" is ``ok``), and a process-wide
 semaphore bounds the requests in flight (``LENSOPS_CONCURRENCY``).
 Nothing here runs at import time.
 """
@@ -21,7 +22,7 @@ import botocore.session
 import botocore.utils
 
 from controller import metrics
-from controller.errors import PermanentError, classify, is_throttling
+from controller.errors import PermanentError, classify, is_absent, is_throttling
 
 def parse_timestamp(value: Any) -> dt.datetime:
     """botocore's timestamp parsing, without dateutil on the common forms.
@@ -173,15 +174,19 @@ class ClientFactory:
             code = str(error.get("Code", ""))
             if is_throttling(code) or status == 429:
                 outcome = "throttled"
-            elif error or status >= 400:
-                outcome = "error"
+            elif (error or status >= 400) and not is_absent(_operation(event_name), code, status, str(error.get("Message", ""))):
+                outcome = "error"  # a read answering "does not exist (yet)" is the API working: ok
         _count(service, event_name, outcome)
+
+
+def _operation(event_name: str) -> str:
+    """The operation of botocore's ``<event>.<service-id>.<Operation>`` event name."""
+    return event_name.rsplit(".", 1)[-1]
 
 
 def _count(service: str, event_name: str, outcome: str, attempts: int = 1) -> None:
     """Count attempts into ``lensops_aws_api_calls_total``; ``event_name`` is botocore's ``<event>.<service-id>.<Operation>``."""
-    operation = event_name.rsplit(".", 1)[-1]
-    metrics.AWS_API_CALLS.labels(service, operation, outcome).inc(attempts)
+    metrics.AWS_API_CALLS.labels(service, _operation(event_name), outcome).inc(attempts)
 
 
 def caller_account(factory: ClientFactory, region: str, role_arn: str = "") -> str:

@@ -295,7 +295,7 @@ def cmd_iam_policy(args: argparse.Namespace, settings: Any) -> int:
     result = load_tree(checkout.root, registry, args.env)
     if result.all_problems:
         raise ManifestError(result.all_problems)
-    json.dump(policy_for(registry, result.environments.values()), sys.stdout, indent=2)
+    json.dump(policy_for(registry, result.environments.values(), settings.state_url), sys.stdout, indent=2)
     sys.stdout.write("\n")
     return EXIT_OK
 

@@ -38,6 +38,7 @@ from controller.settings import Settings
 from controller.source import redact
 from controller.state import EnvironmentRecord, LeaseLost, StateStore
 from controller.status import status_document
+from runbooks import CATALOGUE as RUNBOOKS
 from runbooks.executor import drive as drive_runbooks
 
 log = logs.get("lensops.daemon")
@@ -86,11 +87,13 @@ class Daemon:
     def start(self) -> None:
         for result in metrics.FETCH_RESULTS:
             metrics.GIT_FETCH.labels(result)
+        metrics.runbooks_known(RUNBOOKS)
         for record in self.store.environments():
             # What the state store knows is exported at once: dashboards and the
             # no-sync alert do not go blank across a restart.
             if (self.envs and record.environment not in self.envs) or record.status == REMOVED:
                 continue
+            metrics.environment_seen(record.environment)
             if record.applied_revision:
                 metrics.set_applied_revision(record.environment, record.applied_revision)
             if record.last_sync:
@@ -274,6 +277,7 @@ class Daemon:
         """An invalid revision of ``name``: counted and logged now; recorded by the replica that holds
         the environment's lease, under its lock and fence (the record is read and rewritten whole:
         never beside a pass or a bake check of it), at once or, when busy, by its next pass."""
+        metrics.environment_seen(name)  # one never valid yet has its other results' series too, at 0
         metrics.count_result(name, "invalid")
         for problem in problems:
             log.error("manifest_invalid", environment=name, revision=revision, problem=str(problem))

@@ -101,6 +101,30 @@ def is_throttling(code: str) -> bool:
     return code in _THROTTLING
 
 
+_NOT_FOUND = re.compile(r"NotFound|NoSuch|Nonexistent")
+"""Codes that say "no such thing": ResourceNotFoundException, NotFound, ParameterNotFound,
+DBInstanceNotFound, ChangeSetNotFound, NoSuchEntity, NoSuchKey, WAFNonexistentItemException..."""
+_READS = ("Describe", "Get", "List", "Head")
+
+
+def is_absent(operation: str, code: str, status: int = 0, message: str = "") -> bool:
+    """True when a read's error answer is the normal "it does not exist (yet)", not a failure.
+
+    Observing an estate asks for what may not exist: a function's aliases
+    before the function is deployed, a dashboard or a stack before the first
+    apply, an SSM parameter a runbook will create. Such an answer to a
+    ``Describe``/``Get``/``List``/``Head`` operation is the API working; the
+    same code from a write (deleting what is gone) is not decided here.
+    CloudFormation says it with ``ValidationError: Stack with id X does not
+    exist``; S3's ``Head`` answers have no body, only their 404.
+    """
+    if not operation.startswith(_READS):
+        return False
+    if _NOT_FOUND.search(code) or (code == "ValidationError" and "does not exist" in message):
+        return True
+    return operation.startswith("Head") and status == 404
+
+
 def classify(exc: BaseException) -> LensopsError:
     """Map any exception from botocore onto the taxonomy (the only place that does)."""
     if isinstance(exc, LensopsError):

@@ -2,13 +2,46 @@
 
 One registry for the process. Labels take only a few enumerable values:
 never ARNs, resource names, account ids or error text (those go to logs).
+Beside the contract's metrics: ``lensops_build_info{version}`` and the
+``process_*`` series of prometheus-client's process collector (CPU, memory,
+open file descriptors, start time), which a custom registry does not get
+by itself.
+
+Counters whose every series must exist at 0 from the start (CONTRACT.md
+section 6), so that ``increase()`` sees the first event:
+``lensops_reconcile_total`` per environment and result from the moment an
+environment is known (``environment_seen``), ``lensops_runbook_runs_total``
+per runbook of the catalogue and result at process start (``runbooks_known``).
 """
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+import importlib.metadata
+from collections.abc import Iterable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
+
+import controller
 
 REGISTRY = CollectorRegistry(auto_describe=True)
+ProcessCollector(registry=REGISTRY)
+
+
+def _version() -> str:
+    """The installed distribution's version; the package's own when run from a source tree that is not installed."""
+    try:
+        return importlib.metadata.version("lensops")
+    except importlib.metadata.PackageNotFoundError:
+        return controller.__version__
+
+
+BUILD_INFO = Gauge(
+    "lensops_build_info",
+    "The running lensops's version (value 1).",
+    ["version"],
+    registry=REGISTRY,
+)
+BUILD_INFO.labels(_version()).set(1)
 
 RECONCILE_TOTAL = Counter(
     "lensops_reconcile_total",
@@ -92,6 +125,7 @@ LEADER = Gauge(
 
 RESULTS = ("success", "failed", "rolled_back", "invalid")
 FETCH_RESULTS = ("success", "failed", "load_failed")
+RUNBOOK_RESULTS = ("succeeded", "failed")
 
 
 def count_result(environment: str, result: str) -> None:
@@ -103,6 +137,14 @@ def environment_seen(environment: str) -> None:
     """Every result series of an environment exists, at 0, from the moment it is known."""
     for result in RESULTS:
         RECONCILE_TOTAL.labels(environment, result)
+
+
+def runbooks_known(runbooks: Iterable[str]) -> None:
+    """Every result series of each runbook exists, at 0, from process start: the first failed run
+    is then an increase from 0 that alerts see, not a series that appears at 1."""
+    for runbook in runbooks:
+        for result in RUNBOOK_RESULTS:
+            RUNBOOK_RUNS.labels(runbook, result)
 
 
 _applied_revision: dict[str, str] = {}

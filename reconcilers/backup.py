@@ -120,7 +120,20 @@ class BackupVaultReconciler(Reconciler):
     name_field = "backupVaultName"
     service = "backup"
     iam_read = ("backup:ListBackupVaults", "tag:GetResources")
-    iam_write = ("backup:CreateBackupVault", "backup:DeleteBackupVault", "backup:TagResource", "backup:UntagResource")
+    iam_write = (
+        "backup:CreateBackupVault",
+        "backup:DeleteBackupVault",
+        "backup:TagResource",
+        "backup:UntagResource",
+        # CreateBackupVault's dependent actions (AWS Backup's "Create a backup vault"): the vault's
+        # storage, and grants on its encryption key (aws/backup when encryptionKeyArn is unset).
+        "backup-storage:MountCapsule",
+        "kms:CreateGrant",
+        "kms:DescribeKey",
+        "kms:RetireGrant",
+        "kms:Decrypt",
+        "kms:GenerateDataKey",
+    )
 
     example = """\
 apiVersion: lensops.io/v1

@@ -568,6 +568,7 @@ class StackReconciler(Reconciler):
         "cloudformation:DescribeStackEvents",
         "cloudformation:DetectStackDrift",
         "cloudformation:DescribeStackResourceDrifts",
+        "iam:PassRole",  # the preview's change set is given the spec's roleARN too
     )
     iam_write = (
         "cloudformation:CreateChangeSet",
@@ -577,6 +578,7 @@ class StackReconciler(Reconciler):
         "cloudformation:DeleteStack",
         "cloudformation:UpdateTerminationProtection",
         "cloudformation:ContinueUpdateRollback",
+        "iam:PassRole",  # roleARN: the change set or stack is given a service role
     )
 
     @classmethod

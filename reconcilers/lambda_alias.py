@@ -129,7 +129,8 @@ class LambdaAliasReconciler(Reconciler):
     service = "lambda"
     taggable = False
     settle_interval = 15.0
-    iam_read = ("lambda:ListAliases", "lambda:ListProvisionedConcurrencyConfigs", "lambda:GetProvisionedConcurrencyConfig")
+    # DescribeAlarms: the health gate reads deployment.alarms at each rollout step.
+    iam_read = ("lambda:ListAliases", "lambda:ListProvisionedConcurrencyConfigs", "lambda:GetProvisionedConcurrencyConfig", "cloudwatch:DescribeAlarms")
     iam_write = (
         "lambda:CreateAlias",
         "lambda:UpdateAlias",

@@ -317,7 +317,18 @@ RUNBOOK = Runbook(
             "restore",
             restore,
             f"restore the snapshot into the target, tagged {RUN_TAG}=<env>/<name>; reuse a target with this run's tag, refuse any other",
-            touches=("rds:DescribeDBInstances", "rds:RestoreDBInstanceFromDBSnapshot", "rds:AddTagsToResource", "backup:StartRestoreJob", "iam:PassRole"),
+            # Tags on create need rds:AddTagsToResource; a snapshot under a customer managed key needs
+            # kms:CreateGrant and kms:DescribeKey on it (RDS acts as the caller); the recovery point's
+            # restore passes its role to AWS Backup.
+            touches=(
+                "rds:DescribeDBInstances",
+                "rds:RestoreDBInstanceFromDBSnapshot",
+                "rds:AddTagsToResource",
+                "kms:CreateGrant",
+                "kms:DescribeKey",
+                "backup:StartRestoreJob",
+                "iam:PassRole",
+            ),
         ),
         Step(
             "wait-available",

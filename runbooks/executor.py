@@ -447,8 +447,7 @@ def drive(
     notify = notifier_for(aws, env, store)
     for resource in env.runs:
         request = RunRequest.from_resource(resource, env.revision)
-        for result in (SUCCEEDED, FAILED):
-            metrics.RUNBOOK_RUNS.labels(request.runbook, result)  # the series exist (at 0) before a run ends
+        metrics.runbooks_known((request.runbook,))  # the series exist (at 0) before a run ends (the daemon made them at start)
         try:
             out.append(advance(store, request, aws, notify=notify, request_rollback=request_rollback, clock=clock))
         except Exception as exc:  # a bug or a store failure in one run is reported, the others go on

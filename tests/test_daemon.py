@@ -114,6 +114,46 @@ def test_every_contract_metric_is_exported(daemon, git_remote):
     assert contract <= names, contract - names
 
 
+def _samples(text: str, family: str) -> dict[tuple[tuple[str, str], ...], float]:
+    """The samples of one family (``_total`` for a counter), by their sorted labels."""
+    return {
+        tuple(sorted(s.labels.items())): s.value
+        for f in text_string_to_metric_families(text) if f.name == family
+        for s in f.samples if not s.name.endswith("_created")
+    }
+
+
+def test_every_series_exists_at_zero_from_the_start(daemon, git_remote):
+    """CONTRACT.md section 6: an alert on increase() sees the first failed runbook run and the
+    first refused revision only if the series was 0 before. Every runbook of the catalogue has
+    both result series at process start (no RunbookRun committed), and an environment whose
+    first revision is invalid has every result series (``invalid`` counted, the others at 0).
+    Beside them, the build's version and the process collector's series."""
+    from importlib.metadata import version
+
+    from runbooks import CATALOGUE
+
+    revision = _estate(git_remote, 5)
+    git_remote.tree.environment("staging")
+    git_remote.tree.write("environments/staging/alarms.yaml", alarm("api-5xx", 5).replace("  threshold:", "  threshhold:"))
+    revision = git_remote.commit("staging: a typo from its first commit")
+    d = daemon()
+    d.wait_until(lambda: d.applied_revision("dev") == revision)
+    text = d.get("/metrics")[1].decode()
+
+    runs = _samples(text, "lensops_runbook_runs")
+    assert runs == {(("result", result), ("runbook", name)): 0.0 for name in CATALOGUE for result in ("succeeded", "failed")}
+    reconciles = _samples(text, "lensops_reconcile")
+    staging = {dict(labels)["result"]: value for labels, value in reconciles.items() if dict(labels)["environment"] == "staging"}
+    assert staging == {"success": 0.0, "failed": 0.0, "rolled_back": 0.0, "invalid": 1.0}
+    dev = {dict(labels)["result"] for labels in reconciles if dict(labels)["environment"] == "dev"}
+    assert dev == {"success", "failed", "rolled_back", "invalid"}
+
+    assert _samples(text, "lensops_build_info") == {(("version", version("lensops")),): 1.0}
+    families = {f.name for f in text_string_to_metric_families(text)}
+    assert {"process_resident_memory_bytes", "process_cpu_seconds", "process_start_time_seconds", "process_open_fds"} <= families
+
+
 def test_sigterm_exits_zero_quickly(daemon, git_remote):
     first = _estate(git_remote, 5)
     d = daemon()

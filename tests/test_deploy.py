@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 import re
 import shlex
+import shutil
+import subprocess
 import tomllib
 from collections.abc import Iterator
 from pathlib import Path
@@ -39,6 +41,11 @@ OPERATIONS = ROOT / "docs" / "operations.md"
 
 # Metrics that Prometheus itself makes, allowed beside lensops's own.
 PROMETHEUS_METRICS = {"up"}
+# prometheus-client's ProcessCollector, registered on lensops's own registry (Linux: it reads /proc).
+PROCESS_FAMILIES = {
+    "process_virtual_memory_bytes", "process_resident_memory_bytes", "process_start_time_seconds",
+    "process_cpu_seconds", "process_open_fds", "process_max_fds",
+}
 PROMQL_KEYWORDS = {"and", "or", "unless", "by", "without", "on", "ignoring", "group_left", "group_right", "bool", "offset", "atmodifier", "inf", "nan"}
 LABEL_SET_VALUE = "__test_deploy__"
 
@@ -70,7 +77,8 @@ def exported_metric_names() -> set[str]:
                 pass
     names = {sample.name for family in text_string_to_metric_families(text) for sample in family.samples}
     families = {family.name for family in metrics.REGISTRY.collect()}
-    assert families == {w._name for w in wrappers}, "every registered metric is a module-level object of controller.metrics"  # _name: private too
+    own = {w._name for w in wrappers}  # _name: private too
+    assert families - own == PROCESS_FAMILIES, "every registered metric is a module-level object of controller.metrics, or the process collector's"
     return names
 
 
@@ -179,6 +187,11 @@ def test_the_metric_catalogue_is_the_contracts() -> None:
         "lensops_git_fetch_total",
         "lensops_runbook_runs_total",
         "lensops_leader",
+        # Beside the contract's list: the version, and the process collector's series.
+        "lensops_build_info",
+        "process_cpu_seconds_total",
+        "process_resident_memory_bytes",
+        "process_start_time_seconds",
     ):
         assert expected in names
     assert LABEL_SET_VALUE not in generate_latest(metrics.REGISTRY).decode(), "the touched label sets are removed again"
@@ -211,22 +224,59 @@ def test_every_rule_metric_exists() -> None:
         assert not unknown, f"alert {rule['alert']} queries unknown metrics {sorted(unknown)}: {rule['expr']}"
 
 
-def test_dashboard_shape() -> None:
+INPUT = "${DS_PROMETHEUS}"
+SCOPE = ('job=~"$job"', 'instance=~"$instance"')
+
+
+def selectors(expr: str) -> list[str]:
+    """Each metric selector of a PromQL expression, with its label matchers (``name{...}`` or a bare name)."""
+    names = promql_metric_names(expr)
+    return [m.group(0) for m in re.finditer(r"\b([a-zA-Z_:][\w:]*)(\{[^}]*\})?", expr) if m.group(1) in names]
+
+
+def test_dashboard_import_asks_for_the_data_source() -> None:
+    """Grafana's import asks for each ``__inputs`` entry: every data source reference is that input."""
     board = json.loads(DASHBOARD.read_text())
     assert board["schemaVersion"] == 39
-    variables = {v["name"]: v for v in board["templating"]["list"]}
-    assert variables["datasource"]["type"] == "datasource" and variables["datasource"]["query"] == "prometheus"
-    environment = variables["environment"]
-    assert environment["datasource"]["uid"] == "${datasource}"
-    assert "label_values(lensops_revision_info, environment)" in json.dumps(environment["query"])
+    (source,) = board["__inputs"]
+    assert (source["name"], source["type"], source["pluginId"]) == ("DS_PROMETHEUS", "datasource", "prometheus")
+    assert {"type": "datasource", "id": "prometheus", "name": "Prometheus", "version": "1.0.0"} in board["__requires"]
+    variables = board["templating"]["list"]
+    assert all(v["type"] != "datasource" for v in variables), "the input chooses the data source, not a variable"
+    for variable in variables:
+        assert variable["datasource"] == {"type": "prometheus", "uid": INPUT}, variable["name"]
     ids = [panel["id"] for panel in walk_panels(board["panels"])]
     assert len(ids) == len(set(ids)), "panel ids are unique"
     for panel in walk_panels(board["panels"]):
         if panel["type"] == "row":
             continue
-        assert panel["datasource"]["uid"] == "${datasource}", panel["title"]
+        assert panel["datasource"] == {"type": "prometheus", "uid": INPUT}, panel["title"]
         for target in panel["targets"]:
-            assert target["datasource"]["uid"] == "${datasource}", panel["title"]
+            assert target["datasource"] == {"type": "prometheus", "uid": INPUT}, panel["title"]
+    everything = json.dumps(board)
+    assert "${datasource}" not in everything and everything.count("${DS_") == everything.count(INPUT)
+
+
+def test_dashboard_is_scoped_by_job_and_instance() -> None:
+    """Several Prometheus jobs or replicas on one data source: the job and replica variables narrow every query."""
+    board = json.loads(DASHBOARD.read_text())
+    variables = {v["name"]: v for v in board["templating"]["list"]}
+    assert list(variables) == ["job", "instance", "environment"], "each variable's query uses the ones before it"
+    assert variables["job"]["query"]["query"] == "label_values(lensops_build_info, job)"
+    assert variables["instance"]["query"]["query"] == 'label_values(lensops_build_info{job=~"$job"}, instance)'
+    assert variables["instance"]["includeAll"] and variables["instance"]["allValue"] == ".*"
+    assert variables["environment"]["query"]["query"] == 'label_values(lensops_revision_info{job=~"$job", instance=~"$instance"}, environment)'
+    for panel in walk_panels(board["panels"]):
+        for target in panel.get("targets", []):
+            found = selectors(target["expr"])
+            assert found, (panel["title"], target["expr"])
+            for selector in found:
+                assert all(matcher in selector for matcher in SCOPE), f"panel {panel['title']!r}: {selector} is not scoped by $job and $instance"
+
+
+def test_selectors_of_an_expression() -> None:
+    expr = 'sum by (le) (rate(lensops_x_bucket{job=~"$job", a="b"}[5m])) / on (x) up and time() - lensops_y offset 5m'
+    assert selectors(expr) == ['lensops_x_bucket{job=~"$job", a="b"}', "up", "lensops_y"]
 
 
 # --- (b) the rules file ---------------------------------------------------------
@@ -269,6 +319,57 @@ def test_runbook_urls_point_at_sections_of_the_operations_guide() -> None:
         assert page.endswith("docs/operations.md"), url
         assert anchor == rule["alert"].lower(), url
         assert anchor in sections, f"docs/operations.md has no section #{anchor}"
+
+
+def _minutes(duration: str) -> int:
+    units = {"s": 1 / 60, "m": 1, "h": 60, "d": 1440}
+    return round(sum(int(n) * units[u] for n, u in re.findall(r"(\d+)([smhd])", duration)))
+
+
+WORDS = {"five": 5, "ten": 10, "fifteen": 15, "twenty-five": 25, "thirty": 30}
+
+
+def test_alert_texts_name_the_time_the_rule_takes() -> None:
+    """An alert with a window and a ``for`` fires after about both: its text says that total, and names no
+    duration the rule does not have (a 15m window with ``for: 15m`` is "30 minutes", never "15 minutes" alone)."""
+    for rule in rules():
+        windows = [_minutes(w) for w in re.findall(r"\[(\w+)\]", rule["expr"])]
+        window = max(windows, default=0)
+        wait = _minutes(rule.get("for", "0m"))
+        allowed = {window, wait, window + wait} - {0}
+        text = " ".join(rule["annotations"][key] for key in ("summary", "description"))
+        named = {int(n) if n.isdigit() else WORDS[n] for n in re.findall(r"\b(\d+|[a-z-]+)\s+minutes?\b", text) if n.isdigit() or n in WORDS}
+        assert named <= allowed, f"{rule['alert']}: names {sorted(named)} minutes; the rule has a {window}m window and for: {wait}m"
+        if window and wait:
+            assert window + wait in named, f"{rule['alert']}: fires after about {window + wait} minutes ({window}m window + for {wait}m); its text must say so"
+
+
+PROMTOOL = shutil.which("promtool")
+
+
+@pytest.mark.skipif(PROMTOOL is None, reason="promtool (Prometheus's; Debian: package prometheus) is not on PATH")
+def test_rules_pass_their_promtool_unit_tests() -> None:
+    """deploy/prometheus/lensops-rules.test.yaml: each alert fires when it should, series that start absent included."""
+    assert PROMTOOL is not None
+    checked = subprocess.run([PROMTOOL, "check", "rules", RULES.name], cwd=RULES.parent, capture_output=True, text=True, timeout=60)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    tested = subprocess.run([PROMTOOL, "test", "rules", "lensops-rules.test.yaml"], cwd=RULES.parent, capture_output=True, text=True, timeout=120)
+    assert tested.returncode == 0, tested.stdout + tested.stderr
+
+
+def test_rule_tests_cover_counters_that_start_absent() -> None:
+    """The single-event alerts must fire for a counter first scraped above 0 (refused before the first scrape)."""
+    document = yaml.safe_load((RULES.parent / "lensops-rules.test.yaml").read_text())
+    absent_first = {
+        series["series"].split("{")[0]
+        for test in document["tests"]
+        for series in test["input_series"]
+        if series["values"].startswith("_") and not series["values"].strip("_ ").startswith("0")
+    }
+    assert {"lensops_reconcile_total", "lensops_runbook_runs_total", "lensops_drift_detected_total", "lensops_rollbacks_total"} <= absent_first
+    for rule in rules():
+        if rule["alert"] in ("LensopsRevisionInvalid", "LensopsRunbookFailed", "LensopsDriftDetected", "LensopsRollback"):
+            assert "process_start_time_seconds" in rule["expr"], rule["alert"]
 
 
 def test_lensops_down_selects_the_scrape_job_of_the_guide() -> None:
@@ -354,6 +455,26 @@ def test_dockerfile_runs_lensops_as_non_root_with_a_health_check() -> None:
     cmd = [rest for keyword, rest in stage if keyword == "CMD"]
     assert cmd and json.loads(cmd[-1]) == ["run"]
     assert ("EXPOSE", "8080") in stage
+
+
+def test_dockerfile_pins_its_base_image_and_pulls_no_frontend() -> None:
+    """The base image by digest (every build the same bytes); no ``# syntax=`` line, which makes
+    BuildKit pull a Dockerfile frontend image from Docker Hub at build time."""
+    text = DOCKERFILE.read_text()
+    assert not re.search(r"^#\s*syntax\s*=", text, re.M | re.I)
+    args = dict(rest.split("=", 1) for keyword, rest in dockerfile_instructions() if keyword == "ARG" and "=" in rest)
+    for image in (rest.split()[0] for keyword, rest in dockerfile_instructions() if keyword == "FROM"):
+        reference = args.get(image.strip("${}"), image)
+        assert re.fullmatch(r"python:3\.11-slim-bookworm@sha256:[0-9a-f]{64}", reference), reference
+
+
+def test_docker_run_examples_use_an_init_process() -> None:
+    """lensops is PID 1 and starts git and ssh: ``--init`` reaps them (ECS: initProcessEnabled)."""
+    pages = [DOCKERFILE, ROOT / "README.md", OPERATIONS, ROOT / "deploy" / "ecs" / "README.md"]
+    runs = [line for page in pages for line in page.read_text().splitlines() if re.search(r"\bdocker run\b", line)]
+    assert runs, "an example of docker run"
+    assert all("--init" in line for line in runs), runs
+    assert container()["linuxParameters"]["initProcessEnabled"] is True
 
 
 def test_dockerfile_settings_are_known_and_match_the_task() -> None:

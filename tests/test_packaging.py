@@ -14,6 +14,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tomllib
 import zipfile
 from email.parser import Parser
 from pathlib import Path
@@ -62,6 +63,22 @@ def test_the_wheel_holds_the_product_packages_and_no_emulator(wheel: zipfile.Zip
     assert {n.split("/")[0] for n in names if not n.split("/")[0].endswith(".dist-info")} == PRODUCT_PACKAGES
     assert [n for n in names if "emulator" in n.lower()] == []
     assert "controller/cli.py" in names and "controller/demo.py" in names
+
+
+def test_the_wheel_declares_its_license_as_an_spdx_expression(wheel: zipfile.ZipFile) -> None:
+    """PEP 639: ``License-Expression`` (Metadata 2.4), not the deprecated free-text ``License`` that
+    ``license = {text = ...}`` wrote; and the build is bounded to a setuptools that writes it."""
+    (metadata,) = [n for n in wheel.namelist() if n.endswith(".dist-info/METADATA")]
+    headers = Parser().parsestr(wheel.read(metadata).decode())
+    assert headers["License-Expression"] == "Apache-2.0"
+    assert headers.get_all("License") is None
+    assert tuple(int(part) for part in headers["Metadata-Version"].split(".")) >= (2, 4)
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert project["project"]["license"] == "Apache-2.0"
+    (setuptools,) = [Requirement(r) for r in project["build-system"]["requires"] if Requirement(r).name == "setuptools"]
+    assert not setuptools.specifier.contains("76.9") and setuptools.specifier.contains("77.0"), str(setuptools)
+    licenses = sorted(p.name for p in ROOT.glob("LICEN[CS]E*"))
+    assert project["project"].get("license-files", licenses) == licenses, "a license file present is named in license-files"
 
 
 def test_no_file_of_the_wheel_imports_moto(wheel: zipfile.ZipFile) -> None:
