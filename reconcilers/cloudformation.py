@@ -49,7 +49,8 @@ from controller.manifests.types import Spec
 from controller.manifests.yamlsafe import MAX_DEPTH, MAX_FILE_BYTES, MAX_NODES, YamlProblem, load_documents
 from controller.plan import KNOWN_AFTER_APPLY
 from controller.sensitive import is_sealed, seal
-from controller.kinds import OWNER_ENV_TAG, OWNER_ID_TAG, Context, Desired, Live, Reconciler
+from controller.kinds import OWNER_ENV_TAG, OWNER_ID_TAG, Context, Desired, Finding, Live, Reconciler
+from reconcilers import cfn_validate
 from reconcilers.listing import Listing
 
 log = logs.get("lensops.reconcilers.cloudformation")
@@ -302,6 +303,28 @@ class StackReconciler(Reconciler):
     change set that it creates and deletes at once: a role that only plans needs
     `cloudformation:CreateChangeSet` and `cloudformation:DeleteChangeSet` too (and `iam:PassRole` with
     `roleARN`).
+
+    Templates are checked before AWS, with no AWS call, as the tree loads: the daemon, `lensops plan`
+    and `lensops validate` agree, and a Stack that fails refuses its environment's revision. The
+    template must parse (YAML with CloudFormation's short forms, or JSON); every parameter given must
+    be declared, and every declared one without a `Default` given; a value must fit its `Type`
+    (`Number`, `List<Number>`; the `AWS::EC2::...` types as strings; `AWS::SSM::Parameter::...` types
+    are taken as given), `AllowedValues`, `AllowedPattern`, `MinLength`/`MaxLength` and
+    `MinValue`/`MaxValue`; every resource type must be one CloudFormation knows in the Environment's
+    region, from cfn-lint's schemas, with a did-you-mean (`Custom::*` is; `AWS::Serverless::*` is under
+    `Transform: AWS::Serverless-2016-10-31`; types outside the `AWS` and `Alexa` namespaces are registry
+    extensions, left to CloudFormation). A problem points at the parameter's line in the manifest, or
+    at the template's line: `templates/app.yaml:12: Stack/app: resource Jobs: unknown resource type
+    'AWS::SQS::Queu' (did you mean AWS::SQS::Queue?)`.
+
+    `lensops validate` also runs cfn-lint's rules: their errors are problems, their warnings are
+    printed (`templates/app.yaml:3: Stack/app: warning: Parameter Unused not used. (cfn-lint W2001)`)
+    and leave the exit code 0. They take from 30 ms to seconds per template, too slow for the load the
+    daemon makes at every commit, so the daemon and `plan` leave them out. A template silences a rule
+    as cfn-lint documents (`Metadata: {cfn-lint: {config: {ignore_checks: [W2001]}}}`). `lensops plan`
+    asks CloudFormation (`ValidateTemplate`, once per template per pass) about the template of a stack
+    that does not exist yet, and reports its answer as the Stack's failure; an existing stack's change
+    set is CloudFormation's check already.
     """
 
     kind = "Stack"
@@ -324,6 +347,7 @@ class StackReconciler(Reconciler):
         "cloudformation:DescribeStackEvents",
         "cloudformation:DetectStackDrift",
         "cloudformation:DescribeStackResourceDrifts",
+        "cloudformation:ValidateTemplate",
     )
     iam_write = (
         "cloudformation:CreateChangeSet",
@@ -382,6 +406,8 @@ Outputs:
         """Stack name -> (digest of the change-set fields, template text) of this pass's desired state."""
         self._previews: dict[tuple[str, str], list[str] | None] = {}
         """(stack name, digest) -> a change set's entries, kept for the pass (the drift check asks again)."""
+        self._new: set[str] = set()
+        """Stacks observed absent this pass: a plan asks CloudFormation to validate their templates."""
 
     @property
     def _client(self) -> Any:
@@ -398,6 +424,7 @@ Outputs:
             return {}
         stacks = self._stacks()
         present = [name for name in physicals if name in stacks]
+        self._new.update(name for name in physicals if name not in stacks)
         return dict(zip(present, self.ctx.map(lambda name: self._live(stacks[name]), present), strict=True))
 
     def _live(self, stack: dict[str, Any], drift: bool = True) -> Live:
@@ -486,6 +513,8 @@ Outputs:
         spec = desired.spec
         text = template_text(spec)
         template = parse_template(text, _template_source(spec))
+        if not self.ctx.execute and desired.physical in self._new:
+            cfn_validate.ask_cloudformation(self.ctx, self._client, text)  # no change set will read it
         parameters = _parameters(spec.get("parameters") or {}, template, with_defaults=True)
         parameters, plain = _seal_parameters(desired.physical, parameters, _no_echo(template))
         self._plain.update(plain)
@@ -505,6 +534,16 @@ Outputs:
         # What preview may ask about this pass: only this desired state, and its template text.
         self._texts[desired.physical] = (_digest(_pick(state)), text)
         return state
+
+    @classmethod
+    def check(cls, spec: dict[str, Any], region: str, lint: bool = False) -> list[Finding]:
+        """The template against its parameters and CloudFormation's resource types, offline; with
+        ``lint``, cfn-lint's rules too (``reconcilers/cfn_validate.py``)."""
+        body = spec.get("templateBody")
+        if not isinstance(body, str):
+            return []
+        source = f"{cls.files['template']}/{spec.get('template')}"
+        return cfn_validate.check(body, source, spec.get("parameters") or {}, region, lint, parse_template, _short_form)
 
     def stored_spec(self, desired: Desired) -> dict[str, Any] | None:
         """The spec with its NoEcho parameters sealed, as ``desired_state`` seals them."""

@@ -449,3 +449,12 @@ def test_drift_detection_completes_at_once_in_sync(cfn: Any, app: dict[str, Any]
     with pytest.raises(ClientError) as raised:
         cfn.detect_stack_drift(StackName="missing")
     assert code_of(raised) == "ValidationError"
+
+
+def test_validate_template_fails_on_cfn_lint_errors_only(cfn: Any) -> None:
+    unused = TEMPLATE.replace("Resources:", "  Unused: {Type: String, Default: x}\nResources:")  # a cfn-lint warning (W2001)
+    assert cfn.validate_template(TemplateBody=unused)["Parameters"] == []
+    with pytest.raises(ClientError) as raised:
+        cfn.validate_template(TemplateBody=TEMPLATE.replace("!Ref Retention", "!Ref Retension"))
+    assert code_of(raised) == "ValidationError"
+    assert message_of(raised).startswith("Template format error: 'Retension' is not one of [")
