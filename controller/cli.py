@@ -120,23 +120,25 @@ def cmd_validate(args: argparse.Namespace, settings: Any) -> int:
     target = args.path or args.repo or settings.repo_url
     source = Source(target, settings.branch, settings.path if not args.path else ".", settings.cache_dir)
     checkout = source.checkout()
-    result = load_tree(checkout.root, catalog.registry(), args.env)
-    problems = result.all_problems
+    result = load_tree(checkout.root, catalog.registry(), args.env, lint=True)
+    problems, warnings = result.all_problems, result.all_warnings
     counts = {name: len(env.resources) + len(env.runs) for name, env in result.environments.items()}
     data = {
         "valid": not problems,
         "revision": checkout.revision,
         "environments": counts,
         "problems": [{"path": p.path, "line": p.line, "resource": p.ident, "message": p.message} for p in problems],
+        "warnings": [{"path": w.path, "line": w.line, "resource": w.ident, "message": w.message} for w in warnings],
     }
     if args.output == "json":
         _emit(args, data, "")
     else:
-        for problem in problems:
+        for problem in [*problems, *warnings]:
             print(problem, file=sys.stderr)
         if not problems:
             envs = ", ".join(f"{n} ({c} resources)" for n, c in counts.items())
-            print(f"valid: {envs or 'no environments'}")
+            noted = f"; {len(warnings)} warning{'s' if len(warnings) != 1 else ''}" if warnings else ""
+            print(f"valid: {envs or 'no environments'}{noted}")
     return EXIT_OK if not problems else EXIT_ERROR
 
 

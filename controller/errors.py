@@ -27,16 +27,21 @@ class LensopsError(Exception):
 
 @dataclass(frozen=True)
 class Problem:
-    """One problem in the desired state, printed as ``path:line: Kind/name: message``."""
+    """One problem in the desired state, printed as ``path:line: Kind/name: message``.
+
+    A ``warning`` (``path:line: Kind/name: warning: message``) is reported and refuses nothing.
+    """
 
     path: str
     line: int
     ident: str
     message: str
+    warning: bool = False
 
     def __str__(self) -> str:
         where = f"{self.path}:{self.line}" if self.line else self.path
-        return f"{where}: {self.ident}: {self.message}" if self.ident else f"{where}: {self.message}"
+        message = f"warning: {self.message}" if self.warning else self.message
+        return f"{where}: {self.ident}: {message}" if self.ident else f"{where}: {message}"
 
 
 class ManifestError(LensopsError):

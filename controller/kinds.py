@@ -190,6 +190,23 @@ class Leftover:
     why: str
 
 
+@dataclass(frozen=True)
+class Finding:
+    """What a kind's ``check`` found in a manifest: what, and where.
+
+    Where is a field of the manifest (``field``, a path from the document's
+    root: the loader knows its line), or a line of a file the spec names
+    (``file``, a path from the tree's root, and ``line``, 0 when unknown: a
+    Stack's template). A ``warning`` is reported and refuses nothing.
+    """
+
+    message: str
+    field: tuple[str | int, ...] = ("spec",)
+    file: str = ""
+    line: int = 0
+    warning: bool = False
+
+
 class Reconciler:
     """Base of every reconciler; subclasses set the class attributes and methods.
 
@@ -313,6 +330,15 @@ class Reconciler:
     def gate_alarms(cls, spec: dict[str, Any]) -> list[str]:
         """Alarms (names or ``ref:``s) that gate a change of this resource besides the environment's
         health alarms (a Lambda alias's deployment alarms); none by default."""
+        return []
+
+    @classmethod
+    def check(cls, spec: dict[str, Any], region: str, lint: bool = False) -> list[Finding]:
+        """Offline checks of a spec its model let through, with the files ``files`` read into it (a
+        Stack's template against its parameters); none by default. No AWS call. The loader calls it,
+        so the daemon, ``plan`` and ``validate`` agree: any finding but a warning refuses the
+        environment's revision. ``region`` is the Environment's. ``lint``: also the slower checks
+        that only ``lensops validate`` asks for (cfn-lint's rules)."""
         return []
 
     @classmethod

@@ -66,7 +66,8 @@ from controller.manifests.types import Spec
 from controller.manifests.yamlsafe import MAX_DEPTH, MAX_FILE_BYTES, MAX_NODES, YamlProblem, load_documents
 from controller.plan import KNOWN_AFTER_APPLY, Outline
 from controller.sensitive import is_sealed, seal
-from controller.kinds import OWNER_ENV_TAG, OWNER_ID_TAG, Context, Desired, Leftover, Live, Reconciler
+from controller.kinds import OWNER_ENV_TAG, OWNER_ID_TAG, Context, Desired, Finding, Leftover, Live, Reconciler
+from reconcilers import cfn_validate
 from reconcilers.listing import Listing
 
 log = logs.get("lensops.reconcilers.cloudformation")
@@ -539,6 +540,28 @@ class StackReconciler(Reconciler):
     reported as one, and deleted when `sync.prune` is on (within the mass-prune guard). lensops finds it in
     the pass's listing when the environment has other stacks, or from its own unfinished creation in the
     state store.
+
+    Templates are checked before AWS, with no AWS call, as the tree loads: the daemon, `lensops plan`
+    and `lensops validate` agree, and a Stack that fails refuses its environment's revision. The
+    template must parse (YAML with CloudFormation's short forms, or JSON); every parameter given must
+    be declared, and every declared one without a `Default` given; a value must fit its `Type`
+    (`Number`, `List<Number>`; the `AWS::EC2::...` types as strings; `AWS::SSM::Parameter::...` types
+    are taken as given), `AllowedValues`, `AllowedPattern`, `MinLength`/`MaxLength` and
+    `MinValue`/`MaxValue`; every resource type must be one CloudFormation knows in the Environment's
+    region, from cfn-lint's schemas, with a did-you-mean (`Custom::*` is; `AWS::Serverless::*` is under
+    `Transform: AWS::Serverless-2016-10-31`; types outside the `AWS` and `Alexa` namespaces are registry
+    extensions, left to CloudFormation). A problem points at the parameter's line in the manifest, or
+    at the template's line: `templates/app.yaml:12: Stack/app: resource Jobs: unknown resource type
+    'AWS::SQS::Queu' (did you mean AWS::SQS::Queue?)`.
+
+    `lensops validate` also runs cfn-lint's rules: their errors are problems, their warnings are
+    printed (`templates/app.yaml:3: Stack/app: warning: Parameter Unused not used. (cfn-lint W2001)`)
+    and leave the exit code 0. They take from 30 ms to seconds per template, too slow for the load the
+    daemon makes at every commit, so the daemon and `plan` leave them out. A template silences a rule
+    as cfn-lint documents (`Metadata: {cfn-lint: {config: {ignore_checks: [W2001]}}}`). `lensops plan`
+    asks CloudFormation (`ValidateTemplate`, once per template per pass) about the template of a stack
+    that does not exist yet, and reports its answer as the Stack's failure; an existing stack's change
+    set is CloudFormation's check already.
     """
 
     kind = "Stack"
@@ -569,6 +592,7 @@ class StackReconciler(Reconciler):
         "cloudformation:DetectStackDrift",
         "cloudformation:DescribeStackResourceDrifts",
         "iam:PassRole",  # the preview's change set is given the spec's roleARN too
+        "cloudformation:ValidateTemplate",
     )
     iam_write = (
         "cloudformation:CreateChangeSet",
@@ -648,6 +672,8 @@ Outputs:
         """Every stack this pass read, by name: the listing's, or the per-stack reads' when it failed."""
         self._unread: dict[str, Exception] = {}
         """Stacks that could not be read this pass, and why."""
+        self._new: set[str] = set()
+        """Stacks observed absent this pass: a plan asks CloudFormation to validate their templates."""
 
     @property
     def _client(self) -> Any:
@@ -692,6 +718,7 @@ Outputs:
         if not physicals:
             return {}
         stacks = self._stacks(physicals)
+        self._new.update(name for name in physicals if name not in stacks)
         lives, failed = _each(self.ctx, lambda name: self._live(stacks[name]), list(stacks))
         self._unread.update(failed)
         return lives
@@ -803,6 +830,8 @@ Outputs:
         if len(text.encode()) > TEMPLATE_BODY_LIMIT:
             self._bucket(len(text.encode()))  # without one, the stack fails in plan as in apply
         template = parse_template(text, _template_source(spec))
+        if not self.ctx.execute and desired.physical in self._new:
+            cfn_validate.ask_cloudformation(self.ctx, self._client, text)  # no change set will read it
         parameters = _parameters(spec.get("parameters") or {}, template, with_defaults=True)
         parameters, plain = _seal_parameters(desired.physical, parameters, _no_echo(template))
         self._plain.update(plain)
@@ -826,6 +855,16 @@ Outputs:
     def creation_view(self, state: dict[str, Any]) -> dict[str, Any]:
         """A new stack shows the resources its template creates (``resources``), not the template's text."""
         return {("resources" if k == "template" else k): (_created_outline(v) if k == "template" else v) for k, v in state.items()}
+
+    @classmethod
+    def check(cls, spec: dict[str, Any], region: str, lint: bool = False) -> list[Finding]:
+        """The template against its parameters and CloudFormation's resource types, offline; with
+        ``lint``, cfn-lint's rules too (``reconcilers/cfn_validate.py``)."""
+        body = spec.get("templateBody")
+        if not isinstance(body, str):
+            return []
+        source = f"{cls.files['template']}/{spec.get('template')}"
+        return cfn_validate.check(body, source, spec.get("parameters") or {}, region, lint, parse_template, _short_form)
 
     def stored_spec(self, desired: Desired) -> dict[str, Any] | None:
         """The spec with its NoEcho parameters sealed, as ``desired_state`` seals them."""

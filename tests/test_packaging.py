@@ -93,6 +93,7 @@ def test_the_wheel_requires_moto_and_the_emulator_only_in_extras(wheel: zipfile.
     assert all(r.marker is not None and "extra" in str(r.marker) for r in tooling), [str(r) for r in tooling]
     plain = {r.name.lower() for r in requires if r.marker is None}
     assert "boto3" in plain and not plain & TOOLING
+    assert "cfn-lint" in plain  # a Stack's templates are checked with its schemas and rules (reconcilers/cfn_validate.py)
     for extra in ("test", "demo"):  # the extras do bring the emulator
         assert any(r.name == "lensops-emulator" and r.marker.evaluate({"extra": extra}) for r in tooling), extra
 
@@ -129,6 +130,20 @@ def test_validate_plan_and_apply_run_without_the_test_tooling(aws: Any, client: 
     assert again.returncode == 0, again.stdout + again.stderr
     for done in (validated, planned, applied, again):
         assert "Traceback" not in done.stderr
+
+
+def test_templates_are_checked_with_cfn_lint_without_the_test_tooling(tree: Any) -> None:
+    """cfn-lint is the product's own dependency, not one that moto brings: its schemas and rules
+    check a Stack's template where moto cannot be imported."""
+    tree.environment("dev")
+    tree.write("templates/queue.yaml", "Parameters:\n  Unused: {Type: String, Default: x}\nResources:\n  Jobs: {Type: AWS::SQS::Queue}\n")
+    tree.write("environments/dev/stack.yaml", "apiVersion: lensops.io/v1\nkind: Stack\nmetadata: {name: queue}\nspec: {template: queue.yaml}\n")
+    validated = _without_tooling("validate", str(tree.root))
+    assert validated.returncode == 0, validated.stderr
+    assert validated.stderr == "templates/queue.yaml:2: Stack/queue: warning: Parameter Unused not used. (cfn-lint W2001)\n"
+    tree.write("environments/dev/stack.yaml", "apiVersion: lensops.io/v1\nkind: Stack\nmetadata: {name: queue}\nspec: {template: queue.yaml, parameters: {Used: x}}\n")
+    refused = _without_tooling("validate", str(tree.root))
+    assert refused.returncode == 1 and "parameter Used is not declared by templates/queue.yaml" in refused.stderr, refused.stderr
 
 
 def test_the_daemon_runs_without_the_test_tooling(aws: Any, client: Any, git_remote: Any, tmp_path: Path) -> None:

@@ -90,10 +90,17 @@ class LoadResult:
     environments: dict[str, EnvironmentDesired] = field(default_factory=dict)
     problems: dict[str, list[Problem]] = field(default_factory=dict)
     """Problems by environment name ('' for problems outside any environment)."""
+    warnings: dict[str, list[Problem]] = field(default_factory=dict)
+    """Warnings by environment name: reported, refusing nothing (``Problem.warning``)."""
 
     @property
     def all_problems(self) -> list[Problem]:
         return [p for name in sorted(self.problems) for p in self.problems[name]]
+
+    @property
+    def all_warnings(self) -> list[Problem]:
+        """Every warning once: a template several environments share says the same in each."""
+        return list(dict.fromkeys(w for name in sorted(self.warnings) for w in self.warnings[name]))
 
     @property
     def ok(self) -> bool:
@@ -104,25 +111,32 @@ AccountLookup = Callable[[str, EnvironmentSpec], str | None]
 
 
 def load_tree(
-    root: str | os.PathLike[str], registry: Registry, only: list[str] | None = None, account: AccountLookup | None = None
+    root: str | os.PathLike[str],
+    registry: Registry,
+    only: list[str] | None = None,
+    account: AccountLookup | None = None,
+    lint: bool = False,
 ) -> LoadResult:
     """Load the tree at ``root`` (the layout of CONTRACT.md section 1) with the kinds of ``registry``.
 
     ``only`` restricts to some environments; ``account`` gives an environment's
     account id when it is known (from STS) so that ``{{ env.account }}`` resolves.
+    Each kind's offline checks run (``Reconciler.check``); ``lint`` adds the slower
+    ones that only ``lensops validate`` asks for (a Stack's cfn-lint rules).
     """
     with paused_gc():  # hundreds of thousands of small dicts and lists, and no cycle
-        return _Loader(os.fspath(root), registry, only, account).load()
+        return _Loader(os.fspath(root), registry, only, account, lint).load()
 
 
 class _Loader:
-    def __init__(self, root: str, registry: Registry, only: list[str] | None, account: AccountLookup | None):
+    def __init__(self, root: str, registry: Registry, only: list[str] | None, account: AccountLookup | None, lint: bool = False):
         self.real = os.path.realpath(root)
         """The root, resolved once: symlinks are followed only to inside it."""
         self.registry = registry
         self.kinds = frozenset(registry.manifest_kinds)
         self.only = set(only) if only else None
         self.account = account
+        self.lint = lint
         self.result = LoadResult()
         self.documents_seen = 0
         self.folders: dict[str, tuple[str | None, str]] = {}
@@ -467,6 +481,8 @@ class _Loader:
             # The text travels with the spec, so a rollback or a held revision
             # applies the file of its own revision, not today's.
             dumped[f"{name}Body"] = body
+        if reconciler is not None:
+            self.check(env, doc, reconciler, dumped, env_spec.region)
         return Resource(
             kind=envelope.kind,
             name=envelope.metadata.name,
@@ -485,6 +501,13 @@ class _Loader:
         for key, why in refused.items():
             self.problem(env, doc.path, doc.line("metadata", "annotations", key), doc.ident, f"metadata.annotations.{key}: {why}")
         return not refused
+
+    def check(self, env: str, doc: _Doc, reconciler: type[Reconciler], spec: dict[str, Any], region: str) -> None:
+        """The kind's own offline checks (``Reconciler.check``): a problem refuses the environment, a warning does not."""
+        for finding in reconciler.check(spec, region, lint=self.lint):
+            path, line = (finding.file, finding.line) if finding.file else (doc.path, doc.line(*finding.field))
+            found = Problem(path, line, doc.ident, finding.message, finding.warning)
+            (self.result.warnings if finding.warning else self.result.problems).setdefault(env, []).append(found)
 
     def read_named_file(self, env: str, doc: _Doc, name: str, folder: str, value: str) -> str | None:
         """The text of the file the spec's ``name`` field names under ``folder/`` (a Stack's

@@ -56,6 +56,9 @@ rest see every change:
 - ``UpdateTerminationProtection``; ``DeleteStack`` refuses a protected stack
   with AWS's ValidationError and drops the stack's change sets.
 - ``ContinueUpdateRollback``: UPDATE_ROLLBACK_FAILED -> UPDATE_ROLLBACK_COMPLETE.
+- ``ValidateTemplate`` fails on cfn-lint's errors only, as "Template format
+  error: ..." (moto's fails on its warnings too, which AWS's check does not
+  know, and words it "Stack with id ... does not exist").
 - ``DescribeStacks`` shows a ``NoEcho`` parameter's value as ``****``, as AWS
   does (moto 5.2 compares the parameter's *value* with the NoEcho keys, so
   it shows every value).
@@ -83,7 +86,7 @@ from moto.cloudformation.exceptions import AlreadyExistsException, CloudFormatio
 from moto.cloudformation.models import Change, ChangeSet, CloudFormationBackend, Event, Stack
 from moto.cloudformation.parsing import OutputMap, parse_and_create_resource, parse_and_update_resource
 from moto.cloudformation.responses import CloudFormationResponse, transform_dict
-from moto.cloudformation.utils import generate_changeset_id, validate_create_change_set
+from moto.cloudformation.utils import generate_changeset_id, validate_create_change_set, validate_template_cfn_lint
 from moto.core.responses import ActionResult, EmptyResult
 from moto.moto_api._internal import mock_random
 
@@ -396,6 +399,20 @@ class CloudFormationAdditions(CloudFormationResponse):
             del self._backend.change_sets[other]
         return EmptyResult()
 
+    # --- templates -------------------------------------------------------------
+
+    def validate_template(self) -> ActionResult:
+        """moto fails on any cfn-lint finding, a warning included (an unused parameter), and words it
+        "Stack with id <message> does not exist"; AWS's check knows no cfn-lint warnings. Only
+        cfn-lint's errors fail it here, as a template format error."""
+        body = self._get_param("TemplateBody")
+        if self._get_param("TemplateURL"):
+            body = self._get_stack_from_s3_url(self._get_param("TemplateURL"))
+        errors = [m for m in validate_template_cfn_lint(body) if str(m.rule.id).startswith("E")]
+        if errors:
+            raise ValidationError(message=f"Template format error: {errors[0].message}")
+        return ActionResult({"Parameters": [], "Capabilities": [], "DeclaredTransforms": []})
+
     # --- helpers ---------------------------------------------------------------
 
     def _given(self, name: str) -> bool:
@@ -504,6 +521,7 @@ ADDITION = Addition(
             "DeleteChangeSet",
             "ListChangeSets",
             "ExecuteChangeSet",
+            "ValidateTemplate",
         }
     ),
     handler=CloudFormationAdditions,

@@ -507,3 +507,12 @@ def test_a_change_set_reads_its_template_from_the_buckets_regional_url(cfn: Any,
     cfn.execute_change_set(ChangeSetName=made["Id"])
     assert stack_of(cfn)["StackStatus"] == "CREATE_COMPLETE"
     assert "Setting" in cfn.get_template(StackName="app")["TemplateBody"]
+
+
+def test_validate_template_fails_on_cfn_lint_errors_only(cfn: Any) -> None:
+    unused = TEMPLATE.replace("Resources:", "  Unused: {Type: String, Default: x}\nResources:")  # a cfn-lint warning (W2001)
+    assert cfn.validate_template(TemplateBody=unused)["Parameters"] == []
+    with pytest.raises(ClientError) as raised:
+        cfn.validate_template(TemplateBody=TEMPLATE.replace("!Ref Retention", "!Ref Retension"))
+    assert code_of(raised) == "ValidationError"
+    assert message_of(raised).startswith("Template format error: 'Retension' is not one of [")
