@@ -813,7 +813,7 @@ Outputs:
                 "UnknownOperationException",
             )
             if not missing:
-                log.warning("stack_drift_check_failed", stack=params.get("StackName"), operation=operation, error=str(exc))
+                log.warning("stack_drift_check_failed", physical=params.get("StackName"), operation=operation, error=str(exc))
                 return None
             with _NO_DRIFT_LOCK:
                 first = endpoint not in _NO_DRIFT_API
@@ -957,7 +957,7 @@ Outputs:
         if "resourceDrift" in paths:
             log.warning(
                 "stack_resources_drifted",
-                stack=live.physical,
+                physical=live.physical,
                 resources=live.state.get("resourceDrift"),
                 hint="CloudFormation does not revert drift by an update; fix the resources or change the template",
             )
@@ -1008,7 +1008,7 @@ Outputs:
                     raise PermanentError(self._failure(desired.physical, stack))
                 client.continue_update_rollback(StackName=stack["StackId"])
                 track["continued"] = True
-                log.info("stack_rollback_continued", stack=desired.physical)
+                log.info("stack_rollback_continued", physical=desired.physical)
             elif status in RECREATE:
                 self._delete_for_recreate(desired, stack)
                 track["stack"] = stack["StackId"]
@@ -1215,7 +1215,7 @@ Outputs:
         if not refused:
             return
         self._client.delete_change_set(ChangeSetName=track["changeSet"])
-        log.warning("stack_change_set_refused", stack=track["stack"], resources=sorted(str(c.get("LogicalResourceId")) for c in refused))
+        log.warning("stack_change_set_refused", physical=track["stack"], resources=sorted(str(c.get("LogicalResourceId")) for c in refused))
         raise PermanentError(_refusal(refused, guard["kept"], allowed))
 
     def _delete_for_recreate(self, desired: Desired, stack: dict[str, Any]) -> None:
@@ -1227,7 +1227,7 @@ Outputs:
         if stack.get("EnableTerminationProtection"):
             raise PermanentError(f"stack is {status} and has termination protection on: turn it off or delete it by hand")
         self._client.delete_stack(StackName=stack["StackId"])
-        log.info("stack_recreating", stack=desired.physical, status=status)
+        log.info("stack_recreating", physical=desired.physical, status=status)
 
     def _done(self, desired: Desired, state: dict[str, Any], stack: dict[str, Any] | None) -> Live:
         """The settled stack, with termination protection as wanted."""
