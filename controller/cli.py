@@ -45,6 +45,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-mass-prune", action="store_true", help="let this apply delete more than 10%% of the managed resources")
     p.add_argument("--force-window", action="store_true", help="apply even inside a deny sync window")
 
+    p = sub.add_parser("decommission", help="delete what lensops owns in an environment removed from Git; exit 0 done, 1 refused or failed")
+    _common(p)
+    p.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
+    p.add_argument("--allow-mass-prune", action="store_true", help="let it delete the environment's resources (it deletes them all)")
+
     p = sub.add_parser("run", help="the daemon")
     _common(p)
 
@@ -191,6 +196,52 @@ def _reconcile(args: argparse.Namespace, settings: Any, execute: bool) -> int:
     return EXIT_OK
 
 
+def cmd_decommission(args: argparse.Namespace, settings: Any) -> int:
+    from controller.render import plan_text, use_colour
+    from controller.runner import Runner
+
+    if not args.env or len(args.env) != 1:
+        raise UsageError("decommission: name the one environment removed from Git: --env NAME")
+    name = args.env[0]
+    runner = Runner.from_settings(settings, repo=args.repo)
+    try:
+        preview = report = runner.decommission(name, execute=False, allow_mass_prune=args.allow_mass_prune)
+        if preview.ok and preview.has_changes and not args.yes and not _deletes_confirmed(args, preview, name):
+            return EXIT_ERROR
+        if preview.ok and preview.outcomes:
+            report = runner.decommission(name, execute=True, allow_mass_prune=args.allow_mass_prune, progress=_progress_printer())
+    finally:
+        runner.close()
+    text = "\n".join(plan_text(o.plan, use_colour()) for o in report.outcomes)
+    if report is preview:  # refused: nothing was deleted
+        for error in [e for o in report.outcomes for e in o.plan.errors]:
+            print(f"lensops: environment {name}: {error}", file=sys.stderr)
+    else:
+        for o in report.outcomes:
+            left = sum(1 for r in o.plan.resources if r.status == "retained")
+            text += f"\nDecommission: {name}: {o.result}, {len(o.applied)} deleted, {left} left in AWS"
+    text += "".join(f"\nenvironment {env}: {why}" for env, why in report.held.items())
+    _emit(args, report.as_dict(), text.strip("\n"))
+    return EXIT_OK if report.ok else EXIT_ERROR
+
+
+def _deletes_confirmed(args: argparse.Namespace, preview: Any, name: str) -> bool:
+    """Show what a decommission deletes and ask; without a terminal to ask on, refuse (``--yes`` confirms)."""
+    from controller.render import plan_text, use_colour
+
+    deletes = sum(o.plan.counts()["delete"] for o in preview.outcomes)
+    if not sys.stdin.isatty():
+        _emit(args, preview.as_dict(), "\n".join(plan_text(o.plan, use_colour()) for o in preview.outcomes))
+        print(f"lensops: decommission deletes {deletes} resources of environment {name}: pass --yes (no terminal to ask on)", file=sys.stderr)
+        return False
+    for outcome in preview.outcomes:
+        print(plan_text(outcome.plan, use_colour()))
+    if input(f"Delete these {deletes} resources of environment {name}? [y/N] ").strip().lower() in ("y", "yes"):
+        return True
+    print("Cancelled.")
+    return False
+
+
 def _progress_printer() -> Callable[[str], None]:
     """Progress lines: coloured through rich on a terminal, plain lines otherwise. Resources are
     written from several threads: each line goes out whole, in one write under a lock."""
@@ -323,6 +374,7 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace, Any], int]] = {
     "history": cmd_history,
     "runbook": cmd_runbook,
     "iam-policy": cmd_iam_policy,
+    "decommission": cmd_decommission,
     "run": cmd_run,
     "demo": cmd_demo,
 }

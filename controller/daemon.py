@@ -27,6 +27,7 @@ from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from controller import health, logs, metrics, policy
+from controller.engine import DECOMMISSIONED
 from controller.errors import LensopsError, Problem
 from controller.manifests.loader import load_tree
 from controller.manifests.model import EnvironmentDesired, EnvironmentSpec
@@ -46,6 +47,8 @@ log = logs.get("lensops.daemon")
 SHUTDOWN_SECONDS = 25.0
 REMOVED = "removed"
 """The status of an environment whose folder left Git."""
+RETIRED = (REMOVED, DECOMMISSIONED)
+"""Statuses of an environment the daemon no longer runs (``lensops decommission`` ends a removed one)."""
 
 
 class Daemon:
@@ -91,7 +94,7 @@ class Daemon:
         for record in self.store.environments():
             # What the state store knows is exported at once: dashboards and the
             # no-sync alert do not go blank across a restart.
-            if (self.envs and record.environment not in self.envs) or record.status == REMOVED:
+            if (self.envs and record.environment not in self.envs) or record.status in RETIRED:
                 continue
             metrics.environment_seen(record.environment)
             if record.applied_revision:
@@ -208,7 +211,7 @@ class Daemon:
             log.error("manifest_invalid", problem=str(problem), revision=checkout.revision)
         changed: list[str] = []
         try:
-            recorded = {r.environment for r in self.store.environments() if r.status != REMOVED}
+            recorded = {r.environment for r in self.store.environments() if r.status not in RETIRED}
         except Exception as exc:  # the store is away: what it records is looked at again at the next revision
             log.warning("state_read_failed", error=f"{type(exc).__name__}: {exc}")
             recorded = set()

@@ -164,6 +164,10 @@ class Live:
     owner_env: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     """Reconciler-private data from observation (lock tokens, versions)."""
+    tags_read: bool = False
+    """The resource's tags were read (``Live.tagged``), so ``owner`` and ``owner_env`` say whose it
+    is, None being nobody's. False for kinds AWS cannot tag (Dashboard, LambdaAlias): only the
+    state store knows whether lensops owns them."""
 
     @classmethod
     def tagged(
@@ -177,7 +181,7 @@ class Live:
         extra: dict[str, Any] | None = None,
     ) -> Live:
         """A resource whose tags were read: lensops's two ownership tags say whose it is."""
-        return cls(physical, state, arn, attrs or {}, tags.get(OWNER_ID_TAG), tags.get(OWNER_ENV_TAG), extra or {})
+        return cls(physical, state, arn, attrs or {}, tags.get(OWNER_ID_TAG), tags.get(OWNER_ENV_TAG), extra or {}, tags_read=True)
 
 
 @dataclass(frozen=True)

@@ -77,6 +77,8 @@ def resource_lines(rp: ResourcePlan, colour: bool = False) -> list[str]:
     if rp.action == "noop" and not rp.drift:
         return []
     held = f"  [{rp.status}: {rp.message}]" if rp.status != "ok" else ""
+    if rp.status == "ok" and rp.action == "update" and rp.message:
+        held = f"  [{rp.message}]"  # an update that goes ahead with a caveat: "ownership not verified"
     adopt = " (adopt)" if rp.adopt else ""
     key = rp.action if rp.status == "ok" else "held"
     lines = [_paint(f"  {_SYMBOL.get(rp.action, '?')} {rp.ident} ({rp.physical}){adopt}{held}", key, colour)]

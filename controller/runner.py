@@ -14,12 +14,13 @@ from __future__ import annotations
 import functools
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable
 
 from controller import catalog, health, logs, metrics, policy
 from controller.aws import ClientFactory, check_account
-from controller.engine import Engine, Outcome
-from controller.errors import LensopsError, Problem, classify
+from controller.engine import DECOMMISSIONED, TARGET_KEY, Engine, Outcome
+from controller.errors import LensopsError, Problem, UsageError, classify
 from controller.kinds import Registry
 from controller.manifests.loader import load_tree
 from controller.manifests.model import EnvironmentDesired, EnvironmentSpec
@@ -166,6 +167,65 @@ class Runner:
             if execute:
                 report.runbooks.extend(self._runbooks(env, acct, progress))
         return report
+
+    def decommission(
+        self, name: str, *, execute: bool, allow_mass_prune: bool = False, progress: Callable[[str], None] = lambda line: None
+    ) -> Report:
+        """``lensops decommission``: delete what lensops owns in environment ``name``, removed from Git.
+
+        Refused (``UsageError``) while the source still has the environment, while the state
+        store has no record of it, while another process holds its lease, and when the account
+        guard fails for the account it was last applied in."""
+        checkout = self.source.checkout()
+        env = self._removed_environment(name, checkout.root, checkout.revision)
+        if env is None:
+            return Report(revision=checkout.revision, held={name: "decommissioned already: lensops owns nothing there any more"})
+        account = self.account_for(name, env.spec)
+        outcome = self.engine.decommission(
+            env, account, execute=execute, allow_mass_prune=allow_mass_prune, on_resource=functools.partial(_progress, progress, name)
+        )
+        return Report(revision=checkout.revision, outcomes=[outcome])
+
+    def _removed_environment(self, name: str, root: Path, revision: str) -> EnvironmentDesired | None:
+        """Environment ``name`` as the state store last knew it (where it was, no resources), once
+        the checkout at ``root`` shows it removed from Git; None when it is decommissioned already."""
+        where = self.source.repo
+        if not (root / "environments").is_dir():
+            raise UsageError(f"{where} has no environments/ folder: give --repo the repository environment {name} was removed from")
+        if (root / "environments" / name).exists():
+            raise UsageError(
+                f"environment {name} is still in {where} (environments/{name}/): decommission is for environments "
+                "removed from Git; remove its folder and commit first"
+            )
+        record = self.store.environment(name)
+        recorded = self.store.resources(name)
+        if record is None and not recorded:
+            raise UsageError(f"the state store has no record of environment {name}: lensops knows of nothing to delete there")
+        if record is not None and record.status == DECOMMISSIONED and not recorded:
+            return None
+        holder = policy.live_lease_holder(self.store, name)
+        if holder:
+            raise UsageError(f"the daemon {holder} holds environment {name}'s lease: decommission once it has seen the removal (status 'removed')")
+        target = (record.data.get(TARGET_KEY) if record else None) or self._last_target(name, record.applied_revision if record else "")
+        spec = EnvironmentSpec(region=target["region"], account=target.get("account") or None, assumeRoleArn=target.get("roleArn") or None)
+        return EnvironmentDesired(name, spec, f"environments/{name}", [], revision=revision)
+
+    def _last_target(self, name: str, revision: str) -> dict[str, str]:
+        """Where an environment recorded before its target was (an older lensops): read from the
+        Environment manifest of its last applied revision, when the source is Git and has it."""
+        try:
+            if not revision:
+                raise UsageError("it has no applied revision")
+            old = load_tree(self.source.export(revision).root, self.registry, [name])
+            env = old.environments.get(name)
+            if env is None:
+                raise UsageError(f"revision {revision[:12]} has no valid environment {name}")
+        except LensopsError as exc:
+            raise UsageError(
+                f"the state store does not say which region and account environment {name} was in, "
+                f"and its last applied revision cannot tell: {exc}"
+            ) from None
+        return {"region": env.spec.region, "account": env.spec.account or "", "roleArn": env.spec.assumeRoleArn or ""}
 
     def _policy(self, env: EnvironmentDesired, execute: bool, force_window: bool) -> policy.PassPolicy:
         record = self.store.environment(env.name)

@@ -3,12 +3,14 @@
 Budgets belong to the account (``ctx.account``), not to a region. Call budget
 per pass: one ``DescribeBudgets`` listing (100 budgets a page) serves every
 budget; each existing budget in scope then needs one
-``DescribeNotificationsForBudget`` and one ``DescribeSubscribersForNotification``
-per notification (N budgets with K notifications each: 1 + N + N*K reads).
-Every change is made in place, field by field (``UpdateBudget``,
-Create/Update/Delete ``Notification``, Create/Delete ``Subscriber``): a budget
-is never deleted and recreated, which would lose its spend history.
-Budgets are not tagged (taggable = False): ownership comes from the state store.
+``DescribeNotificationsForBudget``, one ``ListTagsForResource`` and one
+``DescribeSubscribersForNotification`` per notification (N budgets with K
+notifications each: 1 + 2N + N*K reads). Every change is made in place,
+field by field (``UpdateBudget``, Create/Update/Delete ``Notification``,
+Create/Delete ``Subscriber``, ``TagResource``/``UntagResource``): a budget is
+never deleted and recreated, which would lose its spend history.
+Budgets carry resource tags (``CreateBudget``'s ``ResourceTags``), so a
+budget's owner is read from its ``lensops:`` tags, as for the other taggable kinds.
 """
 
 from __future__ import annotations
@@ -19,13 +21,17 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from controller.apishape import from_api, shape, to_api
+from controller.apishape import from_api, map_to_tags, shape, tags_to_map, to_api
 from controller.diff import Change
 from controller.manifests.types import Spec
 from controller.kinds import Desired, Live, Reconciler
 from reconcilers.listing import Listing
+from reconcilers.tags import TagApi
 
 BUDGETS = Listing("budgets", "describe_budgets", "Budgets", "BudgetName", by_account=True, empty_when="NotFoundException")
+
+TAGS = TagApi(arn="ResourceARN", keys="ResourceTagKeys", tags="ResourceTags")
+"""How Budgets spells its tag writes."""
 
 
 class Spend(Spec):
@@ -71,6 +77,7 @@ class BudgetSpec(Spec):
     costFilters: dict[str, list[str]] = Field(default_factory=dict)
     costTypes: CostTypes | None = None
     notifications: list[BudgetNotification] = Field(default_factory=list, max_length=10)
+    tags: dict[str, str] = Field(default_factory=dict)
 
 
 # What AWS gives a cost budget for each cost type the request leaves out.
@@ -197,11 +204,11 @@ class BudgetReconciler(Reconciler):
     spec_model = BudgetSpec
     name_field = "budgetName"
     service = "budgets"
-    taggable = False
     # Budgets' IAM actions cover several API operations each: ViewBudget the
-    # Describe* calls, ModifyBudget every create, update and delete.
-    iam_read = ("budgets:ViewBudget",)
-    iam_write = ("budgets:ModifyBudget",)
+    # Describe* calls, ModifyBudget every create, update and delete; tags
+    # have their own (CreateBudget with ResourceTags needs TagResource too).
+    iam_read = ("budgets:ViewBudget", "budgets:ListTagsForResource")
+    iam_write = ("budgets:ModifyBudget", "budgets:TagResource", "budgets:UntagResource")
 
     example = """\
 apiVersion: lensops.io/v1
@@ -251,6 +258,17 @@ spec:
             found[key] = _subscribers(subs)
         return found
 
+    def _tags(self, name: str) -> dict[str, str] | None:
+        """A budget's resource tags; None when it is gone since the listing."""
+        client = self.ctx.client("budgets")
+        try:
+            return tags_to_map(client.list_tags_for_resource(ResourceARN=self.arn(name)).get("ResourceTags"))
+        except client.exceptions.NotFoundException:
+            return None
+
+    def _read(self, name: str) -> tuple[dict[str, list[dict[str, str]]], dict[str, str] | None]:
+        return self._notifications(name), self._tags(name)
+
     def observe(self, physicals: list[str]) -> dict[str, Live]:
         if not physicals:
             return {}
@@ -258,18 +276,20 @@ spec:
         budget_shape = shape("budgets", "Budget")
         present = [name for name in physicals if name in budgets]
         found: dict[str, Live] = {}
-        for name, notifications in zip(present, self.ctx.map(self._notifications, present), strict=True):
+        for name, (notifications, tags) in zip(present, self.ctx.map(self._read, present), strict=True):
+            if tags is None:
+                continue
             item = from_api(budgets[name], budget_shape)
             item["limit"] = item.get("budgetLimit")
-            state = _canonical(item, notifications)
+            state = {**_canonical(item, notifications), "tags": tags}
             arn = self.arn(name)
-            found[name] = Live(name, state, arn=arn, attrs={"arn": arn})
+            found[name] = Live.tagged(name, state, tags, arn=arn, attrs={"arn": arn})
         return found
 
     def desired_state(self, desired: Desired) -> dict[str, Any]:
         spec = desired.spec
         notifications = {notification_key(n): _subscribers(n.get("subscribers") or []) for n in spec.get("notifications") or []}
-        return _canonical(spec, notifications)
+        return {**_canonical(spec, notifications), "tags": dict(desired.tags)}
 
     def compare_view(self, live: Live, state: dict[str, Any], applied: dict[str, Any] | None = None) -> dict[str, Any]:
         view = dict(live.state)
@@ -293,6 +313,7 @@ spec:
         return budget
 
     def create(self, desired: Desired, state: dict[str, Any]) -> Live:
+        tags = {"ResourceTags": map_to_tags(state["tags"])} if state.get("tags") else {}
         self.ctx.client("budgets").create_budget(
             AccountId=self.ctx.account,
             Budget=self._api_budget(desired.physical, state),
@@ -300,6 +321,7 @@ spec:
                 {"Notification": notification_details(key), "Subscribers": [_api_subscriber(s) for s in subs]}
                 for key, subs in state["notifications"].items()
             ],
+            **tags,
         )
         arn = self.arn(desired.physical)
         return Live(desired.physical, state, arn=arn, attrs={"arn": arn})
@@ -314,6 +336,7 @@ spec:
             client.update_budget(AccountId=self.ctx.account, NewBudget=self._api_budget(live.physical, merged))
         if "notifications" in changed:
             self._apply_notifications(live.physical, live.state["notifications"], state["notifications"])
+        TAGS.write(client, live.arn, changes)
         return Live(live.physical, state, arn=live.arn, attrs={"arn": live.arn})
 
     def _apply_notifications(self, name: str, live: dict[str, list[dict[str, str]]], wanted: dict[str, list[dict[str, str]]]) -> None:

@@ -220,7 +220,7 @@ def mixed_floor(est: Estate, drift_due: int = 0) -> dict[tuple[str, str], int]:
       DetectStackDrift per stack whose check is due (``drift_due``: never checked, or longer ago than
       ``drift_check_interval``); no DescribeStackResourceDrifts while no stack has drifted.
     reconcilers/lambda_alias.py: per function one ListAliases and one ListProvisionedConcurrencyConfigs (2F).
-    reconcilers/budgets.py: 1 + N + N*K.
+    reconcilers/budgets.py: 1 + 2N + N*K (per budget its notifications and its tags).
     reconcilers/backup.py: vaults 1 listing + tagging; plans 1 + 3N + S.
     reconcilers/wafv2.py: per kind 2 + 2N (a listing per scope; ListTagsForResource is shared by both kinds).
     """
@@ -239,6 +239,7 @@ def mixed_floor(est: Estate, drift_due: int = 0) -> dict[tuple[str, str], int]:
         ("lambda", "ListProvisionedConcurrencyConfigs"): len(est.functions),
         ("budgets", "DescribeBudgets"): 1,
         ("budgets", "DescribeNotificationsForBudget"): c["Budget"],
+        ("budgets", "ListTagsForResource"): c["Budget"],
         ("budgets", "DescribeSubscribersForNotification"): est.budget_notifications,
         ("backup", "ListBackupVaults"): 1,
         ("backup", "ListBackupPlans"): 1,

@@ -155,6 +155,19 @@ new AsyncFunction('require', 'github', 'context', 'core', script)(require, githu
 """
 
 
+def _comment(workflow: dict[str, Any], tmp_path: Path, plans: Path, environments: list[str], existing: list[dict[str, Any]]) -> list[Any]:
+    """The comment step's script run by Node.js on the plans in ``plans``: the GitHub calls it made."""
+    script = tmp_path / "script.js"
+    script.write_text(_step(workflow, "comment", "actions/github-script@")["with"]["script"])
+    harness = tmp_path / "harness.js"
+    harness.write_text(_HARNESS)
+    (tmp_path / "existing.json").write_text(json.dumps(existing))
+    env = {**os.environ, "PLAN_DIR": str(plans), "ENVIRONMENTS": json.dumps(environments)}
+    done = subprocess.run(["node", str(harness), str(script), str(tmp_path / "existing.json")], env=env, capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    return list(json.loads(done.stdout))
+
+
 @pytest.mark.skipif(shutil.which("node") is None, reason="Node.js is not installed")
 def test_the_comment_reads_a_real_plan(workflow: dict[str, Any], aws: Any, tree: Any, lensops: Any, tmp_path: Path) -> None:
     tree.environment("dev")
@@ -170,18 +183,9 @@ def test_the_comment_reads_a_real_plan(workflow: dict[str, Any], aws: Any, tree:
     (plans / "plan-prod").mkdir()
     (plans / "plan-prod" / "exit-code").write_text("1\n")
     (plans / "plan-prod" / "plan.err").write_text("lensops: environment prod: account guard: credentials act in account 1, the Environment says 2\n")
-    step = _step(workflow, "comment", "actions/github-script@")
-    script = tmp_path / "script.js"
-    script.write_text(step["with"]["script"])
-    harness = tmp_path / "harness.js"
-    harness.write_text(_HARNESS)
 
     def run(existing: list[dict[str, Any]]) -> list[Any]:
-        (tmp_path / "existing.json").write_text(json.dumps(existing))
-        env = {**os.environ, "PLAN_DIR": str(plans), "ENVIRONMENTS": json.dumps(["dev", "prod", "staging"])}
-        done = subprocess.run(["node", str(harness), str(script), str(tmp_path / "existing.json")], env=env, capture_output=True, text=True, timeout=30)
-        assert done.returncode == 0, done.stderr
-        return json.loads(done.stdout)
+        return _comment(workflow, tmp_path, plans, ["dev", "prod", "staging"], existing)
 
     calls = run([{"id": 5, "user": {"type": "User"}, "body": "looks good"}])
     assert [c[0] for c in calls] == ["list", "create"]
@@ -198,3 +202,20 @@ def test_the_comment_reads_a_real_plan(workflow: dict[str, Any], aws: Any, tree:
     calls = run([{"id": 9, "user": {"type": "Bot"}, "body": "<!-- lensops-plan -->\nold"}])
     assert [c[0] for c in calls] == ["list", "update"]
     assert calls[1][1]["comment_id"] == 9
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="Node.js is not installed")
+def test_the_comment_shows_a_change_whose_ownership_was_not_verified(workflow: dict[str, Any], aws: Any, client: Any, tree: Any, lensops: Any, tmp_path: Path) -> None:
+    """As the workflow plans: with an empty state store, a dashboard that differs is an update marked so, exit 2."""
+    client("cloudwatch").put_dashboard(DashboardName="ops", DashboardBody=json.dumps({"widgets": []}))
+    tree.environment("dev")
+    tree.write("environments/dev/dashboard.yaml", "apiVersion: lensops.io/v1\nkind: Dashboard\nmetadata: {name: ops}\nspec:\n  body: {start: -PT6H, widgets: []}\n")
+    plan = lensops("plan", "--repo", str(tree.root), "--env", "dev", "--output", "json")
+    assert plan.code == 2, plan.out + plan.err
+    plans = tmp_path / "plans"
+    (plans / "plan-dev").mkdir(parents=True)
+    (plans / "plan-dev" / "plan.json").write_text(plan.out)
+    (plans / "plan-dev" / "exit-code").write_text("2\n")
+    body = _comment(workflow, tmp_path, plans, ["dev"], [])[1][1]["body"]
+    assert "| dev | changes pending | 0 | 1 | 0 | 0 | 0 |" in body
+    assert "| ~ | `Dashboard/ops` | update | ok | `body.start`: ownership not verified: the state store has no record of environment 'dev'" in body

@@ -9,16 +9,18 @@ gate; above the reconcilers, the state store and the manifests. Its parts:
 - ``journal.py``: intents, remembered failures, and the changes since the healthy point
 - ``write.py``: the one writer of every create, update and delete lensops makes
 - ``walk.py``: one pass: observe -> decide and write in dependency order -> delete
-- ``passes.py``: ``Engine``: the three passes (reconcile, restore, step) and their records
+- ``passes.py``: ``Engine``: the passes (reconcile, restore, step, decommission) and their records
 """
 
 from controller.engine.passes import (
     APPLIED_DIGEST,
     BAKE_KEY,
     BASELINE_KEY,
+    DECOMMISSIONED,
     FAILED_DIGEST,
     HEALTHY_DIGEST,
     LAST_PASS_KEY,
+    TARGET_KEY,
     Engine,
     Outcome,
     content_changed,
@@ -31,9 +33,11 @@ __all__ = [
     "APPLIED_DIGEST",
     "BAKE_KEY",
     "BASELINE_KEY",
+    "DECOMMISSIONED",
     "FAILED_DIGEST",
     "HEALTHY_DIGEST",
     "LAST_PASS_KEY",
+    "TARGET_KEY",
     "Engine",
     "Outcome",
     "content_changed",

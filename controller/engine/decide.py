@@ -2,8 +2,12 @@
 
 Nothing here calls AWS or the state store. ``decide`` settles one resource
 (create, update, noop; conflict, adopt, suspended, progressing; its drift),
-``prune_decisions`` and ``mass_prune_guard`` what Git no longer has, and
-``resolve_refs`` the ``ref:`` strings of a spec against what is known.
+``prune_decisions`` and ``mass_prune_guard`` what Git no longer has
+(``retain_unproven`` and ``decommission_guard`` for an environment removed
+from Git), and ``resolve_refs`` the ``ref:`` strings of a spec against what
+is known. Ownership (``ownership``) comes from the state store's records and,
+where the kind has them, AWS's ownership tags; a plan whose store knows nothing
+of the environment marks what it cannot verify (``unverified``).
 """
 
 from __future__ import annotations
@@ -95,6 +99,15 @@ def ownership(
     return False, f"{target.physical} exists in AWS and is not managed by lensops; annotate lensops.io/adopt: \"true\" to take it over"
 
 
+def unverified(target: Target, environment: str) -> str:
+    """The mark of a change planned without proof of ownership (a plan whose state store knows
+    nothing of the environment, for a kind whose ownership AWS keeps no tags of)."""
+    return (
+        f"ownership not verified: the state store has no record of environment {environment!r}, "
+        f"and AWS keeps no ownership tags on a {target.kind}"
+    )
+
+
 def decide(
     target: Target,
     state: dict[str, Any],
@@ -106,9 +119,16 @@ def decide(
     intent: dict[str, Any] | None,
     rollout: dict[str, Any] | None,
     shown: Compare | None = None,
+    env_unknown: bool = False,
 ) -> Decision:
     """The decision for one resource, from its desired ``state`` and what AWS and the records say.
-    A creation's changes are what ``shown`` makes of ``state`` (``Reconciler.creation_view``)."""
+    A creation's changes are what ``shown`` makes of ``state`` (``Reconciler.creation_view``).
+
+    ``env_unknown``: a plan whose state store has no record of the environment (a pull request's
+    check). A resource whose ownership only the store could show (no tags read) is then not a
+    conflict: unchanged where live equals desired, else an update marked "ownership not verified".
+    An apply always has the store: it changes only what it can prove it owns.
+    """
     rp = ResourcePlan(target.kind, target.name, target.physical)
     decision = Decision(rp, state)
     ignore = target.ignored_fields
@@ -119,13 +139,17 @@ def decide(
     else:
         owned, why = ownership(target, live, environment, record, intent)
         foreign = bool(live.owner_env) and live.owner_env != environment
-        if not owned and (foreign or not target.annotation_true(ANNOTATION_ADOPT)):
+        adopting = target.annotation_true(ANNOTATION_ADOPT)
+        unseen = not owned and env_unknown and not live.tags_read and not adopting
+        if not owned and not unseen and (foreign or not adopting):
             rp.status, rp.message = Status.CONFLICT, why
             return decision
-        rp.adopt = not owned
+        rp.adopt = not owned and not unseen
         view = compare(state)
         rp.changes = diff(state, view, ignore)
         rp.action = Action.UPDATE if rp.changes else Action.NOOP
+        if unseen and rp.changes:
+            rp.message = unverified(target, environment)
         # Fields another tool owns keep their live value even through APIs that
         # replace the whole resource (PutMetricAlarm, UpdateWebACL, ...).
         kept = {key: view[key] for key in ignore if key in state and key in view}
@@ -196,6 +220,32 @@ def prune_decisions(
             rp.message = note
         decisions.append((rp, rec, live))
     return decisions
+
+
+def retain_unproven(decisions: list[tuple[ResourcePlan, ResourceRecord, Live | None]], environment: str) -> None:
+    """In a decommission: a delete is made only where the resource's ownership tags, for a kind whose
+    tags were read, say lensops made it for ``environment`` as that record; another is left in AWS
+    (``retained``) and said why. Kinds without tags (Dashboard, LambdaAlias) rest on the record alone."""
+    for rp, rec, live in decisions:
+        if not rp.pending or live is None or not live.tags_read or (live.owner, live.owner_env) == (rec.ident, environment):
+            continue
+        rp.status = Status.RETAINED
+        if live.owner_env:
+            rp.message = f"not deleted: its tags say lensops environment {live.owner_env!r} ({live.owner}) owns it"
+        else:
+            rp.message = "not deleted: it carries no lensops ownership tags for this environment, so lensops cannot prove it made it"
+
+
+def decommission_guard(deletes: int, managed: int, environment: str) -> str:
+    """Why a decommission that deletes ``deletes`` of ``managed`` resources needs ``--allow-mass-prune``, or ''.
+
+    It deletes the whole environment: any delete needs the allowance."""
+    if not deletes:
+        return ""
+    return (
+        f"decommissioning environment {environment!r} deletes {deletes} of its {managed} managed resources; "
+        "pass --allow-mass-prune"
+    )
 
 
 def mass_prune_guard(deletes: int, managed: int, has_targets: bool) -> str:

@@ -10,7 +10,9 @@ wants, and records the outcome. There are three kinds of pass, one engine:
   rollback runbook's older revision), pruning what Git no longer has;
 - ``restore``: the health gate's rollback, a reconcile to the healthy point
   (the journal's changes since then), deleting only what lensops created since;
-- ``step``: one step of a progressive delivery, for the health gate.
+- ``step``: one step of a progressive delivery, for the health gate;
+- ``decommission``: an environment removed from Git (``lensops decommission``):
+  what lensops owns there deleted, then its records.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from typing import Any, Callable
 
 from controller import logs, metrics
 from controller.aws import ClientFactory
-from controller.engine.journal import POINT_KEY, Journal
+from controller.engine.journal import CHANGES, FAILURES, INTENTS, POINT_KEY, Journal
 from controller.engine.targets import Target, healthy_point
 from controller.engine.walk import Pass
 from controller.engine.write import History, Writer
@@ -48,6 +50,11 @@ HEALTHY_DIGEST = "healthy_digest"
 """Where an environment's record keeps the content digest of its healthy revision."""
 LAST_PASS_KEY = "last_pass"
 """Where an environment's record keeps a summary of its last pass (``lensops status``)."""
+TARGET_KEY = "target"
+"""Where an environment's record keeps the region, account and role its last pass worked in:
+what ``lensops decommission`` reaches AWS with once the Environment manifest has left Git."""
+DECOMMISSIONED = "decommissioned"
+"""The status of an environment removed from Git whose resources ``lensops decommission`` deleted."""
 
 
 @dataclass
@@ -192,6 +199,7 @@ class Engine:
             env, account, store, env_record, [Target.of(r) for r in env.resources], history,
             execute=execute, rollback=False, record_changes=not baseline, retry_failed=retry_failed, on_resource=on_resource, may_write=may_write,
         )
+        run.env_unknown = not execute and env_record is None and not run.inventory
         run.observe([*run.inventory.values(), *run.unrecorded()])
         outcome = Outcome(run.plan, started_at=started_at)
         try:
@@ -258,6 +266,61 @@ class Engine:
             result = "interrupted" if outcome.interrupted else outcome.result
             history.finish(result, f"put back: {put_back(outcome.applied)}", outcome.applied)
         return outcome
+
+    def decommission(
+        self,
+        env: EnvironmentDesired,
+        account: str,
+        *,
+        execute: bool,
+        allow_mass_prune: bool = False,
+        on_resource: Callable[[ResourcePlan], None] | None = None,
+    ) -> Outcome:
+        """Delete what lensops owns in ``env``, an environment removed from Git (``env`` holds no
+        resources: only where it was, and the revision it is gone from).
+
+        Every resource the state store records for it is a delete, dependents first, as prune
+        makes them; never one annotated ``lensops.io/prune: "false"``, nor one whose ownership tags
+        (where its kind has them) do not say lensops made it for this environment: those are left
+        in AWS, and reported. Any delete needs ``allow_mass_prune`` (it is the whole environment).
+        Once every delete is made, the environment's records and journal go, and its record says
+        ``decommissioned``; a delete that failed leaves the records for the next attempt.
+        """
+        started_at = time.time()
+        env_record = self.store.environment(env.name)
+        history = History(self.store, env.name, env.revision, "decommission")
+        run = self._pass(
+            env, account, self.store, env_record, [], history, execute=execute, rollback=False, record_changes=False,
+            retry_failed=True, on_resource=on_resource, may_write=None,
+        )
+        records = list(run.inventory.values())
+        run.observe([*records, *run.unrecorded()])
+        outcome = Outcome(run.plan, started_at=started_at)
+        try:
+            run.prune(records + run.abandoned(set()), enabled=True, guard=not allow_mass_prune, decommission=True)
+        finally:
+            self._finish(run, outcome, None)
+            if execute:
+                history.finish(outcome.result, "; ".join((run.plan.errors + run.plan.failures())[:5]) or "decommissioned", outcome.applied)
+        if execute and outcome.ok:
+            self._decommissioned(env.name, run.plan)
+        return outcome
+
+    def _decommissioned(self, name: str, plan: Plan) -> None:
+        """What lensops kept of a decommissioned environment goes: its resource records (those left
+        in AWS too: lensops no longer manages them), its journal, and its record's data."""
+        for rec in self.store.resources(name).values():
+            self.store.delete_resource(name, rec.kind, rec.name)
+        for namespace in (INTENTS, FAILURES, CHANGES):
+            for key, _, _ in self.store.list_items(namespace, f"{name}/"):
+                self.store.delete_item(namespace, key)
+        deleted = sum(1 for rp in plan.resources if rp.action == Action.DELETE and rp.status == Status.OK)
+        left = [f"{rp.ident} ({rp.message})" for rp in plan.resources if rp.status == Status.RETAINED]
+        message = f"decommissioned: {deleted} resource{'s' if deleted != 1 else ''} deleted"
+        if left:
+            message += f"; left in AWS, no longer managed: {', '.join(left[:10])}" + (f" (+{len(left) - 10} more)" if len(left) > 10 else "")
+        self.store.put_environment(EnvironmentRecord(name, status=DECOMMISSIONED, message=message, last_sync=time.time()))
+        log.info("environment_decommissioned", environment=name, revision=plan.revision, deleted=deleted, left=len(left))
 
     def step(
         self,
@@ -384,6 +447,7 @@ class Engine:
                 # Other content than the one that failed its bake is applied: that hold is over.
                 data.pop(FAILED_DIGEST, None)
                 previous.failed_revision = ""
+        data[TARGET_KEY] = {"region": env.spec.region, "account": run.ctx.account, "roleArn": run.ctx.role_arn}
         if execute and baseline and outcome.applied and BASELINE_KEY not in data:
             data[BASELINE_KEY] = {"revision": env.revision, "digest": env.digest}
         if not plan.failed:

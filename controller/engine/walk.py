@@ -14,7 +14,16 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable
 
 from controller import logs
-from controller.engine.decide import Decision, Unresolved, decide, mass_prune_guard, prune_decisions, resolve_refs
+from controller.engine.decide import (
+    Decision,
+    Unresolved,
+    decide,
+    decommission_guard,
+    mass_prune_guard,
+    prune_decisions,
+    resolve_refs,
+    retain_unproven,
+)
 from controller.engine.journal import Journal
 from controller.engine.schedule import Scheduler
 from controller.engine.targets import Target
@@ -90,6 +99,9 @@ class Pass:
         """Kind/name -> what it waits for (dependsOn and reference targets), filled by ``walk``."""
         self.referring: set[str] = set()
         """Resources whose spec holds a ``ref:``: only theirs are resolved against the outputs."""
+        self.env_unknown = False
+        """A plan whose state store has no record of the environment: ownership that only the store
+        could show is not verified (``decide``), rather than a conflict."""
 
     def reconciler(self, kind: str) -> Reconciler | None:
         """The pass's one reconciler of ``kind`` (it may keep what it learns for the pass), or None."""
@@ -302,6 +314,7 @@ class Pass:
             target, state, live, lambda wanted: self._view(reconciler, desired, live, wanted, applied),  # type: ignore[arg-type]
             environment=self.env.name, record=record,
             intent=self.journal.intent(target.ident), rollout=self.active.get(target.ident), shown=reconciler.creation_view,
+            env_unknown=self.env_unknown,
         )
         self._copy_decision(rp, decision.plan)
         decision.plan = rp
@@ -350,20 +363,37 @@ class Pass:
 
     # --- delete ----------------------------------------------------------
 
-    def prune(self, candidates: list[ResourceRecord], *, enabled: bool, guard: bool, unproven: frozenset[tuple[str, str]] = frozenset()) -> None:
+    def prune(
+        self,
+        candidates: list[ResourceRecord],
+        *,
+        enabled: bool,
+        guard: bool,
+        unproven: frozenset[tuple[str, str]] = frozenset(),
+        decommission: bool = False,
+    ) -> None:
         """Delete the records' resources (dependents first): what Git no longer has, or in a
         rollback what lensops created since the healthy point. Only ever what lensops owns:
         ``unproven`` (Kind/name, physical) were created by lensops but never recorded, and
-        are deleted only when their ownership tags say this environment made them."""
+        are deleted only when their ownership tags say this environment made them. In a
+        ``decommission`` (the environment left Git), every record is checked so against the
+        tags of its kind, and any delete at all needs the guard lifted."""
         if not candidates:
             return
         idents = {t.ident for t in self.targets}
         unread = {key: str(error) for key, error in self.unread.items()}
         decisions = prune_decisions(candidates, self.observed, self.failures, prune=enabled, unread=unread, notes=self.notes)
+        if decommission:
+            retain_unproven(decisions, self.env.name)
         deletes = [d for d in decisions if d[0].pending]
         # What lensops owns: its records, and the candidates it owns by their tags only (never recorded).
-        unrecorded = sum(1 for c in candidates if (c.kind, c.physical) in self.notes)
-        refusal = mass_prune_guard(len(deletes), len(self.inventory) + unrecorded, bool(self.targets)) if guard else ""
+        managed = len(self.inventory) + sum(1 for c in candidates if (c.kind, c.physical) in self.notes)
+        if not guard:
+            refusal = ""
+        elif decommission:
+            refusal = decommission_guard(len(deletes), managed, self.env.name)
+        else:
+            refusal = mass_prune_guard(len(deletes), managed, bool(self.targets))
         if refusal:
             self.plan.errors.append(f"mass-prune guard: {refusal}")
             for rp, _, _ in deletes:

@@ -16,6 +16,13 @@ DescribeBudget(s) and DescribeNotificationsForBudget see every change:
   the last subscriber deletes the notification, as in AWS) and
   ``DescribeSubscribersForNotification`` (paged by MaxResults/NextToken).
 
+- Resource tags, which moto ignores: ``CreateBudget``'s ``ResourceTags``,
+  ``TagResource``, ``UntagResource`` and ``ListTagsForResource`` on the
+  budget's ARN (``arn:aws:budgets::<account>:budget/<name>``); an ARN of no
+  budget is NotFoundException, one that is not a budget's
+  InvalidParameterException. Tags live on moto's budget object, so a deleted
+  budget's tags go with it.
+
 A notification is identified by NotificationType, ComparisonOperator,
 Threshold and ThresholdType (PERCENTAGE when absent); a subscriber by
 SubscriptionType and Address.
@@ -24,6 +31,7 @@ SubscriptionType and Address.
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from moto.budgets.exceptions import DuplicateRecordException, NotFoundException
@@ -34,6 +42,7 @@ from moto.core.exceptions import JsonRESTError
 from .dispatch import Addition
 
 DEFAULT_MAX_RESULTS = 100
+_BUDGET_ARN = re.compile(r"^arn:aws[a-z-]*:budgets::(?P<account>\d{12}):budget/(?P<name>.+)$")
 
 
 class InvalidNextTokenException(JsonRESTError):
@@ -41,6 +50,13 @@ class InvalidNextTokenException(JsonRESTError):
 
     def __init__(self, token: str) -> None:
         super().__init__("InvalidNextTokenException", f"Invalid NextToken: {token}")
+
+
+class InvalidParameterException(JsonRESTError):
+    code = 400
+
+    def __init__(self, message: str) -> None:
+        super().__init__("InvalidParameterException", message)
 
 
 class BudgetsAdditions(BudgetsResponse):
@@ -117,6 +133,37 @@ class BudgetsAdditions(BudgetsResponse):
             result["NextToken"] = str(end)
         return json.dumps(result)
 
+    def create_budget(self) -> str:
+        answer = super().create_budget()
+        budget = self._budget("create budget", self._get_param("Budget")["BudgetName"])
+        _set_tags(budget, self._get_param("ResourceTags") or [])
+        return answer
+
+    def tag_resource(self) -> str:
+        _set_tags(self._tagged("tag resource"), self._get_param("ResourceTags"))
+        return "{}"
+
+    def untag_resource(self) -> str:
+        tags = _tags(self._tagged("untag resource"))
+        for key in self._get_param("ResourceTagKeys"):
+            tags.pop(key, None)
+        return "{}"
+
+    def list_tags_for_resource(self) -> str:
+        tags = _tags(self._tagged("list tags for resource"))
+        return json.dumps({"ResourceTags": [{"Key": k, "Value": v} for k, v in tags.items()]})
+
+    def _tagged(self, action: str) -> Budget:
+        """The budget the request's ResourceARN names."""
+        arn = self._get_param("ResourceARN")
+        match = _BUDGET_ARN.match(arn or "")
+        if match is None:
+            raise InvalidParameterException(f"Unable to {action}: {arn} is not the ARN of a budget.")
+        budget = self.backend.budgets[match["account"]].get(match["name"])
+        if budget is None:
+            raise NotFoundException(f"Unable to {action}: {arn} - the budget doesn't exist.")
+        return budget
+
     def _budget(self, action: str, budget_name: str) -> Budget:
         budget = self.backend.budgets[self._get_param("AccountId")].get(budget_name)
         if budget is None:
@@ -141,10 +188,26 @@ ADDITION = Addition(
             "UpdateSubscriber",
             "DeleteSubscriber",
             "DescribeSubscribersForNotification",
+            "CreateBudget",
+            "TagResource",
+            "UntagResource",
+            "ListTagsForResource",
         }
     ),
     handler=BudgetsAdditions,
 )
+
+
+def _tags(budget: Budget) -> dict[str, str]:
+    """The budget's resource tags (kept on moto's budget object, which has none of its own)."""
+    if not hasattr(budget, "resource_tags"):
+        budget.resource_tags = {}
+    tags: dict[str, str] = budget.resource_tags
+    return tags
+
+
+def _set_tags(budget: Budget, pairs: list[dict[str, str]]) -> None:
+    _tags(budget).update({pair["Key"]: pair["Value"] for pair in pairs})
 
 
 def _key(details: dict[str, Any]) -> tuple[object, ...]:

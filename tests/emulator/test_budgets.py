@@ -159,3 +159,47 @@ def test_reset_wipes_budgets_and_their_subscribers(emulator: Emulator, budgets: 
     with pytest.raises(ClientError) as raised:
         subscribers(budgets)
     assert code_of(raised) == "NotFoundException"
+
+
+ARN = f"arn:aws:budgets::{ACCOUNT_ID}:budget/{BUDGET}"
+
+
+def tags(budgets: Any, arn: str = ARN) -> dict[str, str]:
+    return {t["Key"]: t["Value"] for t in budgets.list_tags_for_resource(ResourceARN=arn)["ResourceTags"]}
+
+
+def test_resource_tags_given_at_creation_are_listed(client: Any) -> None:
+    budgets = client("budgets")
+    budgets.create_budget(
+        AccountId=ACCOUNT_ID,
+        Budget={"BudgetName": "tagged", "BudgetLimit": {"Amount": "5", "Unit": "USD"}, "TimeUnit": "MONTHLY", "BudgetType": "COST"},
+        ResourceTags=[{"Key": "team", "Value": "finops"}],
+    )
+    assert tags(budgets, f"arn:aws:budgets::{ACCOUNT_ID}:budget/tagged") == {"team": "finops"}
+
+
+def test_tag_and_untag_resource(budgets: Any) -> None:
+    assert tags(budgets) == {}
+    budgets.tag_resource(ResourceARN=ARN, ResourceTags=[{"Key": "a", "Value": "1"}, {"Key": "b", "Value": "2"}])
+    budgets.tag_resource(ResourceARN=ARN, ResourceTags=[{"Key": "a", "Value": "3"}])
+    budgets.untag_resource(ResourceARN=ARN, ResourceTagKeys=["b", "absent"])
+    assert tags(budgets) == {"a": "3"}
+
+
+def test_tags_go_with_a_deleted_budget(budgets: Any) -> None:
+    budgets.tag_resource(ResourceARN=ARN, ResourceTags=[{"Key": "a", "Value": "1"}])
+    budgets.delete_budget(AccountId=ACCOUNT_ID, BudgetName=BUDGET)
+    with pytest.raises(ClientError) as raised:
+        tags(budgets)
+    assert code_of(raised) == "NotFoundException"
+    budgets.create_budget(
+        AccountId=ACCOUNT_ID,
+        Budget={"BudgetName": BUDGET, "BudgetLimit": {"Amount": "5", "Unit": "USD"}, "TimeUnit": "MONTHLY", "BudgetType": "COST"},
+    )
+    assert tags(budgets) == {}
+
+
+def test_an_arn_that_is_not_a_budgets_is_refused(budgets: Any) -> None:
+    with pytest.raises(ClientError) as raised:
+        budgets.list_tags_for_resource(ResourceARN=f"arn:aws:sns:us-east-1:{ACCOUNT_ID}:alerts")
+    assert code_of(raised) == "InvalidParameterException"
