@@ -27,7 +27,7 @@ from controller.plan import ResourcePlan
 from controller.render import resource_done
 from controller.settings import Settings
 from controller.source import Source
-from controller.state import StateStore, open_store
+from controller.state import Missing, StateStore, open_store
 from runbooks import CATALOGUE as RUNBOOKS
 from runbooks.executor import Progress as RunbookProgress
 from runbooks.executor import drive as drive_runbooks
@@ -102,9 +102,10 @@ class Runner:
         self._accounts: dict[tuple[str, str, str], str] = {}
 
     @classmethod
-    def from_settings(cls, settings: Settings, repo: str | None = None) -> "Runner":
+    def from_settings(cls, settings: Settings, repo: str | None = None, missing: Missing = "create") -> "Runner":
+        """``missing``: what to do when the state store does not exist (``plan``: an empty one, made nothing of)."""
         source = Source(repo or settings.repo_url, settings.branch, settings.path, settings.cache_dir)
-        return cls(settings, source, open_store(settings.state_url), ClientFactory(settings.concurrency), catalog.registry())
+        return cls(settings, source, open_store(settings.state_url, missing=missing), ClientFactory(settings.concurrency), catalog.registry())
 
     def close(self) -> None:
         self.store.close()
@@ -151,7 +152,7 @@ class Runner:
             if decided.execute and decided.new and self._open_bake_failed(env, acct, progress):
                 decided = self._policy(env, execute, force_window)
             if decided.refused:
-                report.errors.append(f"environment {name}: {decided.why}")
+                report.errors.append(decided.why if decided.holder else f"environment {name}: {decided.why}")
             elif decided.why:
                 report.held[name] = decided.why
             outcome = self.engine.reconcile(
