@@ -53,10 +53,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="the daemon")
     _common(p)
 
-    p = sub.add_parser("status", help="what is applied, drifted, failed")
+    p = sub.add_parser("status", help="what is applied, drifted, failed, refused; exit 1 when the state store does not exist")
     _common(p)
+    p.add_argument("--check", action="store_true", help="exit 1 when an environment is failed, invalid, drifted or held after a failed bake")
 
-    p = sub.add_parser("history", help="past revisions")
+    p = sub.add_parser("history", help="past revisions, refused ones included")
     _common(p)
     p.add_argument("--limit", type=int, default=50)
 
@@ -159,7 +160,8 @@ def _reconcile(args: argparse.Namespace, settings: Any, execute: bool) -> int:
     from controller.render import plan_text, use_colour
     from controller.runner import Runner
 
-    runner = Runner.from_settings(settings, repo=args.repo)
+    # A plan reads the store and writes nothing: a missing one (a pull request's check) is empty, and stays missing.
+    runner = Runner.from_settings(settings, repo=args.repo, missing="create" if execute else "empty")
     try:
         if execute and not args.yes and sys.stdin.isatty():
             preview = runner.run(args.env, execute=False)
@@ -276,28 +278,40 @@ def cmd_schema(args: argparse.Namespace, settings: Any) -> int:
     return EXIT_OK
 
 
-def cmd_status(args: argparse.Namespace, settings: Any) -> int:
-    from controller.state import open_store
-    from controller.status import status_document, status_text
+def _recorded(args: argparse.Namespace, settings: Any, read: Callable[[Any], dict[str, Any]]) -> dict[str, Any]:
+    """What ``read`` finds in the state store that a daemon or an apply wrote, with the store's name
+    (``store`` in JSON, a ``state:`` line on stderr for people); a store that does not exist is an
+    error (``StoreMissing``, exit 1), never created: an empty one would say nothing was ever applied."""
+    from controller.state import open_store, store_name
 
-    store = open_store(settings.state_url)
+    name = store_name(settings.state_url)
+    store = open_store(settings.state_url, missing="error")
     try:
-        doc = status_document(store, args.env)
+        doc = {"store": name, **read(store)}
     finally:
         store.close()
+    if args.output != "json":
+        print(f"state: {name}", file=sys.stderr)
+    return doc
+
+
+def cmd_status(args: argparse.Namespace, settings: Any) -> int:
+    from controller.status import check_failures, status_document, status_text
+
+    doc = _recorded(args, settings, lambda store: status_document(store, args.env))
     _emit(args, doc, status_text(doc))
-    return EXIT_OK
+    if not args.check:
+        return EXIT_OK
+    failures = check_failures(doc)
+    for line in failures:
+        print(f"lensops: {line}", file=sys.stderr)
+    return EXIT_ERROR if failures else EXIT_OK
 
 
 def cmd_history(args: argparse.Namespace, settings: Any) -> int:
-    from controller.state import open_store
     from controller.status import history_document, history_text
 
-    store = open_store(settings.state_url)
-    try:
-        doc = history_document(store, args.env, args.limit)
-    finally:
-        store.close()
+    doc = _recorded(args, settings, lambda store: history_document(store, args.env, args.limit))
     _emit(args, doc, history_text(doc))
     return EXIT_OK
 

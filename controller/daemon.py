@@ -27,7 +27,7 @@ from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from controller import health, logs, metrics, policy
-from controller.engine import DECOMMISSIONED
+from controller.engine import APPLIED_DIGEST, DECOMMISSIONED, REFUSED_KEY
 from controller.errors import LensopsError, Problem
 from controller.manifests.loader import load_tree
 from controller.manifests.model import EnvironmentDesired, EnvironmentSpec
@@ -38,15 +38,13 @@ from controller.leases import Leases
 from controller.settings import Settings
 from controller.source import redact
 from controller.state import EnvironmentRecord, LeaseLost, StateStore
-from controller.status import status_document
+from controller.status import REMOVED, status_document
 from runbooks import CATALOGUE as RUNBOOKS
 from runbooks.executor import drive as drive_runbooks
 
 log = logs.get("lensops.daemon")
 
 SHUTDOWN_SECONDS = 25.0
-REMOVED = "removed"
-"""The status of an environment whose folder left Git."""
 RETIRED = (REMOVED, DECOMMISSIONED)
 """Statuses of an environment the daemon no longer runs (``lensops decommission`` ends a removed one)."""
 
@@ -72,6 +70,12 @@ class Daemon:
         self._refusals: dict[str, tuple[str, list[Problem]]] = {}
         """Refused revisions to record under their environment's lock, at its next pass."""
         self._held_envs: dict[str, EnvironmentDesired] = {}
+        self._no_refusal: set[str] = set()
+        """Environments whose record this process knows holds no refusal (no store read to end one at each pass)."""
+        self._new_envs: set[str] = set()
+        """Environments a fetch loaded that the state store had no record of (a commit added them)."""
+        self._leases_since: float | None = None
+        """When the first lease tick with environments to share ran (monotonic): gains soon after are this process's start."""
         self._locks: dict[str, threading.Lock] = {}
         self._state_lock = threading.Lock()
         self.scheduler = BackgroundScheduler(
@@ -157,6 +161,9 @@ class Daemon:
         for name, problems in self.invalid.items():
             entry = doc["environments"].setdefault(name, {"status": "invalid", "resources": []})
             entry["invalid"] = [str(p) for p in problems]
+            if not entry.get("refused"):  # refused here, not recorded yet (it is, under the environment's lock)
+                entry["status"] = "invalid"
+                entry["refused"] = {"revision": self.fetched_revision, "refusedAt": None, "problems": entry["invalid"]}
         doc["source"] = {
             "repo": redact(self.runner.source.repo),
             "branch": self.settings.branch,
@@ -211,15 +218,19 @@ class Daemon:
             log.error("manifest_invalid", problem=str(problem), revision=checkout.revision)
         changed: list[str] = []
         try:
-            recorded = {r.environment for r in self.store.environments() if r.status not in RETIRED}
+            records = {r.environment: r for r in self.store.environments() if r.status not in RETIRED}
         except Exception as exc:  # the store is away: what it records is looked at again at the next revision
             log.warning("state_read_failed", error=f"{type(exc).__name__}: {exc}")
-            recorded = set()
+            records = {}
+        recorded = set(records)
         with self._state_lock:
             for name, env in result.environments.items():
                 env.revision = checkout.revision
+                if name not in self.loaded and name not in recorded:
+                    self._new_envs.add(name)
                 self.loaded[name] = env
                 self.invalid.pop(name, None)
+                self._refusals.pop(name, None)  # an older commit's refusal not recorded yet: a newer commit loads
                 changed.append(name)
             refused = {name: problems for name, problems in result.problems.items() if name}
             self.invalid.update(refused)
@@ -230,7 +241,10 @@ class Daemon:
         for name in gone:
             self.scheduler.add_job(self._retire, "date", args=[name, checkout.revision], id=f"retire:{name}", replace_existing=True)
         for name, problems in sorted(refused.items()):
+            self._no_refusal.discard(name)
             self._refuse(name, checkout.revision, problems)
+            if name not in self.loaded and name in records:
+                self._keep_applied(name, records[name])
         for name in sorted(changed):
             self._ensure_env(name)
             self.schedule(name, "revision")
@@ -239,6 +253,29 @@ class Daemon:
             self.scheduler.modify_job("leases", next_run_time=dt.datetime.now(dt.timezone.utc))
         except LookupError:
             pass
+
+    def _keep_applied(self, name: str, record: EnvironmentRecord) -> None:
+        """An environment refused before this process ever loaded it valid (it started on an invalid
+        commit): its applied revision, read back from Git, stays live and is reconciled as it would
+        have been, until a valid commit comes. Only when Git gives back the very content that was
+        applied (not a working copy's ``-dirty`` changes, nor a plain folder's)."""
+        if not record.applied_revision:
+            return
+        try:
+            env = self._load_revision(name, record.applied_revision)
+        except LensopsError as exc:
+            log.warning("applied_revision_not_loaded", environment=name, revision=record.applied_revision, error=str(exc))
+            return
+        if env.digest != record.data.get(APPLIED_DIGEST):
+            log.warning("applied_revision_not_loaded", environment=name, revision=record.applied_revision, error="Git's content differs from what was applied")
+            return
+        with self._state_lock:
+            if name in self.loaded or name not in self.invalid:
+                return  # a valid commit came meanwhile
+            self.loaded[name] = env
+        self._ensure_env(name)
+        self.schedule(name, "resync")
+        log.info("applied_revision_kept", environment=name, revision=record.applied_revision)
 
     def _gone(self, present: set[str], recorded: set[str]) -> list[str]:
         """Environments known here or ``recorded`` in the state store that the new revision no longer
@@ -279,18 +316,23 @@ class Daemon:
     def _refuse(self, name: str, revision: str, problems: list[Problem]) -> None:
         """An invalid revision of ``name``: counted and logged now; recorded by the replica that holds
         the environment's lease, under its lock and fence (the record is read and rewritten whole:
-        never beside a pass or a bake check of it), at once or, when busy, by its next pass."""
+        never beside a pass or a bake check of it), at once or, when busy, by its next pass. Another
+        replica's lease: it records it, and this one too at its first pass should it take the lease
+        over first (a refusal is recorded once per commit, whoever records it)."""
         metrics.environment_seen(name)  # one never valid yet has its other results' series too, at 0
         metrics.count_result(name, "invalid")
         for problem in problems:
             log.error("manifest_invalid", environment=name, revision=revision, problem=str(problem))
         lock = self._locks.get(name)
-        if lock is None:  # never loaded (valid) anywhere here: no pass, no bake, no lease of it
+        if lock is None and not policy.live_lease_holder(self.store, name, me=self.leases.owner):
+            # Never loaded (valid) here and nobody holds it: no pass, no bake of it to write beside.
             self._record_refusal(name, revision, problems, self.store)
             return
-        fenced = self._fenced(name)
-        if fenced is None:
-            return  # the replica that holds it records it
+        fenced = self._fenced(name) if lock is not None else None
+        if lock is None or fenced is None:
+            with self._state_lock:
+                self._refusals[name] = (revision, problems)
+            return
         if lock.acquire(blocking=False):
             try:
                 self._record_refusal(name, revision, problems, fenced[0])
@@ -304,11 +346,31 @@ class Daemon:
 
     @staticmethod
     def _record_refusal(name: str, revision: str, problems: list[Problem], store: StateStore) -> None:
+        """Keep the refused revision and its problems in the environment's record (``lensops status``
+        shows them until a newer commit of the environment loads) and give it one history row, result
+        ``invalid``: once per refused commit, not at each resync, restart or replica that sees it again.
+        The applied revision, its status and its message stay as its passes leave them."""
         record = store.environment(name) or EnvironmentRecord(name)
-        record.status = "invalid"
-        record.message = f"revision {revision[:12]} refused: {problems[0]}" + (f" (+{len(problems) - 1} more)" if len(problems) > 1 else "")
-        record.data = {**record.data, "invalid": {"revision": revision, "problems": [str(p) for p in problems[:100]]}}
+        if (record.data.get(REFUSED_KEY) or {}).get("revision") == revision:
+            return  # recorded already
+        summary = f"revision {revision[:12]} refused: {problems[0]}" + (f" (+{len(problems) - 1} more)" if len(problems) > 1 else "")
+        row = store.start_revision(name, revision, "revision")
+        store.finish_revision(row, "invalid", summary, [])
+        refused = {"revision": revision, "problems": [str(p) for p in problems[:100]], "at": time.time()}
+        record.data = {**record.data, REFUSED_KEY: refused}
         store.put_environment(record)
+
+    def _end_refusal(self, name: str, store: StateStore) -> None:
+        """A newer commit of the environment loaded: the refused revision is no longer news."""
+        record = store.environment(name)
+        if record is None or REFUSED_KEY not in record.data:
+            return
+        refused = record.data[REFUSED_KEY]
+        record.data = {k: v for k, v in record.data.items() if k != REFUSED_KEY}
+        if record.status == "invalid":  # recorded by an older lensops; this pass sets the status
+            record.status, record.message = "unknown", ""
+        store.put_environment(record)
+        log.info("refusal_ended", environment=name, refused=refused.get("revision", ""), revision=self.loaded[name].revision)
 
     def _ensure_env(self, name: str) -> None:
         env = self.loaded[name]
@@ -335,13 +397,27 @@ class Daemon:
         except LensopsError as exc:
             log.error("lease_check_failed", error=str(exc))
             return
+        if self._leases_since is None and self.loaded:
+            self._leases_since = time.monotonic()
         for name in lost:
             log.info("environment_handed_over", environment=name)
         for name in gained:
+            self._no_refusal.discard(name)  # another replica may have recorded one meanwhile
             if health.pending(self.store, name) is not None:
                 log.info("bake_resumed", environment=name)
                 self._schedule_bake(name, 0.0)
-            self.schedule(name, "lease")
+            self.schedule(name, self._gained(name))
+
+    def _gained(self, name: str) -> str:
+        """Why the first pass of an environment this replica just took runs (the history's trigger
+        when it applies a new revision): ``startup`` when this process takes it as it starts (within
+        two lease times of its first lease tick, the time a dead predecessor's lease takes to run
+        out), ``revision`` for an environment a commit added, ``takeover`` from another replica."""
+        new = name in self._new_envs
+        self._new_envs.discard(name)
+        if self._leases_since is not None and time.monotonic() - self._leases_since <= 2 * self.leases.ttl:
+            return "startup"
+        return "revision" if new else "takeover"
 
     # --- reconcile ------------------------------------------------------------
 
@@ -401,8 +477,12 @@ class Daemon:
         store, may_write = fenced
         with self._state_lock:
             refusal = self._refusals.pop(name, None)
+            current = name not in self.invalid
         if refusal is not None:
             self._record_refusal(name, *refusal, store)
+        elif current and name not in self._no_refusal:
+            self._end_refusal(name, store)
+            self._no_refusal.add(name)
         try:
             account = self.runner.account_for(name, env.spec)
         except LensopsError as exc:

@@ -234,11 +234,11 @@ def advance(
         moved = True
         if final:
             gate.rollouts.remove(rollout)
-            log.info("rollout_completed", environment=env.name, kind=rollout["kind"], name=rollout["name"])
+            log.info("rollout_completed", environment=env.name, revision=gate.revision, kind=rollout["kind"], name=rollout["name"])
             message = f"{rollout['ident']}: rollout complete"
         else:
             rollout.update(index=index, step_started_at=now)
-            log.info("rollout_step", environment=env.name, kind=rollout["kind"], name=rollout["name"], step=index + 1, steps=len(rollout["steps"]) + 1)
+            log.info("rollout_step", environment=env.name, revision=gate.revision, kind=rollout["kind"], name=rollout["name"], step=index + 1, steps=len(rollout["steps"]) + 1)
             message = f"{rollout['ident']}: step {index + 1} of {len(rollout['steps']) + 1}"
         if progress:
             progress(f"{env.name}: {message}")

@@ -9,7 +9,8 @@ In order, a pass only plans when:
 2. the revision is held: a failed bake's rollback is still to finish, its
    content failed a bake (until a commit changes the environment's content),
    or the rollback runbook holds the environment;
-3. another replica holds the environment's lease (``lensops apply`` beside a daemon);
+3. another replica holds the environment's lease (``lensops apply`` beside a daemon, with
+   either store: SQLite records its daemon's leases in its file too);
 4. a sync window is closed (``--force-window`` overrides it for ``apply``);
 5. the daemon resyncs content it has applied already and ``sync.selfHeal`` is off.
 """
@@ -46,6 +47,8 @@ class PassPolicy:
     """Why the pass only plans, when it was asked to apply ('' otherwise)."""
     refused: bool = False
     """``lensops apply`` was refused (held, or a daemon holds the lease): an error, not a plan."""
+    holder: str = ""
+    """The replica whose lease refused this ``lensops apply`` ('' otherwise); ``why`` then says it whole."""
 
 
 def runbook_hold(record: EnvironmentRecord | None, env: EnvironmentDesired) -> dict[str, Any] | None:
@@ -69,12 +72,12 @@ def decide(
     mode: Mode,
     *,
     force_window: bool = False,
-    lease_holder: str = "",
+    lease_holder: tuple[str, float] | None = None,
     reason: str = "revision",
     now: dt.datetime | None = None,
 ) -> PassPolicy:
-    """The policy of one pass of ``env``; ``lease_holder`` names another replica holding its lease,
-    ``reason`` why the daemon runs the pass (the trigger a new revision is recorded with)."""
+    """The policy of one pass of ``env``; ``lease_holder`` is another replica holding its lease and
+    when that lease ends, ``reason`` why the daemon runs the pass (the trigger a new revision is recorded with)."""
     if mode == "plan":
         return PassPolicy(False, False, "cli")
     new = content_changed(env, record)
@@ -86,7 +89,10 @@ def decide(
     if why:
         return PassPolicy(False, new, trigger, why, refused=refuse)
     if lease_holder:
-        return PassPolicy(False, new, trigger, f"the daemon {lease_holder} holds the environment's lease", refused=refuse)
+        owner, until = lease_holder
+        ends = dt.datetime.fromtimestamp(until, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        why = f"{env.name} is held by replica {owner} (lease until {ends}): apply through Git, or stop that daemon"
+        return PassPolicy(False, new, trigger, why, refused=refuse, holder=owner)
     if not force_window:
         allowed, closed = changes_allowed(env.spec.sync.windows, now)
         if not allowed:
@@ -96,10 +102,11 @@ def decide(
     return PassPolicy(True, new, trigger)
 
 
-def live_lease_holder(store: Any, environment: str, me: str = "") -> str:
-    """The replica other than ``me`` that holds ``environment``'s lease now, or ''."""
+def live_lease_holder(store: Any, environment: str, me: str = "") -> tuple[str, float] | None:
+    """The replica other than ``me`` that holds ``environment``'s lease now, and when its lease
+    ends (it is renewed well before), or None."""
     found = store.lease_holder(environment)
     if found is None:
-        return ""
+        return None
     owner, _epoch, expires = found
-    return owner if owner and owner != me and expires > time.time() else ""
+    return (owner, expires) if owner and owner != me and expires > time.time() else None

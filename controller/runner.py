@@ -28,7 +28,7 @@ from controller.plan import ResourcePlan
 from controller.render import resource_done
 from controller.settings import Settings
 from controller.source import Source
-from controller.state import StateStore, open_store
+from controller.state import Missing, StateStore, open_store
 from runbooks import CATALOGUE as RUNBOOKS
 from runbooks.executor import Progress as RunbookProgress
 from runbooks.executor import drive as drive_runbooks
@@ -103,9 +103,10 @@ class Runner:
         self._accounts: dict[tuple[str, str, str], str] = {}
 
     @classmethod
-    def from_settings(cls, settings: Settings, repo: str | None = None) -> "Runner":
+    def from_settings(cls, settings: Settings, repo: str | None = None, missing: Missing = "create") -> "Runner":
+        """``missing``: what to do when the state store does not exist (``plan``: an empty one, made nothing of)."""
         source = Source(repo or settings.repo_url, settings.branch, settings.path, settings.cache_dir)
-        return cls(settings, source, open_store(settings.state_url), ClientFactory(settings.concurrency), catalog.registry())
+        return cls(settings, source, open_store(settings.state_url, missing=missing), ClientFactory(settings.concurrency), catalog.registry())
 
     def close(self) -> None:
         self.store.close()
@@ -152,7 +153,7 @@ class Runner:
             if decided.execute and decided.new and self._open_bake_failed(env, acct, progress):
                 decided = self._policy(env, execute, force_window)
             if decided.refused:
-                report.errors.append(f"environment {name}: {decided.why}")
+                report.errors.append(decided.why if decided.holder else f"environment {name}: {decided.why}")
             elif decided.why:
                 report.held[name] = decided.why
             outcome = self.engine.reconcile(
@@ -205,7 +206,7 @@ class Runner:
             return None
         holder = policy.live_lease_holder(self.store, name)
         if holder:
-            raise UsageError(f"the daemon {holder} holds environment {name}'s lease: decommission once it has seen the removal (status 'removed')")
+            raise UsageError(f"the daemon {holder[0]} holds environment {name}'s lease: decommission once it has seen the removal (status 'removed')")
         target = (record.data.get(TARGET_KEY) if record else None) or self._last_target(name, record.applied_revision if record else "")
         spec = EnvironmentSpec(region=target["region"], account=target.get("account") or None, assumeRoleArn=target.get("roleArn") or None)
         return EnvironmentDesired(name, spec, f"environments/{name}", [], revision=revision)

@@ -180,7 +180,7 @@ class _Driver:
         self.notify = notify
         self.request_rollback = request_rollback
         self.clock = clock
-        self.fields = {"environment": request.environment, "run": request.name, "runbook": runbook.name}
+        self.fields = {"environment": request.environment, "revision": request.revision, "run": request.name, "runbook": runbook.name}
 
     # --- the loop ------------------------------------------------------------
 
@@ -230,7 +230,7 @@ class _Driver:
         )
         if not self.store.put_item(NAMESPACE, self.request.key, record.to_item(), None):
             return None
-        log.info("runbook_claimed", **self.fields, revision=self.request.revision, parameters=record.parameters, owner=self.owner)
+        log.info("runbook_claimed", **self.fields, parameters=record.parameters, owner=self.owner)
         return record, 1
 
     def _take(self, record: RunRecord, version: int) -> tuple[int, int] | Progress | None:
@@ -395,7 +395,7 @@ class _Driver:
             "parameters": dict(self.request.parameters),
             "message": f"manifest changed ({', '.join(changed) or 'runbook'}) after the run was claimed: not acted on, {why}; commit a RunbookRun with a new name to run again",
         }
-        log.warning("runbook_change_ignored", **self.fields, state=record.state, revision=self.request.revision, changed=changed)
+        log.warning("runbook_change_ignored", **self.fields, state=record.state, changed=changed)
         self.store.put_item(NAMESPACE, record.key, record.to_item(), version)
         return True
 
@@ -451,6 +451,6 @@ def drive(
         try:
             out.append(advance(store, request, aws, notify=notify, request_rollback=request_rollback, clock=clock))
         except Exception as exc:  # a bug or a store failure in one run is reported, the others go on
-            log.exception("runbook_advance_crashed", environment=env.name, run=resource.name, error=f"{type(exc).__name__}: {exc}")
+            log.exception("runbook_advance_crashed", environment=env.name, revision=env.revision, run=resource.name, error=f"{type(exc).__name__}: {exc}")
             out.append(Progress(env.name, resource.name, request.runbook, RUNNING, next_check=clock() + 60, message=str(exc)))
     return out

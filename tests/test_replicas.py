@@ -225,7 +225,8 @@ def test_apply_is_refused_while_a_daemon_holds_the_environments_lease(aws, clien
     daemon_store.acquire_lease("dev", "daemon-a", 30)
     aws.clear_requests()
     refused = lensops("apply", "--repo", str(tree.root), "--yes")
-    assert refused.code == 1 and "daemon-a holds the environment's lease" in refused.err
+    assert refused.code == 1 and "lensops: dev is held by replica daemon-a (lease until " in refused.err
+    assert "): apply through Git, or stop that daemon" in refused.err
     assert writes(aws.requests()) == {}
     daemon_store.release_lease("dev", "daemon-a")
     assert lensops("apply", "--repo", str(tree.root), "--yes").code == 0

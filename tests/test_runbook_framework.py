@@ -160,6 +160,24 @@ def test_a_wait_returns_the_next_check_and_the_step_resumes_then(store, ctx):
     assert item["steps"][1]["attempts"] == 2
 
 
+def test_every_runbook_event_names_the_revision_it_runs_at(store, ctx):
+    from structlog.testing import capture_logs
+
+    from controller import logs
+
+    logs.configure("json", "info")  # as the daemon logs (an in-process CLI run before may have left "warning")
+    calls, clock = Calls(), Clock()
+    answers = iter([wait(30, "instance is creating"), fail("no snapshot")])
+    registry = {"drill": _runbook(calls, {"second": lambda c: next(answers)})}
+    with capture_logs() as events:
+        advance(store, _request(), ctx, registry=registry, clock=clock)
+        clock.now += 31
+        advance(store, _request(), ctx, registry=registry, clock=clock)
+    names = [e["event"] for e in events]
+    assert {"runbook_claimed", "runbook_step_done", "runbook_step_waiting", "runbook_step_failed", "runbook_finished"} <= set(names), names
+    assert all(e.get("revision") == "abc123" and e.get("environment") == "dev" for e in events), events
+
+
 def test_a_step_that_waits_past_its_timeout_fails_the_run(store, ctx):
     calls, clock = Calls(), Clock()
     registry = {"drill": _runbook(calls, {"second": lambda c: wait(600, "still creating")})}

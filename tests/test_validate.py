@@ -97,6 +97,29 @@ def test_reference_to_missing_resource(tree, lensops):
     _check(tree, lensops, "environments/dev/a.yaml", 14, "reference to missing resource Topic/nope", "MetricAlarm/api-5xx")
 
 
+def test_one_typo_in_a_referenced_name_is_one_problem_naming_who_refers_to_it(tree, lensops):
+    tree.environment("dev", "health: {alarms: ['ref:MetricAlarm/a00']}\nnotifications: {topic: ref:Topic/alert}")
+    tree.write("environments/dev/topic.yaml", "apiVersion: lensops.io/v1\nkind: Topic\nmetadata:\n  name: alerts\nspec: {}\n")
+    names = [f"a{i:02d}" for i in range(18)]
+    tree.write("environments/dev/alarms.yaml", "---\n".join(alarm(n, extra="alarmActions: [ref:Topic/alert]\nokActions: [ref:Topic/alert]") for n in names))
+    tree.write("environments/dev/later.yaml", alarm("z", extra="alarmActions: [ref:Topic/nothing-like-it]").replace("  name: z\n", "  name: z\n  dependsOn: [Topic/alert]\n"))
+    result = lensops("validate", str(tree.root))
+    assert result.code == 1
+    lines = [line for line in result.err.splitlines() if "Topic/alert" in line]
+    assert lines == [
+        "environments/dev/alarms.yaml:14: MetricAlarm/a00: reference to missing resource Topic/alert (did you mean Topic/alerts?); "
+        "19 more resources refer to it: MetricAlarm/a01, MetricAlarm/a02, MetricAlarm/a03, MetricAlarm/a04, MetricAlarm/a05, ..."
+    ], result.err
+    others = [line for line in result.err.splitlines() if "Topic/alert" not in line]
+    assert others == ["environments/dev/later.yaml:15: MetricAlarm/z: reference to missing resource Topic/nothing-like-it"], result.err
+
+
+def test_a_missing_dependency_named_once_says_so_with_a_suggestion(tree, lensops):
+    tree.environment("dev")
+    tree.write("environments/dev/a.yaml", alarm("a").replace("  name: a\n", "  name: a\n  dependsOn: [MetricAlarm/bb]\n") + "---\n" + alarm("b"))
+    _check(tree, lensops, "environments/dev/a.yaml", 5, "dependsOn MetricAlarm/bb: no such resource in environment dev (did you mean MetricAlarm/b?)", "MetricAlarm/a")
+
+
 def test_unknown_variable(tree, lensops):
     tree.environment("dev", "vars: {limit: 3}")
     tree.write("environments/dev/a.yaml", alarm("api-5xx").replace("  threshold: 5", '  threshold: "{{ vars.limt }}"'))

@@ -55,6 +55,12 @@ TARGET_KEY = "target"
 what ``lensops decommission`` reaches AWS with once the Environment manifest has left Git."""
 DECOMMISSIONED = "decommissioned"
 """The status of an environment removed from Git whose resources ``lensops decommission`` deleted."""
+LAST_DRIFT_KEY = "last_drift"
+"""Where an environment's record keeps the last drift a pass found: when, at which revision, and per
+resource the drifted fields (paths, never values) and whether the pass put it back."""
+REFUSED_KEY = "invalid"
+"""Where an environment's record keeps the revision the daemon refused (invalid manifests) and its
+problems, from the refusal until a newer commit of the environment loads (``lensops status``)."""
 
 
 @dataclass
@@ -397,7 +403,9 @@ class Engine:
         """The environment's record, metrics, history row and canonical log line after a pass."""
         env, plan, execute = run.env, run.plan, run.execute
         name = env.name
+        revision = run.writer.history.revision
         counts: dict[tuple[str, str, str], int] = {}
+        drift: list[dict[str, Any]] = []
         for rp in plan.resources:
             if rp.action == Action.DELETE and rp.status == Status.OK and execute:
                 continue
@@ -411,6 +419,10 @@ class Engine:
             counts[key] = counts.get(key, 0) + 1
             if rp.drift:
                 metrics.DRIFT_DETECTED.labels(name, rp.kind).inc()
+                # Paths only: a value may be a seal or a secret another tool wrote.
+                fields, reverted = [c.path for c in rp.drift][:20], execute and rp.status == Status.OK
+                log.warning("drift_detected", environment=name, revision=revision, kind=rp.kind, name=rp.name, fields=fields, reverted=reverted)
+                drift.append({"resource": rp.ident, "fields": fields, "reverted": reverted})
         metrics.set_resource_counts(name, counts)
         metrics.RECONCILE_DURATION.labels(name).observe(outcome.duration)
         metrics.count_result(name, outcome.result)
@@ -424,10 +436,13 @@ class Engine:
             "result": outcome.result,
             "counts": plan.counts(),
             "drifted": drifted[:100],
+            "reverted": [d["resource"] for d in drift if d["reverted"]][:100],
             "errors": (plan.errors + failed)[:100],
             "orphans": [f"{rp.ident} ({rp.physical}): {rp.message}" for rp in plan.resources if rp.status == Status.ORPHAN][:100],
             "at": time.time(),
         }
+        if drift:  # kept past the passes that find none: which resource drifted, and whether it was put back
+            data[LAST_DRIFT_KEY] = {"at": time.time(), "revision": revision, "resources": drift[:100]}
         if not keep_status:
             if execute:
                 previous.message = "; ".join((plan.errors + failed)[:5])

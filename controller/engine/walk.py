@@ -142,7 +142,7 @@ class Pass:
                     if isinstance(error, RetryableError):
                         self.observe_retry[kind] = error.delay
                     log.warning(
-                        "observe_failed", environment=self.env.name, kind=kind, error=str(error), retryable=not isinstance(error, PermanentError)
+                        "observe_failed", environment=self.env.name, revision=self.writer.history.revision, kind=kind, error=str(error), retryable=not isinstance(error, PermanentError)
                     )
 
     def _observed_more(self, kind: str) -> None:
@@ -225,7 +225,7 @@ class Pass:
             return None
         if self.execute and blocked:
             rp.status, rp.message = Status.BLOCKED, f"dependency not ready: {', '.join(blocked)}"
-            log.error("resource_failed", environment=self.env.name, kind=target.kind, name=target.name, status=rp.status, error=rp.message)
+            log.error("resource_failed", environment=self.env.name, revision=self.writer.history.revision, kind=target.kind, name=target.name, status=rp.status, error=rp.message)
             return None
         return self._guarded(target, rp, lambda: self._decide_and_write(target, rp, rollouts))
 
@@ -258,7 +258,7 @@ class Pass:
             if isinstance(error, RetryableError):
                 rp.retry_after = error.delay
         if rp.failing:
-            log.error("resource_failed", environment=self.env.name, kind=target.kind, name=target.name, status=rp.status, error=rp.message)
+            log.error("resource_failed", environment=self.env.name, revision=self.writer.history.revision, kind=target.kind, name=target.name, status=rp.status, error=rp.message)
             if self.execute and rp.status == Status.FAILED:
                 self.writer.failed(target, error, rp.message)
             self.report(rp)
@@ -423,4 +423,4 @@ class Pass:
                 self.writer.delete(rec, rp, reconciler, live, keep_record=rec.ident in idents)
             except Exception as exc:  # mapped and reported per resource
                 rp.status, rp.message = Status.FAILED, str(classify(exc))
-                log.error("prune_failed", environment=self.env.name, kind=rec.kind, name=rec.name, error=rp.message)
+                log.error("prune_failed", environment=self.env.name, revision=self.writer.history.revision, kind=rec.kind, name=rec.name, error=rp.message)

@@ -128,7 +128,7 @@ class Writer:
             result = reconciler.update(desired, state, live, rp.changes)
         settled = reconciler.settle(desired, result)
         if settled is None:
-            log.info("resource_progressing", environment=self.environment, kind=target.kind, name=target.name, action=rp.action)
+            log.info("resource_progressing", environment=self.environment, revision=self.history.revision, kind=target.kind, name=target.name, action=rp.action)
             return Settling(target, reconciler, desired, state, result, time.monotonic() + reconciler.settle_timeout)
         self.finish(target, rp, settled, state, desired, deps)
         return None
@@ -185,7 +185,7 @@ class Writer:
         }
         with self._lock:
             self.rollouts.append(rollout)
-        log.info("rollout_started", environment=self.environment, kind=target.kind, name=target.name, steps=len(steps) + 1)
+        log.info("rollout_started", environment=self.environment, revision=self.history.revision, kind=target.kind, name=target.name, steps=len(steps) + 1)
         self.finish(target, rp, result, first, desired, deps)
         rp.status, rp.message = Status.PROGRESSING, f"rollout started: step 1 of {len(steps) + 1}"
 
@@ -194,7 +194,7 @@ class Writer:
         self.journal.forget_failure(target.ident)
         self._count(target.kind, rp.action)
         event = "resource_rolled_back" if self.rollback else "resource_applied"
-        log.info(event, environment=self.environment, kind=target.kind, name=target.name, action=rp.action, fields=[c.path for c in rp.changes][:20])
+        log.info(event, environment=self.environment, revision=self.history.revision, kind=target.kind, name=target.name, action=rp.action, fields=[c.path for c in rp.changes][:20])
         self.publish(target, result)
         self.settled(target, result, state, desired, deps, changed=True)
         self.journal.done(target.ident)
@@ -274,7 +274,7 @@ class Writer:
         self.gone(rec, keep_record)
         self._count(rec.kind, Action.DELETE)
         event = "resource_rolled_back" if self.rollback else "resource_pruned"
-        log.info(event, environment=self.environment, kind=rec.kind, name=rec.name, physical=rec.physical, action=Action.DELETE)
+        log.info(event, environment=self.environment, revision=self.history.revision, kind=rec.kind, name=rec.name, physical=rec.physical, action=Action.DELETE)
         with self._lock:
             self.applied.append({"kind": rec.kind, "name": rec.name, "action": Action.DELETE.value, "fields": []})
         self.report(rp)

@@ -47,6 +47,8 @@ MAX_FILE_NAME = 1024
 OUTSIDE = "symlink to a path outside the repository"
 NOWHERE = "symlink that leads nowhere (a missing target or a loop)"
 NAME_RULE = "lowercase letters, digits and '-', starting and ending alphanumeric, at most 63"
+MENTIONS_NAMED = 5
+"""Other resources named in the problem of a missing reference target (the rest are counted)."""
 
 
 def _clip(value: str, limit: int = 80) -> str:
@@ -569,18 +571,33 @@ class _Loader:
             self.problem(env, doc.path, doc.line(*loc), doc.ident, message)
 
     def order(self, env: str, resources: list[Resource], docs: list[_Doc], env_spec: EnvironmentSpec, env_path: str) -> list[Resource]:
-        """Check references and dependsOn, and put resources in dependency order."""
+        """Check references and dependsOn, and put resources in dependency order.
+
+        A missing target is one problem, however many resources name it (one typo in a
+        topic's name must not read as eighteen problems): at the first place that names it,
+        with the closest existing resource and the others that refer to it."""
         by_ident = {r.ident: r for r in resources}
         by_physical = {(r.kind, r.physical): r.ident for r in resources}
         doc_of = {d.ident: d for d in docs}
         edges: dict[str, set[str]] = {}
+        missing: dict[str, list[_Mention]] = {}
+
+        def mention(target: str, ident: str, path: str, line: int, how: str) -> None:
+            mentions = missing.setdefault(target, [])
+            for index, seen in enumerate(mentions):
+                if seen.ident == ident:
+                    if line < seen.line:  # a resource names it where it does so first in its file
+                        mentions[index] = _Mention(ident, path, line, how)
+                    return
+            mentions.append(_Mention(ident, path, line, how))
+
         for resource in resources:
             doc = doc_of.get(resource.ident)
             deps: set[str] = set()
             for index, target in enumerate(resource.depends_on):
                 if target not in by_ident:
                     line = doc.line("metadata", "dependsOn", index) if doc else resource.line
-                    self.problem(env, resource.path, line, resource.ident, f"dependsOn {target}: no such resource in environment {env}")
+                    mention(target, resource.ident, resource.path, line, "dependsOn")
                 elif target != resource.ident:
                     deps.add(target)
             for path, target, attr in find_refs(resource.spec, ("spec",)):
@@ -588,7 +605,7 @@ class _Loader:
                 if attr == "\0invalid":
                     self.problem(env, resource.path, line, resource.ident, f"invalid reference 'ref:{target}': use ref:Kind/name or ref:Kind/name.attribute")
                 elif target not in by_ident:
-                    self.problem(env, resource.path, line, resource.ident, f"reference to missing resource {target}")
+                    mention(target, resource.ident, resource.path, line, "ref")
                 elif target == resource.ident:
                     self.problem(env, resource.path, line, resource.ident, "a resource cannot reference itself")
                 else:
@@ -604,13 +621,40 @@ class _Loader:
             edges[resource.ident] = deps
         for _, target, _attr in find_refs(env_spec.model_dump(mode="json"), ("spec",)):
             if target not in by_ident:
-                self.problem(env, env_path, 0, f"Environment/{env}", f"reference to missing resource {target}")
+                mention(target, f"Environment/{env}", env_path, 0, "ref")
+        for target, mentions in missing.items():
+            where, others = mentions[0], [m.ident for m in mentions[1:]]
+            said = f"dependsOn {target}: no such resource in environment {env}" if where.how == "dependsOn" else f"reference to missing resource {target}"
+            said += _did_you_mean(target, list(by_ident))
+            if others:
+                named = ", ".join(others[:MENTIONS_NAMED]) + (", ..." if len(others) > MENTIONS_NAMED else "")
+                said += f"; {len(others)} more resource{'s' if len(others) > 1 else ''} refer{'' if len(others) > 1 else 's'} to it: {named}"
+            self.problem(env, where.path, where.line, where.ident, said)
         order, cycle = topological_order([r.ident for r in resources], edges)
         if cycle:
             first = by_ident[cycle[0]]
             self.problem(env, first.path, first.line, first.ident, "dependency cycle: " + " -> ".join(cycle))
             return resources
         return [by_ident[i] for i in order]
+
+
+@dataclass(frozen=True)
+class _Mention:
+    """A resource (or the Environment) naming a resource the environment does not have."""
+
+    ident: str
+    path: str
+    line: int
+    how: str
+    """``ref`` (a ``ref:`` in the spec) or ``dependsOn``."""
+
+
+def _did_you_mean(target: str, idents: list[str]) -> str:
+    """`` (did you mean Topic/alerts?)`` for the closest existing resource (of the same kind first), or ''."""
+    kind = target.partition("/")[0]
+    close = difflib.get_close_matches(target, [i for i in idents if i.partition("/")[0] == kind], n=1, cutoff=0.6)
+    close = close or difflib.get_close_matches(target, idents, n=1, cutoff=0.8)
+    return f" (did you mean {close[0]}?)" if close else ""
 
 
 def deep_merge(base: Any, override: Any) -> Any:

@@ -24,6 +24,17 @@ class ItemTooLarge(PermanentError):
     """A record does not fit in one state-store item (DynamoDB: 400 KB)."""
 
 
+class StoreMissing(LensopsError):
+    """The state store named by ``LENSOPS_STATE_URL`` does not exist (no SQLite file, no DynamoDB
+    table), and the caller asked not to create it: ``lensops status`` and ``history`` read what a
+    daemon or an apply recorded, and an empty store made up on the spot would say nothing true."""
+
+    def __init__(self, store: str, where: str = ""):
+        self.store = store
+        where = f" ({where})" if where else ""
+        super().__init__(f"state store {store} does not exist{where}: set LENSOPS_STATE_URL to the store the daemon writes")
+
+
 @dataclass
 class ResourceRecord:
     """One managed resource: what was last applied, and how it stands."""

@@ -60,6 +60,7 @@ from controller.state.base import (
     LeaseLost,
     ResourceRecord,
     RevisionRecord,
+    StoreMissing,
 )
 
 MAX_ITEM_BYTES = 400 * 1024
@@ -111,7 +112,7 @@ def _record(cls: type, data: dict[str, Any]) -> Any:
 class DynamoStore:
     """A ``StateStore`` in one DynamoDB table, safe to share between replicas."""
 
-    def __init__(self, table: str, client: Any):
+    def __init__(self, table: str, client: Any, create: bool = True):
         if not table:
             raise UsageError("LENSOPS_STATE_URL dynamodb://TABLE: the table name is missing")
         self.table = table
@@ -119,7 +120,7 @@ class DynamoStore:
         self._lock = threading.Lock()
         self._fences: dict[str, tuple[str, int]] = {}
         self._revision_envs: OrderedDict[int, str] = OrderedDict()
-        self._ensure_table()
+        self._ensure_table(create)
 
     # -- plumbing --------------------------------------------------------------------------
 
@@ -134,10 +135,14 @@ class DynamoStore:
         except botocore.exceptions.BotoCoreError as exc:
             raise classify(exc) from exc
 
-    def _ensure_table(self) -> None:
+    def _ensure_table(self, create: bool) -> None:
+        """Check the table's key schema; a missing table is created, or with ``create`` off, ``StoreMissing``."""
         try:
             table = self._call("describe_table", ("ResourceNotFoundException",), TableName=self.table)["Table"]
         except botocore.exceptions.ClientError:
+            if not create:
+                region = getattr(getattr(self._client, "meta", None), "region_name", None)
+                raise StoreMissing(f"dynamodb://{self.table}", f"region {region}" if region else "") from None
             try:
                 self._call(
                     "create_table",

@@ -1,4 +1,10 @@
-"""The SQLite state store: one file, one process (WAL, so the CLI can read beside the daemon)."""
+"""The SQLite state store: one file, one process (WAL, so the CLI can read beside the daemon).
+
+One daemon writes a SQLite store: its leases are always granted. They are
+recorded in the file all the same, so that ``lensops apply`` in another
+process sees which daemon holds an environment and refuses to apply beside
+it; heartbeats stay in the process's memory and fencing does nothing.
+"""
 
 from __future__ import annotations
 
@@ -42,6 +48,10 @@ CREATE TABLE IF NOT EXISTS revisions (
   changes TEXT NOT NULL DEFAULT '[]', trigger TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS revisions_env ON revisions (environment, id);
+CREATE TABLE IF NOT EXISTS leases (
+  environment TEXT PRIMARY KEY, owner TEXT NOT NULL DEFAULT '',
+  epoch INTEGER NOT NULL DEFAULT 0, expires REAL NOT NULL DEFAULT 0
+);
 CREATE TABLE IF NOT EXISTS items (
   namespace TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL,
   version INTEGER NOT NULL, updated_at REAL NOT NULL,
@@ -127,7 +137,6 @@ class SqliteStore:
         if path != ":memory:":
             os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         self._lock = threading.RLock()
-        self._leases: dict[str, tuple[str, float]] = {}
         self._replicas: dict[str, float] = {}
         self._db = sqlite3.connect(path, check_same_thread=False, timeout=30, isolation_level=None)
         self._db.row_factory = sqlite3.Row
@@ -314,23 +323,36 @@ class SqliteStore:
     def ping(self) -> None:
         self._rows("SELECT 1")
 
-    # Leases: one process owns every environment, so a lease is always granted (epoch 1)
-    # and kept in memory only; fencing has nothing to guard against.
+    # Leases: one process owns every environment, so a lease is always granted. It is kept in
+    # the file (owner, epoch, expiry, as DynamoDB keeps it) for other processes to read: the CLI
+    # refuses to apply beside the daemon that holds it. Fencing has nothing to guard against.
 
     def acquire_lease(self, environment: str, owner: str, ttl_seconds: float) -> int | None:
         with self._lock:
-            self._leases[environment] = (owner, time.time() + ttl_seconds)
-        return 1
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                rows = self._db.execute("SELECT owner, epoch FROM leases WHERE environment = ?", (environment,)).fetchall()
+                held, epoch = (rows[0]["owner"], int(rows[0]["epoch"])) if rows else ("", 0)
+                if held != owner:
+                    epoch += 1  # a new holder: a new epoch, as the DynamoDB store counts them
+                self._db.execute(
+                    "INSERT OR REPLACE INTO leases VALUES (?,?,?,?)", (environment, owner, epoch, time.time() + ttl_seconds)
+                )
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        return epoch
 
     def release_lease(self, environment: str, owner: str) -> None:
-        with self._lock:
-            if self._leases.get(environment, ("", 0.0))[0] == owner:
-                del self._leases[environment]
+        """Remove the owner and expire the lease, keeping its epoch."""
+        self._exec("UPDATE leases SET owner = '', expires = 0 WHERE environment = ? AND owner = ?", (environment, owner))
 
     def lease_holder(self, environment: str) -> tuple[str, int, float] | None:
-        with self._lock:
-            found = self._leases.get(environment)
-        return (found[0], 1, found[1]) if found else None
+        rows = self._rows("SELECT owner, epoch, expires FROM leases WHERE environment = ?", (environment,))
+        if not rows or not rows[0]["owner"]:
+            return None
+        return rows[0]["owner"], int(rows[0]["epoch"]), float(rows[0]["expires"])
 
     def heartbeat(self, owner: str, ttl_seconds: float) -> None:
         with self._lock:
