@@ -192,7 +192,9 @@ def _details(env: dict[str, Any]) -> list[str]:
     parts = errors[:5] if message and message == "; ".join(errors[:5]) else [message] if message else []
     rest = [p for p in parts if not about_failed(p) and p not in env.get("invalid", [])]
     if rest:
-        details.append(f"last error: {'; '.join(rest)}")
+        # a removed or decommissioned environment's message says what happened to it, not an error
+        label = "" if env.get("status") in (REMOVED, "decommissioned") else "last error: "
+        details.append(label + "; ".join(rest))
     if env.get("hold"):
         details.append(f"held on {env['hold']['revision'][:12]} until a commit newer than {env['hold']['after'][:12]}")
     if env.get("bake"):
@@ -270,11 +272,11 @@ def history_document(store: StateStore, envs: list[str] | None, limit: int) -> d
 def history_text(doc: dict[str, Any]) -> str:
     if not doc["revisions"]:
         return "No history yet."
-    lines = [f"{'STARTED':<21} {'ENVIRONMENT':<12} {'REVISION':<13} {'TRIGGER':<9} {'RESULT':<12} {'CHANGES':<8} MESSAGE"]
+    lines = [f"{'STARTED':<21} {'ENVIRONMENT':<12} {'REVISION':<13} {'TRIGGER':<12} {'RESULT':<12} {'CHANGES':<8} MESSAGE"]
     for r in doc["revisions"]:
         put_back = " (put back)" if r["result"] == "rolled_back" else ""
         lines.append(
-            f"{r['startedAt']:<21} {r['environment']:<12} {short_revision(r['revision']):<13} {r['trigger'][:9]:<9} {r['result']:<12} "
+            f"{r['startedAt']:<21} {r['environment']:<12} {short_revision(r['revision']):<13} {r['trigger'][:12]:<12} {r['result']:<12} "
             f"{str(len(r['changes'])) + put_back:<8} {clip(r['message'], HISTORY_MESSAGE)}".rstrip()
         )
     return "\n".join(lines)

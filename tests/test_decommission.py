@@ -79,6 +79,10 @@ def test_decommission_deletes_what_lensops_made_there_and_nothing_else(aws, clie
     last = json.loads(lensops("history", "--env", "staging", "--output", "json").out)["revisions"][0]
     assert (last["trigger"], last["result"], len(last["changes"])) == ("decommission", "success", 4)
     assert {c["action"] for c in last["changes"]} == {"delete"}
+    # as people read them: what happened, not an error; the trigger whole
+    shown = lensops("status").out
+    assert "decommissioned: 4 resources deleted" in shown and "last error" not in shown, shown
+    assert " decommission " in lensops("history", "--env", "staging").out
 
     again = lensops("decommission", "--repo", str(tree.root), "--env", "staging", "--yes", "--allow-mass-prune")
     assert again.code == 0 and "decommissioned already" in again.out
