@@ -218,7 +218,9 @@ class Daemon:
             log.error("manifest_invalid", problem=str(problem), revision=checkout.revision)
         changed: list[str] = []
         try:
-            records = {r.environment: r for r in self.store.environments() if r.status not in RETIRED}
+            every = self.store.environments()
+            records = {r.environment: r for r in every if r.status not in RETIRED}
+            metrics.ENVIRONMENTS_REMOVED.set(sum(1 for r in every if r.status == REMOVED))
         except Exception as exc:  # the store is away: what it records is looked at again at the next revision
             log.warning("state_read_failed", error=f"{type(exc).__name__}: {exc}")
             records = {}
@@ -308,6 +310,7 @@ class Daemon:
                     record.status = REMOVED
                     record.message = f"removed from Git at revision {revision[:12]}: lensops no longer changes it, and leaves what it made in AWS"
                     self.store.put_environment(record)
+                metrics.ENVIRONMENTS_REMOVED.set(sum(1 for r in self.store.environments() if r.status == REMOVED))
             except Exception as exc:  # the store is away: the status row says so at the next revision
                 log.error("environment_removal_failed", environment=name, error=f"{type(exc).__name__}: {exc}")
             metrics.forget_environment(name)

@@ -123,6 +123,12 @@ LEADER = Gauge(
     registry=REGISTRY,
 )
 
+ENVIRONMENTS_REMOVED = Gauge(
+    "lensops_environments_removed",
+    "Environments whose folder left Git and that lensops decommission has not cleaned up yet (their resources stay in AWS).",
+    registry=REGISTRY,
+)
+
 RESULTS = ("success", "failed", "rolled_back", "invalid")
 FETCH_RESULTS = ("success", "failed", "load_failed")
 RUNBOOK_RESULTS = ("succeeded", "failed")

@@ -222,6 +222,13 @@ def test_an_environment_removed_from_git_is_shown_removed_and_no_longer_reconcil
     assert {"lensops_reconcile_total", "lensops_applied_changes_total"} <= series
     assert _alarm_names(client) == {"api-5xx", "prod-5xx"}
     assert any(e.get("event") == "environment_removed" and e.get("environment") == "prod" for e in d.events())
+    removed = [
+        sample.value
+        for family in text_string_to_metric_families(d.get("/metrics")[1].decode())
+        for sample in family.samples
+        if sample.name == "lensops_environments_removed"
+    ]
+    assert removed == [1.0], removed
     # the state store says so too, for `lensops status`
     status = json.loads(lensops("status", "--output", "json").out)["environments"]
     assert (status["prod"]["status"], status["dev"]["status"]) == ("removed", "synced")
