@@ -10,6 +10,8 @@ import subprocess
 import sys
 import time
 import urllib.request
+
+import boto3
 from pathlib import Path
 
 from daemon_helpers import free_port
@@ -52,6 +54,7 @@ def test_demo_applies_the_econlens_estate_and_serves_status(tmp_path):
         printed = (tmp_path / "demo.log").read_text()
         assert f"http://127.0.0.1:{port}/metrics" in printed and "git commit" in printed
         _the_banners_block_works(printed, env, dev["appliedRevision"])
+        _the_banners_change_goes_live(printed)
     finally:
         demo.send_signal(signal.SIGTERM)
         assert demo.wait(40) == 0
@@ -84,3 +87,24 @@ def test_a_busy_port_says_which_setting_to_change(tmp_path, tree):
     assert done.returncode == 1, done.stderr
     assert f"lensops: cannot listen on {address}: Address already in use; set LENSOPS_HTTP_ADDR" in done.stderr, done.stderr
     assert "internal error" not in done.stderr and "Traceback" not in done.stderr
+
+
+def _the_banners_change_goes_live(printed: str) -> None:
+    """The tour's step 2, as the banner prints it: the edit and the commit, in the demo's repository;
+    the daemon applies the commit, and the dev alarm's threshold becomes 9 in the emulator."""
+    lines = [line.strip() for line in printed.splitlines()]
+    start = next(i for i, line in enumerate(lines) if line.startswith("cd ") and "repo" in line)
+    commands = " && ".join(lines[start : start + 3])
+    assert "sed -i" in commands and "git commit -am" in commands and "lower" in commands, commands
+    git_env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
+    done = subprocess.run(["bash", "-c", commands], env=git_env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    aws_url = next(line.split()[2] for line in lines if line.startswith("AWS emulator"))
+    alarms = boto3.client("cloudwatch", endpoint_url=aws_url, region_name="us-east-1", aws_access_key_id="demo", aws_secret_access_key="demo")
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        found = alarms.describe_alarms(AlarmNames=["econlens-dev-lambda-errors"])["MetricAlarms"]
+        if found and found[0]["Threshold"] == 9:
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"the dev alarm's threshold is still {found[0]['Threshold'] if found else None}")
