@@ -355,7 +355,9 @@ def test_a_killed_apply_does_not_stay_running_in_history(aws, tree, lensops):
     killed = subprocess.Popen([str(exe), "apply", "--repo", str(tree.root)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=os.environ.copy())
     try:
         wait_for(
-            lambda: any(h["result"] == "running" for h in json.loads(lensops("history", "--output", "json").out)["revisions"]),
+            # until the apply has made the state store, history says it does not exist (exit 1)
+            lambda: (found := lensops("history", "--output", "json")).code == 0
+            and any(h["result"] == "running" for h in json.loads(found.out)["revisions"]),
             timeout=30, every=0.05, what="the apply's history row", alive=killed,
         )
         killed.kill()  # SIGKILL, mid-apply: its history row is written, its result not yet
