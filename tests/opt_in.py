@@ -13,14 +13,15 @@ from typing import Any, Callable
 import pytest
 
 
+def _named(config: pytest.Config) -> list[Path]:
+    """The paths named on the command line."""
+    base = Path(config.invocation_params.dir)
+    return [(base / arg.split("::", 1)[0]).resolve() for arg in config.args]
+
+
 def _asked_for(config: pytest.Config, folder: Path) -> bool:
     """True when a command-line argument is ``folder`` or something in it."""
-    base = Path(config.invocation_params.dir)
-    for arg in config.args:
-        path = (base / arg.split("::", 1)[0]).resolve()
-        if path == folder or folder in path.parents:
-            return True
-    return False
+    return any(path == folder or folder in path.parents for path in _named(config))
 
 
 def opt_in_collector(folder: Path, prefix: str) -> Callable[[Path, Any], Any]:
@@ -28,6 +29,8 @@ def opt_in_collector(folder: Path, prefix: str) -> Callable[[Path, Any], Any]:
 
     def collect(file_path: Path, parent: Any) -> Any:
         if file_path.suffix == ".py" and file_path.name.startswith(prefix) and _asked_for(parent.config, folder):
+            if file_path.resolve() in _named(parent.config):
+                return None  # a file named on the command line is collected by pytest itself
             return pytest.Module.from_parent(parent, path=file_path)
         return None
 

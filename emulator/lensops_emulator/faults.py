@@ -27,6 +27,41 @@ KNOWN_FAULT_KINDS: frozenset[str] = FAULT_KINDS | {"denied", "gateway", "garbled
 body no client can parse, as a proxy's error page)."""
 
 THROTTLING = AwsError(400, "Throttling", "ThrottlingException", "Rate exceeded", sender_fault=True)
+"""Throttling as the query services and CloudWatch say it (JSON services: ThrottlingException)."""
+_THROTTLING_BY_SERVICE: dict[str, AwsError] = {
+    "lambda": AwsError(
+        429,
+        "TooManyRequestsException",
+        "TooManyRequestsException",
+        "Rate exceeded",
+        sender_fault=True,
+        fields=(("Type", "User"), ("Reason", "CallerRateLimitExceeded")),
+    ),
+    "sns": AwsError(400, "ThrottlingException", "ThrottlingException", "Rate exceeded", sender_fault=True),
+    "resourcegroupstaggingapi": AwsError(400, "ThrottledException", "ThrottledException", "Rate exceeded", sender_fault=True),
+}
+
+
+def throttling_error(service: str) -> AwsError:
+    """The error AWS answers a request over its rate with, as each service words it.
+
+    - CloudWatch, CloudFormation, STS, RDS (query, or CloudWatch's query-compatible JSON):
+      ``Throttling``, HTTP 400, "Rate exceeded".
+    - Lambda: ``TooManyRequestsException``, HTTP 429, ``Type: User``, ``Reason:
+      CallerRateLimitExceeded`` (botocore's model of the error: HTTP 429, its members, and
+      CallerRateLimitExceeded among its ThrottleReason values, the one for API request rates).
+    - SNS: ``ThrottlingException``, HTTP 400 (AWS's knowledge-center article "How do I
+      troubleshoot ThrottlingException and Rate exceeded errors in Amazon SNS?" quotes
+      "An error occurred (ThrottlingException) when calling the Subscribe operation: Rate
+      exceeded"; the model's ``Throttled`` / 429 belongs to its SMS operations).
+    - The tagging API: ``ThrottledException``, HTTP 400 (the one its model lists for GetResources).
+    - WAFv2, Budgets, CloudWatch Logs and the other JSON and REST-JSON services:
+      ``ThrottlingException``, HTTP 400 (WAFv2's is not in its model: its users report
+      "ThrottlingException: Rate exceeded" from UpdateIPSet, aws-solutions/aws-waf-security-automations#152).
+    """
+    return _THROTTLING_BY_SERVICE.get(service, THROTTLING)
+
+
 INTERNAL_FAILURE = AwsError(
     500,
     "InternalFailure",
@@ -197,7 +232,7 @@ class FaultInjector:
     def _fault(self, kind: str, service: str) -> Fault:
         """The answer a fault of ``kind`` gets (the lock held: 5xx draws from the generator)."""
         if kind == "throttle":
-            return THROTTLING
+            return throttling_error(service)
         if kind == "5xx":
             return self._random.choice((INTERNAL_FAILURE, SERVICE_UNAVAILABLE))
         if kind == "denied":

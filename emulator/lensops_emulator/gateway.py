@@ -2,10 +2,11 @@
 
 Part of the embedded AWS emulator used by tests and ``lensops demo`` (moto in
 server mode plus what moto lacks). Every AWS request is decoded (wire.py),
-counted per (service, operation), delayed and possibly failed as the fault
-plan says (faults.py), then answered by an addition if one owns the operation
-(dispatch.py), else by moto (``dispatch.MotoApplication``). ``/moto-api/``
-requests go straight to moto.
+counted per (service, operation), throttled when its quota's bucket is empty
+(quotas.py), delayed by the latency of a call (quotas.py, plus the fault plan's
+for its services), possibly failed as the fault plan says (faults.py), then
+answered by an addition if one owns the operation (dispatch.py), else by moto
+(``dispatch.MotoApplication``). ``/moto-api/`` requests go straight to moto.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ from . import backup, budgets, cloudformation, cloudwatch, lambda_, logs, taggin
 from .dispatch import routing_table, serve
 from werkzeug.wrappers import Response
 
-from .faults import GARBLED, GATEWAY, RESET, FaultInjector, FaultPlan
+from .faults import GARBLED, GATEWAY, RESET, FaultInjector, FaultPlan, throttling_error
+from .quotas import QuotaKeeper, Quotas
 from .wire import AwsCall, AwsError, error_response, identify, request_params
 
 ADDITIONS = (
@@ -43,8 +45,10 @@ class Gateway:
         self._moto_app = moto_app
         self._routes: dict[tuple[str, str], type[BaseResponse]] = routing_table(ADDITIONS)
         self._faults = FaultInjector()
+        self._quotas = QuotaKeeper()
         self._lock = threading.Lock()
         self._requests: Counter[tuple[str, str]] = Counter()
+        self._throttled: Counter[tuple[str, str]] = Counter()
         self._in_flight = 0
         self._peak = 0
 
@@ -52,15 +56,25 @@ class Gateway:
         """Inject faults as ``plan`` says from the next request on; None stops."""
         self._faults.set_plan(plan)
 
+    def set_quotas(self, quotas: Quotas | None) -> None:
+        """Hold requests to ``quotas`` from the next one on, every bucket full; None: no quotas."""
+        self._quotas.set_quotas(quotas)
+
     def requests(self) -> dict[tuple[str, str], int]:
-        """Requests seen since the last clear, per (service, operation)."""
+        """Requests seen since the last clear, per (service, operation), throttled ones included."""
         with self._lock:
             return dict(self._requests)
 
+    def throttled(self) -> dict[tuple[str, str], int]:
+        """Requests answered with a throttling error because their quota's bucket was empty, since the last clear."""
+        with self._lock:
+            return dict(self._throttled)
+
     def clear_requests(self) -> None:
-        """Forget the requests counted so far, and the peak of those in flight."""
+        """Forget the requests (and throttled ones) counted so far, and the peak of those in flight."""
         with self._lock:
             self._requests.clear()
+            self._throttled.clear()
             self._peak = self._in_flight
 
     def peak_in_flight(self) -> int:
@@ -83,9 +97,14 @@ class Gateway:
                 self._in_flight -= 1
 
     def _answer(self, call: AwsCall, environ: dict[str, Any], start_response: Any) -> Any:
-        delay = self._faults.latency_seconds(call.service)
+        admitted = self._quotas.admit(call.service, call.operation)
+        delay = self._quotas.latency_seconds() + self._faults.latency_seconds(call.service)
         if delay:
             time.sleep(delay)
+        if not admitted:
+            with self._lock:
+                self._throttled[(call.service, call.operation)] += 1
+            return error_response(call, throttling_error(call.service))(environ, start_response)
         fault = self._faults.match(call.service, call.operation, lambda: request_params(environ)) or self._faults.draw(call.service)
         if fault == RESET:
             _drop_connection(environ, call)

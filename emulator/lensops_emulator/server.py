@@ -29,6 +29,7 @@ from werkzeug.serving import ThreadedWSGIServer
 from .dispatch import MotoApplication, cache_method_names
 from .faults import FaultPlan
 from .gateway import Gateway
+from .quotas import Quotas
 from .dynamodb import make_writes_atomic
 
 log = logging.getLogger(__name__)
@@ -177,7 +178,7 @@ class Emulator:
         self.url: str = _url(server.host, server.port)
 
     def reset(self) -> None:
-        """Wipe all AWS state, the fault plan and the request counts.
+        """Wipe all AWS state, the fault plan, the quotas and the request counts.
 
         moto's ``/moto-api/reset`` wipes moto's backends, which hold our
         additions' state too; moto's Lambda configuration is then set again.
@@ -185,6 +186,7 @@ class Emulator:
         self._post("/moto-api/reset", {})
         self._post("/moto-api/config", _MOTO_CONFIG)
         self._gateway.set_faults(None)
+        self._gateway.set_quotas(None)
         self._gateway.clear_requests()
 
     def stop(self) -> None:
@@ -198,16 +200,31 @@ class Emulator:
         """Inject faults as ``faults`` says from the next request on; None = no faults."""
         self._gateway.set_faults(faults)
 
+    def set_quotas(self, quotas: Quotas | None) -> None:
+        """Throttle AWS requests over ``quotas``' rates, and delay every one by its latency,
+        from the next request on, every bucket full; None = no quotas, no latency (the default).
+
+        ``emulator.set_quotas(Quotas.aws(scale=10, latency_ms=30))``: AWS's documented
+        default rates, raised tenfold, 30 ms a call.
+        """
+        self._gateway.set_quotas(quotas)
+
     def requests(self) -> dict[tuple[str, str], int]:
         """AWS requests seen since the last clear or reset, per (service, operation).
 
         Services are boto3 client names (``cloudwatch``), operations API names
-        (``PutMetricAlarm``); a retried call counts once per attempt.
+        (``PutMetricAlarm``); a retried call counts once per attempt, and a throttled
+        one counts too.
         """
         return self._gateway.requests()
 
+    def throttled(self) -> dict[tuple[str, str], int]:
+        """AWS requests answered with a throttling error because they went over their quota,
+        since the last clear or reset, per (service, operation) (the fault plan's throttles are not counted here)."""
+        return self._gateway.throttled()
+
     def clear_requests(self) -> None:
-        """Forget the requests counted so far, and the peak of those in flight."""
+        """Forget the requests and throttled requests counted so far, and the peak of those in flight."""
         self._gateway.clear_requests()
 
     def peak_in_flight(self) -> int:

@@ -57,13 +57,18 @@ class AwsCall:
 
 @dataclass(frozen=True)
 class AwsError:
-    """An error as AWS sends it: the query-protocol code and the JSON one can differ."""
+    """An error as AWS sends it: the query-protocol code and the JSON one can differ.
+
+    ``fields``: more members of a JSON error body, beside ``__type`` and ``message``
+    (Lambda's TooManyRequestsException carries ``Type`` and ``Reason``).
+    """
 
     status: int
     code: str
     json_code: str
     message: str
     sender_fault: bool
+    fields: tuple[tuple[str, str], ...] = ()
 
 
 def identify(environ: dict[str, Any]) -> AwsCall:
@@ -114,7 +119,7 @@ def error_response(call: AwsCall, error: AwsError) -> Response:
         # botocore takes the error code of awsQueryCompatible services (CloudWatch)
         # from this header, so clients see the same code as over the query protocol.
         headers["x-amzn-query-error"] = f"{error.code};{'Sender' if error.sender_fault else 'Receiver'}"
-    body = json.dumps({"__type": error.json_code, "message": error.message})
+    body = json.dumps({"__type": error.json_code, "message": error.message, **dict(error.fields)})
     content_type = "application/json" if call.protocol == "rest-json" else "application/x-amz-json-1.1"
     return Response(body, status=error.status, headers=headers, content_type=content_type)
 

@@ -23,16 +23,14 @@ import json
 import os
 import pstats
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from benchmarks.launch import Run, lensops, run
 from benchmarks.report import RESULTS, summarize
 from conftest import alarms, writes
 from daemon_helpers import DaemonProcess
@@ -45,56 +43,6 @@ SIZES = [int(x) for x in os.environ.get("LENSOPS_BENCH_SIZES", "100,1000,10000")
 PER_FILE = 500
 """Alarms per manifest file."""
 SECRET = "bench-webhook-secret"
-LENSOPS = str(Path(sys.executable).with_name("lensops"))
-
-
-@dataclass
-class Run:
-    seconds: float
-    code: int
-    rss_mb: float
-    out: str
-    err: str
-
-
-LAUNCHER = """
-import json, os, resource, subprocess, sys, time
-out, argv = sys.argv[1], sys.argv[2:]
-started = time.perf_counter()
-code = subprocess.call(argv)
-seconds = time.perf_counter() - started
-usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-with open(out, "w") as handle:
-    json.dump({"seconds": seconds, "maxrss_kb": usage.ru_maxrss}, handle)
-sys.exit(code)
-"""
-
-
-def run(argv: list[str], timeout: float = 1800, env: dict[str, str] | None = None) -> Run:
-    """A subprocess, timed, with its peak RSS from ``getrusage(RUSAGE_CHILDREN)``.
-
-    Through a small launcher process: Linux carries a parent's RSS high-water mark
-    over fork and exec, so a child of this pytest process (the emulator lives here)
-    would report at least pytest's size; the launcher is small, so its child's
-    figure is the child's own. The time is taken in the launcher, around the child.
-    """
-    with tempfile.TemporaryDirectory() as tmp:
-        measured = Path(tmp) / "usage.json"
-        out_path, err_path = Path(tmp) / "out", Path(tmp) / "err"
-        with open(out_path, "wb") as out, open(err_path, "wb") as err:
-            done = subprocess.run(
-                [sys.executable, "-c", LAUNCHER, str(measured), *argv],
-                stdout=out, stderr=err, env={**os.environ, **(env or {})}, timeout=timeout,
-            )
-        usage = json.loads(measured.read_text()) if measured.exists() else {"seconds": float("nan"), "maxrss_kb": 0}
-        return Run(
-            float(usage["seconds"]), done.returncode, usage["maxrss_kb"] / 1024,
-            out_path.read_text(errors="replace"), err_path.read_text(errors="replace"),
-        )
-
-
-def lensops(*args: str, timeout: float = 1800) -> Run:
-    return run([LENSOPS, *args], timeout)
 
 
 def phased(label: str, *args: str, tmp: Path, timeout: float = 1800) -> Run:

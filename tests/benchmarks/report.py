@@ -37,6 +37,33 @@ class Row:
         return statistics.median(self.plan_runs) if self.plan_runs else None
 
 
+@dataclass
+class QuotaRow:
+    """One scenario at AWS's request quotas: the time of its writes beside the floor the quota sets, and
+    the throttled answers it drew (every operation's) counted against its writes."""
+
+    label: str
+    writes: int
+    seconds: float
+    floor_s: float
+    target: float
+    """The time target, as a multiple of the floor."""
+    throttled: dict[tuple[str, str], int] = field(default_factory=dict)
+    attempts: dict[tuple[str, str], int] = field(default_factory=dict)
+    """Every request made during the scenario, throttled ones included."""
+    notes: list[str] = field(default_factory=list)
+
+    THROTTLED_TARGET = 0.02
+
+    @property
+    def ratio(self) -> float:
+        return self.seconds / self.floor_s
+
+    @property
+    def throttled_share(self) -> float:
+        return sum(self.throttled.values()) / self.writes if self.writes else float("nan")
+
+
 def _s(value: float | None, digits: int = 1) -> str:
     return "—" if value is None else f"{value:.{digits}f}"
 
@@ -70,9 +97,11 @@ class Results:
         self.profile: str = ""
         self.phases: dict[str, dict[str, float]] = {}
         """``label -> phase -> seconds`` from tests/benchmarks/phases.py runs."""
+        self.quotas: list[QuotaRow] = []
+        """Scenarios at AWS's request quotas (bench_quotas.py)."""
 
     def empty(self) -> bool:
-        return not (self.rows or self.facts or self.profile or self.phases)
+        return not (self.rows or self.facts or self.profile or self.phases or self.quotas)
 
     def row(self, label: str, resources: int) -> Row:
         return self.rows.setdefault(label, Row(label, resources))
@@ -131,6 +160,8 @@ class Results:
             for label, times in self.phases.items():
                 out.append(f"| {label} | " + " | ".join(_s(times.get(c), 0 if c == "peak MB" else 2) for c in columns) + " |")
             out.append("")
+        if self.quotas:
+            out += _render_quotas(self.quotas)
         if self.facts:
             out += ["| figure | value |", "| --- | --- |"]
             out += [f"| {name} | {value} |" for name, value in self.facts]
@@ -138,6 +169,34 @@ class Results:
         if self.profile:
             out += ["profile:", "```", self.profile.rstrip(), "```"]
         return "\n".join(out)
+
+
+def _render_quotas(rows: list[QuotaRow]) -> list[str]:
+    out = [
+        "at AWS's request quotas (the emulator's token buckets; time from the command's or the daemon's start):",
+        "",
+        "| scenario | writes | time (s) | floor (s) | time / floor | target | throttled answers / writes | target |",
+        "| --- | ---: | ---: | ---: | ---: | --- | ---: | --- |",
+    ]
+    for r in rows:
+        met_time = "met" if r.ratio <= r.target else "NOT met"
+        met_share = "met" if r.throttled_share < QuotaRow.THROTTLED_TARGET else "NOT met"
+        out.append(
+            f"| {r.label} | {r.writes:,} | {r.seconds:.1f} | {r.floor_s:.1f} | {r.ratio:.2f}x | <= {r.target:.2f}x: {met_time} "
+            f"| {sum(r.throttled.values()):,} ({100 * r.throttled_share:.1f} %) | < {100 * QuotaRow.THROTTLED_TARGET:.0f} %: {met_share} |"
+        )
+    out.append("")
+    for r in rows:
+        details = []
+        if r.throttled:
+            details.append(
+                "throttled: " + ", ".join(f"{s}:{o} {n:,} of {r.attempts.get((s, o), 0):,} requests" for (s, o), n in sorted(r.throttled.items()))
+            )
+        details += r.notes
+        if details:
+            out.append(f"- {r.label}: " + "; ".join(details))
+    out.append("")
+    return out
 
 
 RESULTS = Results()

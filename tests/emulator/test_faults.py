@@ -49,21 +49,21 @@ def test_requests_are_counted_per_service_and_operation(emulator: Emulator, clie
 
 
 @pytest.mark.parametrize(
-    ("service", "call", "code"),
+    ("service", "call", "status", "code"),
     [
-        ("cloudwatch", lambda c: c.describe_alarms(), "Throttling"),  # JSON, query-compatible
-        ("sts", lambda c: c.get_caller_identity(), "Throttling"),  # query
-        ("budgets", lambda c: c.describe_budgets(AccountId=ACCOUNT_ID), "ThrottlingException"),  # JSON
-        ("lambda", lambda c: c.list_functions(), "ThrottlingException"),  # REST-JSON
+        ("cloudwatch", lambda c: c.describe_alarms(), 400, "Throttling"),  # JSON, query-compatible
+        ("sts", lambda c: c.get_caller_identity(), 400, "Throttling"),  # query
+        ("budgets", lambda c: c.describe_budgets(AccountId=ACCOUNT_ID), 400, "ThrottlingException"),  # JSON
+        ("lambda", lambda c: c.list_functions(), 429, "TooManyRequestsException"),  # REST-JSON, Lambda's own
     ],
 )
-def test_throttling_is_answered_in_each_protocol(emulator: Emulator, client: Any, service: str, call: Any, code: str) -> None:
+def test_throttling_is_answered_in_each_protocol(emulator: Emulator, client: Any, service: str, call: Any, status: int, code: str) -> None:
     emulator.set_faults(FaultPlan(error_rate=1.0, kinds={"throttle"}))
 
     with pytest.raises(ClientError) as raised:
         call(client(service))
 
-    assert error_of(raised) == (400, code)
+    assert error_of(raised) == (status, code)
 
 
 def test_5xx_faults_are_internal_failures_or_unavailability(emulator: Emulator, client: Any) -> None:
