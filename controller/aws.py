@@ -4,9 +4,12 @@ Clients are made per (service, account, region, role) and cached, with
 botocore's own retry modes (adaptive by default: backoff with jitter and a
 client-side rate limiter that slows down on throttling). Every HTTP attempt
 is counted into ``lensops_aws_api_calls_total`` (``ok``, ``throttled`` or
-``error``; a read answered "does not exist" is ``ok``), and a process-wide
-semaphore bounds the requests in flight (``LENSOPS_CONCURRENCY``).
-Nothing here runs at import time.
+``error``; a read answered "does not exist" is ``ok``). Before it is sent,
+each attempt (botocore's retries included) waits for a token of its API's
+rate (``controller/pacing.py``: the process's buckets per account, region and
+operation), then for one of the process-wide slots that bound the requests
+in flight (``LENSOPS_CONCURRENCY``): in that order, so that a request waiting
+for its rate holds no slot another needs. Nothing here runs at import time.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import botocore.utils
 
 from controller import metrics
 from controller.errors import PermanentError, classify, is_absent, is_throttling
+from controller.pacing import Pacer, process_pacer
 
 def parse_timestamp(value: Any) -> dt.datetime:
     """botocore's timestamp parsing, without dateutil on the common forms.
@@ -59,7 +63,8 @@ class ClientFactory:
 
     ``concurrency`` bounds the HTTP requests in flight across every client the
     factory made; ``retry_mode`` and ``max_attempts`` go to botocore's retry
-    handler, which owns backoff, jitter and throttling.
+    handler, which owns backoff, jitter and throttling; ``pacer`` paces every
+    request to its API's rate (default: the process's, shared by every factory).
     """
 
     def __init__(
@@ -69,7 +74,10 @@ class ClientFactory:
         max_attempts: int = 5,
         connect_timeout: float = 10.0,
         read_timeout: float = 60.0,
+        pacer: Pacer | None = None,
     ):
+        self.pacer = pacer if pacer is not None else process_pacer()
+        """The token buckets every request of this factory's clients waits for."""
         self.concurrency = max(1, concurrency)
         """Requests in flight at once, across every client the factory made."""
         self._semaphore = threading.BoundedSemaphore(self.concurrency)
@@ -93,7 +101,7 @@ class ClientFactory:
             return found
         session = self._session(region, role_arn)
         made = session.client(service, region_name=region, config=self._config)
-        self._instrument(made)
+        self._instrument(made, account or _account_of(role_arn))
         with self._lock:
             return self._clients.setdefault(key, made)
 
@@ -128,19 +136,23 @@ class ClientFactory:
         return boto3.Session(botocore_session=botocore_session, region_name=region)
 
     def _counted(self, client: Any) -> Any:
-        self._instrument(client)
+        self._instrument(client, "")
         return client
 
-    def _instrument(self, client: Any) -> None:
+    def _instrument(self, client: Any, account: str) -> None:
         # Calls are labelled with the name the client was made with (boto3's: ``logs``,
         # not botocore's service id ``cloudwatch-logs``), as reconcilers name their service.
+        # Quotas are per account and region: the client's are its requests' bucket.
         service = str(client.meta.service_model.service_name)
+        where = (account, str(client.meta.region_name or ""), service)
         events = client.meta.events
-        events.register("before-send", self._before_send)
-        events.register("response-received", functools.partial(self._response_received, service))
+        events.register("before-send", functools.partial(self._before_send, *where))
+        events.register("response-received", functools.partial(self._response_received, *where))
         events.register("after-call-error", functools.partial(self._call_failed, service))
 
-    def _before_send(self, **_: Any) -> None:
+    def _before_send(self, account: str, region: str, service: str, event_name: str, **_: Any) -> None:
+        # The rate's token first, then the slot: a request waiting for its rate holds no slot.
+        self.pacer.acquire(account, region, service, _operation(event_name))
         self._semaphore.acquire()
         self._held.value = getattr(self._held, "value", 0) + 1
 
@@ -160,7 +172,7 @@ class ClientFactory:
         _count(service, event_name, "error", held)
 
     def _response_received(
-        self, service: str, event_name: str, parsed_response: Any = None, exception: Any = None, **_: Any
+        self, account: str, region: str, service: str, event_name: str, parsed_response: Any = None, exception: Any = None, **_: Any
     ) -> None:
         if getattr(self._held, "value", 0) > 0:
             self._held.value -= 1
@@ -176,7 +188,15 @@ class ClientFactory:
                 outcome = "throttled"
             elif (error or status >= 400) and not is_absent(_operation(event_name), code, status, str(error.get("Message", ""))):
                 outcome = "error"  # a read answering "does not exist (yet)" is the API working: ok
+        if exception is None:  # an answer came: the bucket's rate goes down (throttled) or back up
+            self.pacer.answered(account, region, service, _operation(event_name), throttled=outcome == "throttled")
         _count(service, event_name, outcome)
+
+
+def _account_of(role_arn: str) -> str:
+    """The account of ``arn:aws:iam::<account>:role/...``, or ''."""
+    parts = role_arn.split(":")
+    return parts[4] if len(parts) > 5 else ""
 
 
 def _operation(event_name: str) -> str:

@@ -26,7 +26,7 @@ from apscheduler.executors.pool import ThreadPoolExecutor as SchedulerPool
 from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from controller import health, logs, metrics, policy
+from controller import health, logs, metrics, pacing, policy
 from controller.engine import APPLIED_DIGEST, DECOMMISSIONED, REFUSED_KEY
 from controller.errors import LensopsError, Problem
 from controller.manifests.loader import load_tree
@@ -549,9 +549,10 @@ class Daemon:
             raise LensopsError(f"environment {name} has no earlier healthy revision to go back to")
         held = self._load_revision(name, target)
         account = self.runner.account_for(name, env.spec)
-        outcome = self.engine.reconcile(
-            held, account, execute=True, trigger="rollback", allow_mass_prune=True, keep_status=True, may_write=may_write, store=store
-        )
+        with pacing.urgent():  # a rollback goes before the applies waiting for the API rates
+            outcome = self.engine.reconcile(
+                held, account, execute=True, trigger="rollback", allow_mass_prune=True, keep_status=True, may_write=may_write, store=store
+            )
         if outcome.ok:
             health.mark_healthy(store, name, target, held.digest)
         record = store.environment(name) or EnvironmentRecord(name)

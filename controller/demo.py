@@ -81,7 +81,7 @@ The daemon applies each commit of the repository, and each saved change as
   git commit -am "lower the dev Lambda error threshold"
 
 The command line against the demo's AWS and state store (another terminal, in the project's folder):
-  export AWS_ENDPOINT_URL={aws_url} AWS_ACCESS_KEY_ID=demo AWS_SECRET_ACCESS_KEY=demo AWS_DEFAULT_REGION={region} LENSOPS_STATE_URL={state_url}
+  export AWS_ENDPOINT_URL={aws_url} AWS_ACCESS_KEY_ID=demo AWS_SECRET_ACCESS_KEY=demo AWS_DEFAULT_REGION={region} LENSOPS_STATE_URL={state_url} LENSOPS_API_RATES=off
   {lensops} status
   {lensops} history
   {lensops} plan --repo {repo} --env dev
@@ -125,6 +125,8 @@ def run_demo(settings: Settings) -> int:
             "http_addr": http,
             "log_format": settings.log_format if "LENSOPS_LOG_FORMAT" in os.environ else "console",
             "resync_interval": min(settings.resync_interval, 60),
+            # The emulator has no quotas: unpaced, unless LENSOPS_API_RATES (or --config) says otherwise.
+            "api_rates": settings.api_rates if "api_rates" in settings.model_fields_set else "off",
         }
     )
     print(banner(emulator.url, REGION, repo, f"sqlite:///{workdir}/state.db", demo_settings), file=sys.stderr, flush=True)

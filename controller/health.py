@@ -26,7 +26,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
-from controller import logs, metrics
+from controller import logs, metrics, pacing
 from controller.engine import (
     APPLIED_DIGEST,
     BAKE_KEY,
@@ -268,6 +268,7 @@ def mark_healthy(store: StateStore, name: str, revision: str, digest: str) -> No
     clear_changes(store, name)
 
 
+@pacing.urgent()
 def check(
     engine: Engine,
     env: EnvironmentDesired,
@@ -284,7 +285,8 @@ def check(
     A failed bake is first written down (the failed content held, the rollback due), then the
     healthy point is restored; a restore cut short (shutdown, a lost lease) is taken up again by
     the next check, whoever makes it, before any alarm is read again. ``store`` and
-    ``may_write`` are the caller's (the daemon's: fenced on its lease)."""
+    ``may_write`` are the caller's (the daemon's: fenced on its lease). Its AWS requests (the
+    alarms, the rollout steps, the rollback) go first among those waiting for the API rates."""
     store = store or engine.store
     record = store.environment(env.name) or EnvironmentRecord(env.name)
     gate = _gate_of(record)

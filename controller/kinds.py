@@ -14,6 +14,7 @@ The engine, the loader and the docs are given a ``Registry``; nothing under
 
 from __future__ import annotations
 
+import contextvars
 import copy
 import functools
 import threading
@@ -119,13 +120,14 @@ class Context:
         The pool is at most ``LENSOPS_CONCURRENCY`` threads, and the client
         factory's semaphore bounds the requests in flight across every pool of
         the process, so nesting (kinds in parallel, reads within a kind) never
-        sends more than that at once. The first error is raised once all have ended.
+        sends more than that at once. Each read runs in a copy of the caller's context (the
+        pass's urgency for the API rates). The first error is raised once all have ended.
         """
         jobs = list(calls)
         if len(jobs) <= 1:
             return [job() for job in jobs]
         with ThreadPoolExecutor(max_workers=min(len(jobs), self.factory.concurrency), thread_name_prefix="lensops-read") as pool:
-            futures = [pool.submit(job) for job in jobs]
+            futures = [pool.submit(contextvars.copy_context().run, job) for job in jobs]
         return [future.result() for future in futures]
 
     def map(self, read: Callable[[A], T], items: Iterable[A]) -> list[T]:
@@ -329,6 +331,21 @@ class Reconciler:
         """IAM actions on resources that the Environment's settings (its spec as data) name, by
         resource ARN: ``lensops iam-policy`` grants them on those resources only. None by default."""
         return {}
+
+    @classmethod
+    def write_calls(cls, action: str) -> dict[str, int]:
+        """The API calls one ``create``, ``update`` or ``delete`` of a resource of this kind makes,
+        ``{"service:Operation": count}``: what ``lensops apply``'s time estimate counts against each
+        API's rate (``controller/forecast.py``); approximate by design. Default: one call, the
+        first of ``iam_write`` of the kind's service whose verb fits (Create, then Put, for a
+        create; Update, then Put, for an update; Delete for a delete), else one of ``service:*``."""
+        verbs = {"create": ("Create", "Put"), "update": ("Update", "Put"), "delete": ("Delete",)}.get(action, ())
+        for verb in verbs:
+            for iam_action in cls.iam_write:
+                prefix, _, operation = iam_action.partition(":")
+                if prefix == cls.service and operation.startswith(verb):
+                    return {f"{cls.service}:{operation}": 1}
+        return {f"{cls.service}:*": 1}
 
     @classmethod
     def gate_alarms(cls, spec: dict[str, Any]) -> list[str]:

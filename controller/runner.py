@@ -17,10 +17,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from controller import catalog, health, logs, metrics, policy
+from controller import catalog, health, logs, metrics, pacing, policy
 from controller.aws import ClientFactory, check_account
 from controller.engine import DECOMMISSIONED, TARGET_KEY, Engine, Outcome
 from controller.errors import LensopsError, Problem, UsageError, classify
+from controller.forecast import Forecast
 from controller.kinds import Registry
 from controller.manifests.loader import load_tree
 from controller.manifests.model import EnvironmentDesired, EnvironmentSpec
@@ -86,8 +87,10 @@ class Report:
         }
 
 
-def _progress(progress: Callable[[str], None], environment: str, rp: ResourcePlan) -> None:
+def _progress(progress: Callable[[str], None], environment: str, forecast: Forecast | None, rp: ResourcePlan) -> None:
     progress(f"{environment}: {resource_done(rp)}")
+    if forecast is not None:
+        forecast.finished(rp)
 
 
 class Runner:
@@ -104,9 +107,12 @@ class Runner:
 
     @classmethod
     def from_settings(cls, settings: Settings, repo: str | None = None, missing: Missing = "create") -> "Runner":
-        """``missing``: what to do when the state store does not exist (``plan``: an empty one, made nothing of)."""
+        """``missing``: what to do when the state store does not exist (``plan``: an empty one, made nothing of).
+        The process's AWS requests are paced to ``LENSOPS_API_RATES`` from here on."""
+        pacer = pacing.configure(settings.api_rates)
         source = Source(repo or settings.repo_url, settings.branch, settings.path, settings.cache_dir)
-        return cls(settings, source, open_store(settings.state_url, missing=missing), ClientFactory(settings.concurrency), catalog.registry())
+        factory = ClientFactory(settings.concurrency, pacer=pacer)
+        return cls(settings, source, open_store(settings.state_url, missing=missing), factory, catalog.registry())
 
     def close(self) -> None:
         self.store.close()
@@ -156,9 +162,11 @@ class Runner:
                 report.errors.append(decided.why if decided.holder else f"environment {name}: {decided.why}")
             elif decided.why:
                 report.held[name] = decided.why
+            # An apply that will take long at the API rates says so, and how far along it is.
+            forecast = Forecast(name, acct, env.spec.region, self.registry, self.factory.pacer, progress) if self.factory.pacer.enabled else None
             outcome = self.engine.reconcile(
                 env, acct, execute=decided.execute, record=decided.execute, allow_mass_prune=allow_mass_prune, trigger=decided.trigger,
-                on_resource=functools.partial(_progress, progress, name),
+                on_resource=functools.partial(_progress, progress, name, forecast), on_forecast=forecast.start if forecast else None,
             )
             report.outcomes.append(outcome)
             if decided.execute:
@@ -183,7 +191,7 @@ class Runner:
             return Report(revision=checkout.revision, held={name: "decommissioned already: lensops owns nothing there any more"})
         account = self.account_for(name, env.spec)
         outcome = self.engine.decommission(
-            env, account, execute=execute, allow_mass_prune=allow_mass_prune, on_resource=functools.partial(_progress, progress, name)
+            env, account, execute=execute, allow_mass_prune=allow_mass_prune, on_resource=functools.partial(_progress, progress, name, None)
         )
         return Report(revision=checkout.revision, outcomes=[outcome])
 

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from controller.errors import UsageError
 from controller.manifests.types import parse_duration
+from controller.pacing import parse_rates
 
 _PREFIX = "LENSOPS_"
 
@@ -31,6 +32,9 @@ class Settings(BaseModel):
     """When set, ``GET /api/v1/status`` asks for ``Authorization: Bearer <api_token>``."""
     log_format: Literal["json", "console"] = "json"
     concurrency: int = Field(default=8, ge=1, le=256)
+    api_rates: str = ""
+    """``LENSOPS_API_RATES``: the request rates to pace to over the built-in table of AWS's
+    quotas (``service:Operation=N,service:*=N``), or ``off``; empty: the built-in table."""
     lease_ttl: int = Field(default=30, ge=3)
     cache_dir: str = Field(default_factory=lambda: os.path.join(os.path.expanduser("~"), ".cache", "lensops"))
 
@@ -38,6 +42,17 @@ class Settings(BaseModel):
     @classmethod
     def _duration(cls, value: Any) -> int:
         return parse_duration(value)
+
+    @field_validator("api_rates", mode="before")
+    @classmethod
+    def _rates(cls, value: Any) -> str:
+        if value is False:  # YAML reads a --config file's bare `off` as false
+            value = "off"
+        elif isinstance(value, dict):  # a --config file may give the rates as a mapping
+            value = ",".join(f"{name}={rate}" for name, rate in value.items())
+        text = str(value).strip()
+        parse_rates(text)  # a ValueError naming the item that cannot be used
+        return text
 
     @property
     def http_host_port(self) -> tuple[str, int]:
@@ -67,5 +82,5 @@ def load_settings(config_file: str | None = None, environ: dict[str, str] | None
     try:
         return Settings.model_validate(values)
     except ValidationError as exc:
-        problems = "; ".join(f"LENSOPS_{'_'.join(str(p) for p in e['loc']).upper()}: {e['msg']}" for e in exc.errors())
+        problems = "; ".join(f"LENSOPS_{'_'.join(str(p) for p in e['loc']).upper()}: {e['msg'].removeprefix('Value error, ')}" for e in exc.errors())
         raise UsageError(problems) from None

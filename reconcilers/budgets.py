@@ -210,6 +210,11 @@ class BudgetReconciler(Reconciler):
     iam_read = ("budgets:ViewBudget", "budgets:ListTagsForResource")
     iam_write = ("budgets:ModifyBudget", "budgets:TagResource", "budgets:UntagResource")
 
+    @classmethod
+    def write_calls(cls, action: str) -> dict[str, int]:
+        """Budgets' IAM action (ModifyBudget) is not an operation's name: CreateBudget, UpdateBudget, DeleteBudget."""
+        return {f"budgets:{action.capitalize()}Budget": 1}
+
     example = """\
 apiVersion: lensops.io/v1
 kind: Budget

@@ -606,6 +606,13 @@ class StackReconciler(Reconciler):
     )
 
     @classmethod
+    def write_calls(cls, action: str) -> dict[str, int]:
+        """A stack is created and updated through a change set (made, then executed), deleted by DeleteStack."""
+        if action == "delete":
+            return {"cloudformation:DeleteStack": 1}
+        return {"cloudformation:CreateChangeSet": 1, "cloudformation:ExecuteChangeSet": 1}
+
+    @classmethod
     def iam_scoped(cls, settings: dict[str, Any]) -> dict[str, tuple[str, ...]]:
         """With a ``templateBucket``: large templates' objects are read (HeadObject, and CloudFormation
         reads the TemplateURL with lensops's credentials) and written under ``TEMPLATE_PREFIX`` only;

@@ -75,12 +75,19 @@ def writes(requests: dict[tuple[str, str], int]) -> dict[tuple[str, str], int]:
 
 @pytest.fixture(autouse=True)
 def _isolated_state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Every test gets its own state store and Git cache, and no LENSOPS_* from outside."""
+    """Every test gets its own state store and Git cache, and no LENSOPS_* from outside.
+
+    AWS requests are not paced (``LENSOPS_API_RATES=off``): the emulator has no quotas unless
+    a test gives it some, and a test of pacing sets the rates it checks."""
+    from controller import pacing
+
     for key in list(os.environ):
         if key.startswith("LENSOPS_"):
             monkeypatch.delenv(key)
     monkeypatch.setenv("LENSOPS_STATE_URL", f"sqlite:///{tmp_path}/state/state.db")
     monkeypatch.setenv("LENSOPS_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("LENSOPS_API_RATES", pacing.OFF)
+    pacing.configure(pacing.OFF)  # the process's buckets, for factories made outside a Runner
 
 
 @dataclass

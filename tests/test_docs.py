@@ -116,6 +116,4 @@ def test_every_setting_and_metric_of_the_reference_exists() -> None:
     assert named and named <= exported, sorted(named - exported)
     settings = set(re.findall(r"`(LENSOPS_[A-Z_]+)`", text))
     known = {f"LENSOPS_{name.upper()}" for name in Settings.model_fields} | {"LENSOPS_CACHE_DIR", "LENSOPS_DEBUG", "LENSOPS_DEMO_DIR", "LENSOPS_DEMO_AWS_PORT"}
-    pending = {"LENSOPS_API_RATES"}  # issue 18 (pacing by quota): in the contract, not built yet
-    assert not pending & known, "built: take it out of pending"
-    assert settings and settings - pending <= known, sorted(settings - pending - known)
+    assert settings and settings <= known, sorted(settings - known)

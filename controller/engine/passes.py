@@ -22,7 +22,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from controller import logs, metrics
+from controller import logs, metrics, pacing
 from controller.aws import ClientFactory
 from controller.engine.journal import CHANGES, FAILURES, INTENTS, POINT_KEY, Journal
 from controller.engine.targets import Target, healthy_point
@@ -184,6 +184,7 @@ class Engine:
         retry_failed: bool = True,
         keep_status: bool = False,
         on_resource: Callable[[ResourcePlan], None] | None = None,
+        on_forecast: Callable[[list[tuple[str, Action]]], None] | None = None,
         may_write: Callable[[], bool] | None = None,
         store: StateStore | None = None,
     ) -> Outcome:
@@ -193,6 +194,8 @@ class Engine:
         permanent error is not tried again until its spec or the revision changes.
         ``keep_status`` leaves the environment's status as it is (a held revision).
         ``store`` is the state store to write through (the daemon's, fenced on its lease).
+        ``on_forecast`` is told, before an apply's first write, the (kind, action) of each write
+        it will probably make (``Pass.expected``: for the CLI's time estimate).
         """
         started_at = time.time()
         store = store or self.store
@@ -207,6 +210,8 @@ class Engine:
         )
         run.env_unknown = not execute and env_record is None and not run.inventory
         run.observe([*run.inventory.values(), *run.unrecorded()])
+        if execute and on_forecast is not None:
+            on_forecast(run.expected(prune=env.spec.sync.prune))
         outcome = Outcome(run.plan, started_at=started_at)
         try:
             run.walk(rollouts=True)
@@ -223,6 +228,7 @@ class Engine:
                 outcome.unbaked = bool(run.journal.changes) or (baseline and BASELINE_KEY in written.data)
         return outcome
 
+    @pacing.urgent()
     def restore(
         self,
         env: EnvironmentDesired,
@@ -241,7 +247,8 @@ class Engine:
         healthy name failed. Each resource put back leaves the journal, so an
         interrupted restore is resumed where it stopped. The history row is
         ``failed``'s, trigger ``rollback``; the result is ``rolled_back``, or
-        ``failed`` when something could not be put back or nothing had changed.
+        ``failed`` when something could not be put back or nothing had changed. Its AWS
+        requests go first among those waiting for the API rates (``pacing.urgent``).
         """
         started_at = time.time()
         store = store or self.store

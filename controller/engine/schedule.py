@@ -4,11 +4,14 @@ Linear in the items: each keeps a count of its unfinished dependencies, a
 finished one releases its dependents onto the ready queue, and at most twice
 the pool's size is in flight, so each wait looks at few futures. An item may
 answer "not finished yet" (a change AWS is still making): it is re-checked
-when due, never by a sleeping worker.
+when due, never by a sleeping worker. Each item runs in a copy of the caller's
+context (``contextvars``): a rollback's urgency for the API rates
+(``controller/pacing.py``) goes with it.
 """
 
 from __future__ import annotations
 
+import contextvars
 import threading
 import time
 from collections import deque
@@ -64,7 +67,7 @@ class Scheduler(Generic[P]):
             while ready or running or delayed:
                 while ready and len(running) < limit:
                     item = ready.popleft()
-                    running[pool.submit(start, item)] = item
+                    running[pool.submit(contextvars.copy_context().run, start, item)] = item
                 if self.stopping.is_set():
                     for _, pending in delayed:
                         abandon(pending)
@@ -75,7 +78,7 @@ class Scheduler(Generic[P]):
                 if due:
                     delayed = [d for d in delayed if d[0] > now]
                     for _, pending in due:
-                        running[pool.submit(recheck, pending)] = owner(pending)
+                        running[pool.submit(contextvars.copy_context().run, recheck, pending)] = owner(pending)
                 if not running:
                     if ready:
                         continue

@@ -8,6 +8,7 @@ the writes of the one ``Writer`` along the dependency graph (``schedule.py``).
 
 from __future__ import annotations
 
+import contextvars
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -131,7 +132,7 @@ class Pass:
             return kind, reconciler.observe(sorted(set(wanted[kind])))
 
         with ThreadPoolExecutor(max_workers=min(self.concurrency, max(1, len(kinds)))) as pool:
-            futures = {pool.submit(read, kind): kind for kind in kinds}
+            futures = {pool.submit(contextvars.copy_context().run, read, kind): kind for kind in kinds}
             for future, kind in futures.items():
                 try:
                     self.observed[kind] = future.result()[1]
@@ -304,10 +305,7 @@ class Pass:
             except Unresolved as exc:
                 rp.status, rp.message = Status.BLOCKED, str(exc)
                 return None
-        tags = target.tags if target.tags is not None else self._tags(target, reconciler, spec)
-        desired = Desired(target.kind, target.name, target.physical, spec, tags, target.annotations)
-        desired.stored = reconciler.stored_spec(desired)
-        state = target.state if target.state is not None else reconciler.desired_state(desired)
+        desired, state = self._desired(target, reconciler, spec)
         record = self.inventory.get(target.ident)
         applied = record.spec if record is not None and record.physical == target.physical else None
         decision = decide(
@@ -328,6 +326,55 @@ class Pass:
                 self._unchanged(target, rp, reconciler, desired, decision, live, deps)
             return None
         return self.writer.write(target, decision, reconciler, desired, live, deps, rollouts)
+
+    def _desired(self, target: Target, reconciler: Reconciler, spec: dict[str, Any]) -> tuple[Desired, dict[str, Any]]:
+        """The resource as the manifests want it (``spec`` resolved), and its normalised desired state."""
+        tags = target.tags if target.tags is not None else self._tags(target, reconciler, spec)
+        desired = Desired(target.kind, target.name, target.physical, spec, tags, target.annotations)
+        desired.stored = reconciler.stored_spec(desired)
+        return desired, target.state if target.state is not None else reconciler.desired_state(desired)
+
+    def expected(self, prune: bool) -> list[tuple[str, Action]]:
+        """(kind, action) of each write this pass will probably make, before it makes any: for an
+        estimate of its time at the API rates (``controller/forecast.py``), never for a write.
+
+        ``decide`` on this pass's observations, without previews (a Stack's change set), with
+        references resolved from what is observed; with ``prune``, a delete for each record no
+        target wants. Called after ``observe``."""
+        outputs: dict[str, dict[str, Any]] = {}
+        for target in self.targets:
+            if (seen := self.observed.get(target.kind, {}).get(target.physical)) is not None:
+                outputs[target.ident] = seen.attrs or {"arn": seen.arn}
+        found: list[tuple[str, Action]] = []
+        for target in self.targets:
+            try:
+                action = self._expected(target, outputs)
+            except Exception:  # an estimate: what cannot be decided now is decided, and reported, by the walk
+                continue
+            if action is not None:
+                found.append((target.kind, action))
+        if prune:
+            wanted = {(t.ident, t.physical) for t in self.targets}
+            found += [(rec.kind, Action.DELETE) for rec in self.inventory.values() if (rec.ident, rec.physical) not in wanted]
+        return found
+
+    def _expected(self, target: Target, outputs: dict[str, dict[str, Any]]) -> Action | None:
+        """The write ``decide`` makes of ``target`` from the observations alone (no preview), or None."""
+        reconciler = self.reconciler(target.kind)
+        if reconciler is None or target.kind in self.failures:
+            return None
+        live = self.observed.get(target.kind, {}).get(target.physical)
+        record = self.inventory.get(target.ident)
+        applied = record.spec if record is not None and record.physical == target.physical else None
+        spec = resolve_refs(target.spec, outputs, strict=False) if find_refs(target.spec) else target.spec
+        _, state = self._desired(target, reconciler, spec)
+        decision = decide(
+            target, state, live, lambda wanted: reconciler.compare_view(live, wanted, applied),  # type: ignore[arg-type]
+            environment=self.env.name, record=record, intent=self.journal.intent(target.ident),
+            rollout=self.active.get(target.ident), shown=reconciler.creation_view,
+        )
+        ok = decision.plan.status == Status.OK and decision.plan.action != Action.NOOP
+        return decision.plan.action if ok else None
 
     def _unchanged(
         self, target: Target, rp: ResourcePlan, reconciler: Reconciler, desired: Desired, decision: Decision, live: Live | None, deps: list[str]
