@@ -6,8 +6,8 @@ Where it stands: the core, under the client factory. ``controller/aws.py`` calls
 ``response-received``. AWS's request quotas are per account and region, per
 operation (CloudWatch's ``PutMetricAlarm``: 3 a second), or per service where
 the service says so (Lambda's control plane: 15 a second for all its APIs
-together); so are the buckets here, one registry per process, shared by every
-environment, thread and the health gate.
+together, but ``GetFunction`` and ``GetPolicy``); so are the buckets here, one
+registry per process, shared by every environment, thread and the health gate.
 
 - **The rates.** ``RATES`` is the built-in table of AWS's documented default
   quotas for every operation lensops calls (the source page of each service
@@ -16,8 +16,11 @@ environment, thread and the health gate.
   (``parse_rates``): ``service:Operation=N`` and ``service:*=N`` (every operation of
   the service, or its shared bucket), or ``off`` (no pacing: emulators).
 - **Buckets.** A token bucket per (account, region, service, operation): the
-  rate a second, a burst of one second's worth (AWS's buckets allow small
-  bursts; a larger one would overrun them).
+  rate a second, a burst of half a second's worth (at least one request).
+  AWS's buckets hold about one second's worth: the half lensops leaves there
+  absorbs the network's jitter (requests sent at the rate arrive at it only
+  on average), where a bucket as large as AWS's would run it empty, each
+  request arriving a little early then throttled.
 - **Order.** A waiting request is served by priority, then first come first
   served: the health gate's reads and rollbacks (``urgent()``) before applies,
   so one environment's apply never starves another's rollback. The priority is
@@ -49,7 +52,9 @@ OFF = "off"
 """``LENSOPS_API_RATES=off``: no pacing (an emulator without quotas)."""
 
 SHARED = frozenset({"lambda"})
-"""Services whose quota is one for all their operations: one bucket per account and region, ``service:*``."""
+"""Services whose quota is one for all their operations but those named on their own: the others
+share one bucket per account and region, ``service:*`` (Lambda's control plane, GetFunction and
+GetPolicy aside)."""
 
 CLOUDWATCH = "https://docs.aws.amazon.com/general/latest/gr/cw_region.html"
 LAMBDA = "https://docs.aws.amazon.com/lambda/latest/dg/gettingstarted-limits.html"
@@ -57,7 +62,8 @@ WAF = "https://docs.aws.amazon.com/waf/latest/developerguide/limits.html"
 
 SOURCES: dict[str, str] = {
     "cloudwatch": f"{CLOUDWATCH} (Service quotas: 'Rate of <Operation> requests'; operations it does not list: 3, its lowest)",
-    "lambda": f"{LAMBDA} (API requests: 15 a second for the control plane's APIs together, GetFunction and GetPolicy aside)",
+    "lambda": f"{LAMBDA} (API requests: 15 a second for the control plane's APIs together; GetFunction 100 and GetPolicy 15, "
+              "each on its own)",
     "wafv2": f"{WAF} (API call quotas: 5 a second for a Get or List action, 1 for a Create, Put or Update; Delete and tagging "
              "unlisted: 1, as the writes)",
     "budgets": "https://docs.aws.amazon.com/cost-management/latest/userguide/budgets-limits.html lists no request rate: "
@@ -95,8 +101,10 @@ RATES: dict[tuple[str, str], float | None] = {
     **_each("cloudwatch", 9, "DescribeAlarms"),
     **_each("cloudwatch", 10, "PutDashboard", "GetDashboard", "DeleteDashboards", "ListDashboards", "ListTagsForResource"),
     **_each("cloudwatch", 20, "TagResource", "UntagResource"),
-    # Lambda: one bucket for the control plane (SHARED)
+    # Lambda: one bucket for the control plane (SHARED), GetFunction and GetPolicy on their own
     ("lambda", "*"): 15,
+    ("lambda", "GetFunction"): 100,
+    ("lambda", "GetPolicy"): 15,
     # WAFv2
     **_each("wafv2", 5, "GetIPSet", "GetWebACL", "ListIPSets", "ListWebACLs", "ListTagsForResource"),
     **_each("wafv2", 1, "CreateIPSet", "CreateWebACL", "UpdateIPSet", "UpdateWebACL", "DeleteIPSet", "DeleteWebACL",
@@ -130,8 +138,9 @@ RATES: dict[tuple[str, str], float | None] = {
     ("s3", "*"): None,
 }
 """The built-in table: (service, operation) -> requests a second; ``*``: the service's other
-operations (its only bucket for a SHARED service); None: not paced. Services are boto3's client
+operations (one bucket for them all in a SHARED service); None: not paced. Services are boto3's client
 names. ``tests/test_pacing.py`` checks that every operation lensops calls has its rate here."""
+
 
 @dataclass(frozen=True)
 class Rates:
@@ -147,19 +156,21 @@ class Rates:
         """(the bucket's operation, its rate) for a call: ``*`` for a shared service's one bucket; None: not paced."""
         if self.table is None:
             return None
-        if service in SHARED:
-            rate = self.table.get((service, "*"))
-            return None if rate is None else ("*", rate)
-        rate = self.table.get((service, operation), self.table.get((service, "*")))
-        return None if rate is None else (operation, rate)
+        if (service, operation) in self.table:
+            rate = self.table[(service, operation)]
+            return None if rate is None else (operation, rate)
+        rate = self.table.get((service, "*"))
+        return None if rate is None else ("*" if service in SHARED else operation, rate)
 
 
 def parse_rates(text: str | None) -> Rates:
     """``LENSOPS_API_RATES``: ``off``, or ``service:Operation=N,service:*=N`` over the built-in table.
 
     An operation named beats a ``service:*`` given beside it, whatever their order; a
-    ``service:*`` replaces the built-in rates of every operation of that service. Raises
-    ``ValueError`` naming the first item that cannot be used (one line)."""
+    ``service:*`` replaces the built-in rates of every operation of that service, or, for a
+    SHARED service, the rate of its shared bucket (its operations with quotas of their own
+    keep theirs). An operation named has a bucket of its own. Raises ``ValueError`` naming
+    the first item that cannot be used (one line)."""
     text = (text or "").strip()
     if text.lower() == OFF:
         return Rates(None)
@@ -179,12 +190,11 @@ def parse_rates(text: str | None) -> Rates:
         if not (math.isfinite(rate) and rate > 0):
             raise ValueError(f"{item!r}: the rate must be a number of requests a second above 0")
         _check_name(item, service, operation)
-        if service in SHARED and operation != "*":
-            raise ValueError(f"{item!r}: {service}'s quota is one for all its operations: set {service}:*")
         named[(service, operation)] = rate
     for (service, operation), rate in named.items():
-        if operation == "*":
-            table = {key: value for key, value in table.items() if key[0] != service}
+        if operation == "*":  # every operation of the service; of a SHARED one, its shared bucket
+            if service not in SHARED:
+                table = {key: value for key, value in table.items() if key[0] != service}
             table[(service, "*")] = rate
     table.update({key: rate for key, rate in named.items() if key[1] != "*"})
     return Rates(table)
@@ -255,13 +265,18 @@ class _Bucket:
     def __init__(self, limit: float, now: float):
         self.limit = limit
         self.rate = limit
-        self.tokens = max(1.0, limit)
+        self.tokens = self.capacity
         self.stamp = now
         self.cut = -math.inf
         self.waiting: list[tuple[int, int]] = []
 
+    @property
+    def capacity(self) -> float:
+        """Half a second's worth, at least one request (the module's docstring says why)."""
+        return max(1.0, self.rate / 2)
+
     def refill(self, now: float) -> None:
-        self.tokens = min(max(1.0, self.rate), self.tokens + max(0.0, now - self.stamp) * self.rate)
+        self.tokens = min(self.capacity, self.tokens + max(0.0, now - self.stamp) * self.rate)
         self.stamp = now
 
     def wait(self, now: float) -> float:
@@ -410,14 +425,17 @@ def table_markdown() -> str:
     (``tests/test_pacing.py`` keeps the page equal to it)."""
     lines = ["| service | operations | requests a second | source |", "| --- | --- | --- | --- |"]
     for service, source in SOURCES.items():
-        rates: dict[float | None, list[str]] = {}
+        rows: dict[tuple[float | None, bool], list[str]] = {}
         for (svc, operation), rate in RATES.items():
-            if svc == service:
-                rates.setdefault(rate, []).append(operation)
-        for number, (rate, operations) in enumerate(sorted(rates.items(), key=lambda r: "*" in r[1])):
+            if svc == service:  # a shared service's one bucket is a row of its own
+                rows.setdefault((rate, service in SHARED and operation == "*"), []).append(operation)
+        for number, (key, operations) in enumerate(sorted(rows.items(), key=lambda row: "*" in row[1])):
             named = [f"`{op}`" for op in sorted(operations) if op != "*"]
             if "*" in operations:
-                named.append("every operation, one quota" if service in SHARED else ("any other" if len(rates) > 1 or named else "every operation"))
-            shown = "not paced" if rate is None else f"{rate:g}"
+                alone = len(rows) == 1
+                named.append(("every operation" if alone else "every other operation") + (", one quota" if key[1] else ""))
+                if not alone and not key[1]:
+                    named[-1] = "any other"
+            shown = "not paced" if key[0] is None else f"{key[0]:g}"
             lines.append(f"| `{service}` | {', '.join(named)} | {shown} | {source if number == 0 else ''} |")
     return "\n".join(lines)

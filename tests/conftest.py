@@ -73,12 +73,17 @@ def writes(requests: dict[tuple[str, str], int]) -> dict[tuple[str, str], int]:
     return {k: v for k, v in requests.items() if k[1].startswith(WRITE_PREFIXES)}
 
 
+QUOTA_BENCHMARKS = Path(__file__).resolve().parent / "benchmarks" / "bench_quotas.py"
+"""Benchmarks against the emulator's quotas: they give lensops its rates themselves (or none)."""
+
+
 @pytest.fixture(autouse=True)
-def _isolated_state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def _isolated_state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> None:
     """Every test gets its own state store and Git cache, and no LENSOPS_* from outside.
 
     AWS requests are not paced (``LENSOPS_API_RATES=off``): the emulator has no quotas unless
-    a test gives it some, and a test of pacing sets the rates it checks."""
+    a test gives it some, and a test of pacing sets the rates it checks (the quota benchmarks
+    too, or leave lensops its built-in ones)."""
     from controller import pacing
 
     for key in list(os.environ):
@@ -86,7 +91,8 @@ def _isolated_state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
             monkeypatch.delenv(key)
     monkeypatch.setenv("LENSOPS_STATE_URL", f"sqlite:///{tmp_path}/state/state.db")
     monkeypatch.setenv("LENSOPS_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.setenv("LENSOPS_API_RATES", pacing.OFF)
+    if Path(str(request.node.path)).resolve() != QUOTA_BENCHMARKS:
+        monkeypatch.setenv("LENSOPS_API_RATES", pacing.OFF)
     pacing.configure(pacing.OFF)  # the process's buckets, for factories made outside a Runner
 
 

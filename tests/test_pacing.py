@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
-from lensops_emulator import FaultPlan
+from lensops_emulator import FaultPlan, Quotas
 
 from conftest import ACCOUNT, REGION, alarm
 
@@ -62,7 +62,7 @@ def _put(cloudwatch: Any, name: str) -> None:
 # --- the bucket: rate, burst, order, AIMD, off ---------------------------------------------
 
 
-def test_a_bucket_grants_its_rate_and_one_seconds_burst_no_more():
+def test_a_bucket_grants_its_rate_and_half_a_seconds_burst_no_more():
     from controller.pacing import Pacer, parse_rates
 
     clock = Clock()
@@ -82,9 +82,9 @@ def test_a_bucket_grants_its_rate_and_one_seconds_burst_no_more():
         pacer.wake()
     worker.join(5)
     assert len(granted) == 20
-    assert granted[:4] == [1000.0] * 4, "a full bucket: one second's worth at once"
-    assert _within_rate(granted, rate=4, burst=4) == [], "more grants in a window than 4 a second and a burst of 4"
-    assert granted[-1] >= 1000.0 + (20 - 4) / 4, "16 grants past the burst take 4 seconds at 4 a second"
+    assert granted[:2] == [1000.0] * 2 and granted[2] > 1000.0, "a full bucket: half a second's worth at once"
+    assert _within_rate(granted, rate=4, burst=2) == [], "more grants in a window than 4 a second and a burst of 2"
+    assert granted[-1] >= 1000.0 + (20 - 2) / 4, "18 grants past the burst take 4.5 seconds at 4 a second"
 
 
 def test_waiting_calls_are_served_urgent_first_then_in_order_of_arrival():
@@ -173,6 +173,7 @@ def test_the_built_in_table_has_aws_quotas_and_one_bucket_for_lambda():
     assert rates.limit("cloudwatch", "DescribeAlarms") == ("DescribeAlarms", 9)
     assert rates.limit("cloudwatch", "PutDashboard") == ("PutDashboard", 10)
     assert rates.limit("lambda", "UpdateAlias") == rates.limit("lambda", "ListAliases") == ("*", 15), "Lambda's control plane: one quota"
+    assert rates.limit("lambda", "GetFunction") == ("GetFunction", 100), "but GetFunction's own"
     assert rates.limit("wafv2", "GetWebACL") == ("GetWebACL", 5) and rates.limit("wafv2", "UpdateWebACL") == ("UpdateWebACL", 1)
     assert rates.limit("dynamodb", "PutItem") is None, "the state store's table is bound by capacity, not paced"
 
@@ -215,7 +216,10 @@ def test_api_rates_override_the_table():
     assert rates.limit("cloudwatch", "PutMetricAlarm") == ("PutMetricAlarm", 30)
     assert rates.limit("cloudwatch", "DescribeAlarms") == ("DescribeAlarms", 90)
     assert rates.limit("cloudwatch", "DeleteAlarms") == ("DeleteAlarms", 3), "the others keep the table's"
-    assert rates.limit("lambda", "CreateAlias") == ("*", 10)
+    assert rates.limit("lambda", "CreateAlias") == ("*", 10), "lambda:* is the shared bucket's rate"
+    assert rates.limit("lambda", "GetFunction") == ("GetFunction", 100), "an operation of a quota of its own keeps it"
+    own = parse_rates("lambda:*=150,lambda:GetFunction=1000")  # as the emulator's Quotas.setting() writes them
+    assert own.limit("lambda", "GetFunction") == ("GetFunction", 1000) and own.limit("lambda", "UpdateAlias") == ("*", 150)
     every = parse_rates("cloudwatch:DescribeAlarms=90,cloudwatch:*=30,wafv2:*=0.5")
     assert every.limit("cloudwatch", "PutDashboard") == ("PutDashboard", 30), "service:* sets every operation of the service"
     assert every.limit("cloudwatch", "DescribeAlarms") == ("DescribeAlarms", 90), "an operation named beats service:*, in any order"
@@ -231,7 +235,7 @@ def test_api_rates_override_the_table():
         ("cloudwatch:DescribeAlarms=9,cloudwatch:PutMetricAlarm=0", "'cloudwatch:PutMetricAlarm=0': the rate must be a number of requests a second above 0"),
         ("cloudwatch:PutMetricAlarm", "'cloudwatch:PutMetricAlarm': expected service:Operation=N or service:*=N (requests a second), or off"),
         ("PutMetricAlarm=3", "'PutMetricAlarm=3': expected service:Operation=N or service:*=N (requests a second), or off"),
-        ("lambda:UpdateAlias=5", "'lambda:UpdateAlias=5': lambda's quota is one for all its operations: set lambda:*"),
+        ("lambda:*=15,lambda:GetFunctions=5", "'lambda:GetFunctions=5': lambda has no operation 'GetFunctions' (did you mean GetFunction?)"),
     ],
 )
 def test_a_malformed_value_is_one_line_naming_the_item(value, message):
@@ -300,7 +304,7 @@ def test_two_environments_share_one_bucket_per_account_region_and_operation(aws)
     from controller.kinds import Context
     from controller.pacing import Pacer, parse_rates
 
-    pacer = Pacer(parse_rates("cloudwatch:PutMetricAlarm=10"))
+    pacer = Pacer(parse_rates("cloudwatch:PutMetricAlarm=10"))  # a burst of 5
     factory = ClientFactory(8, max_attempts=1, pacer=pacer)
     sent: list[float] = []
     lock = threading.Lock()
@@ -322,7 +326,7 @@ def test_two_environments_share_one_bucket_per_account_region_and_operation(aws)
     for thread in threads:
         thread.join(30)
     assert len(sent) == 24
-    assert _within_rate(sent, rate=10, burst=10, slack=1) == [], "dev and staging together above 10 a second"
+    assert _within_rate(sent, rate=10, burst=5, slack=1) == [], "dev and staging together above 10 a second"
     assert aws.requests()[("cloudwatch", "PutMetricAlarm")] == 24
     assert pacer.rate("210987654321", REGION, "cloudwatch", "PutMetricAlarm") == 10
     assert pacer.waiting("210987654321", REGION, "cloudwatch", "PutMetricAlarm") == 0
@@ -345,7 +349,7 @@ def test_a_throttling_answer_slows_the_bucket_of_that_account_region_and_operati
 
 
 def test_an_apply_keeps_to_the_rate_it_is_given(aws, tree, lensops, monkeypatch):
-    """20 new alarms at cloudwatch:PutMetricAlarm=5: the emulator sees at most 5 a second, and a burst of 5."""
+    """20 new alarms at cloudwatch:PutMetricAlarm=5: the emulator sees at most 5 a second, after a burst of 2.5."""
     from test_faults import api_calls, since
 
     tree.environment("dev")
@@ -376,10 +380,28 @@ def test_an_apply_keeps_to_the_rate_it_is_given(aws, tree, lensops, monkeypatch)
     # after its time, the later one before its own: the bound holds for the true counts).
     over = [
         (later[2] - earlier[2], later[1] - earlier[0]) for i, earlier in enumerate(seen) for later in seen[i + 1 :]
-        if later[2] - earlier[2] > 5 + 5 * (later[1] - earlier[0]) + 1
+        if later[2] - earlier[2] > 2.5 + 5 * (later[1] - earlier[0]) + 1
     ]
-    assert over == [], f"(requests, seconds) above 5 a second and a burst of 5: {over[:5]}"
+    assert over == [], f"(requests, seconds) above 5 a second and a burst of 2.5: {over[:5]}"
     assert not {k: v for k, v in since(before).items() if k[2] == "throttled"}
+
+
+def test_at_the_emulators_quotas_an_apply_draws_no_throttling(aws, tree, lensops, monkeypatch):
+    """The emulator throttles at AWS's rates (x5 here, to be quick), lensops is told them: 40 new
+    alarms and their reads, and not one answer throttled (the buckets leave AWS's half a burst)."""
+    quotas = Quotas.aws(scale=5, latency_ms=5)
+    tree.environment("dev")
+    tree.write("environments/dev/alarms.yaml", "---\n".join(alarm(f"q{i:02d}", i) for i in range(40)))
+    monkeypatch.setenv("LENSOPS_API_RATES", quotas.setting())
+    aws.set_quotas(quotas)
+    try:
+        result = lensops("apply", "--repo", str(tree.root), "--yes")
+        assert result.code == 0, result.err[-2000:]
+        assert lensops("plan", "--repo", str(tree.root)).code == 0
+    finally:
+        aws.set_quotas(None)
+    assert aws.requests()[("cloudwatch", "PutMetricAlarm")] == 40
+    assert aws.throttled() == {}
 
 
 # --- priorities through the engine ----------------------------------------------------------
