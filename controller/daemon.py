@@ -462,6 +462,20 @@ class Daemon:
         finally:
             lock.release()
 
+    def _behind(self, name: str, mine: str, applied: str) -> bool:
+        """Whether another replica applied a newer commit than the one this replica fetched: then
+        this pass would take the environment back, so it does nothing until this replica's fetch
+        catches up (a fetch is asked for at once)."""
+        try:
+            behind = self.runner.source.behind(mine, applied)
+        except Exception as exc:  # Git unreadable here: the fetch job reports it; do not guess forward
+            log.warning("revision_order_unknown", environment=name, error=f"{type(exc).__name__}: {exc}"[:300])
+            return True
+        if behind:
+            log.warning("behind_on_git", environment=name, revision=mine, applied=applied)
+            self.trigger_fetch("behind")
+        return behind
+
     def _fenced(self, name: str) -> tuple[StateStore, Callable[[], bool]] | None:
         """The store and the write check of one pass, fenced on the lease epoch it starts under:
         once the lease is lost (even if this replica takes it again), the pass writes nothing more."""
@@ -493,6 +507,8 @@ class Daemon:
             metrics.count_result(name, "failed")
             return
         record = store.environment(name)
+        if record is not None and self._behind(name, env.revision, record.applied_revision):
+            return
         hold = policy.runbook_hold(record, env)
         if hold is not None:
             self._resync_held(env, hold, account, store, may_write)

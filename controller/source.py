@@ -83,6 +83,26 @@ class Source:
             raise UsageError(f"LENSOPS_PATH {self.path!r} leaves the repository")
         return Checkout(layout, revision)
 
+    def behind(self, mine: str, applied: str) -> bool:
+        """Whether ``applied`` (the commit another replica applied last) is newer than this source's
+        ``mine``: a commit it has not fetched, or one that ``mine`` is an ancestor of. A replica whose
+        Git host lags must not take an environment back to what it last fetched."""
+        if not self.remote or not applied or mine == applied or not _is_commit(mine) or not _is_commit(applied):
+            return False
+        import git
+
+        with self._lock:
+            work = self._sync_clone(fetch=False)
+            try:
+                work.git.cat_file("-e", f"{applied}^{{commit}}")
+            except git.GitCommandError:
+                return True  # not fetched here: someone applied what this replica has not seen
+            try:
+                work.git.merge_base("--is-ancestor", mine, applied)
+            except git.GitCommandError:
+                return False
+            return True
+
     def export(self, revision: str) -> Checkout:
         """An earlier revision's layout, extracted once into the cache (for a rollback to it)."""
         import git
@@ -136,6 +156,10 @@ class Source:
             raise RetryableError(redact(f"git: cannot fetch {self.repo} branch {self.branch}: {detail}")) from None
         metrics.set_source_revision(work.head.commit.hexsha)
         return work
+
+
+def _is_commit(revision: str) -> bool:
+    return len(revision) == 40 and all(c in "0123456789abcdef" for c in revision)
 
 
 def _local_revision(root: Path) -> str:
