@@ -18,8 +18,8 @@ def change_sets(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
     sent: list[dict[str, Any]] = []
     original = ClientFactory._instrument
 
-    def instrument(self: ClientFactory, made: Any) -> None:
-        original(self, made)
+    def instrument(self: ClientFactory, made: Any, *args: Any, **kwargs: Any) -> None:
+        original(self, made, *args, **kwargs)
         made.meta.events.register("provide-client-params.cloudformation.CreateChangeSet", lambda params, **_: sent.append(dict(params)))
 
     monkeypatch.setattr(ClientFactory, "_instrument", instrument)
