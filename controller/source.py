@@ -84,9 +84,9 @@ class Source:
         return Checkout(layout, revision)
 
     def behind(self, mine: str, applied: str) -> bool:
-        """Whether ``applied`` (the commit another replica applied last) is newer than this source's
-        ``mine``: a commit it has not fetched, or one that ``mine`` is an ancestor of. A replica whose
-        Git host lags must not take an environment back to what it last fetched."""
+        """Whether ``applied`` (the commit another replica applied last) is one this source has not
+        fetched: its Git host lags, and a pass from ``mine`` would take the environment back. (A
+        commit it has fetched is no sign of lag, even an older branch head: that is a force push.)"""
         if not self.remote or not applied or mine == applied or not _is_commit(mine) or not _is_commit(applied):
             return False
         import git
@@ -96,12 +96,8 @@ class Source:
             try:
                 work.git.cat_file("-e", f"{applied}^{{commit}}")
             except git.GitCommandError:
-                return True  # not fetched here: someone applied what this replica has not seen
-            try:
-                work.git.merge_base("--is-ancestor", mine, applied)
-            except git.GitCommandError:
-                return False
-            return True
+                return True
+            return False
 
     def export(self, revision: str) -> Checkout:
         """An earlier revision's layout, extracted once into the cache (for a rollback to it)."""
