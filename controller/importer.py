@@ -27,6 +27,7 @@ from pydantic import ValidationError
 
 from controller import logs
 from controller.aws import ClientFactory
+from controller.diff import diff
 from controller.errors import UsageError, classify
 from controller.kinds import Context, Desired, Draft, Live, Reconciler, Registry
 from controller.manifests.loader import load_tree
@@ -283,8 +284,10 @@ def minimal_spec(reconciler: Reconciler, cls: type[Reconciler], name: str, live:
             spec = candidate
     physical, state = full
     view = reconciler.compare_view(live, {**state, "tags": {}})
-    differs = sorted(k for k in set(state) | set(view) if k != "tags" and state.get(k) != view.get(k))
+    differs = sorted({c.path for c in diff(state, view)})
     note = f"a plan will show {', '.join(differs)} (AWS holds what a manifest cannot say)" if differs else ""
+    if cls.name_field and cls.name_field in spec:  # the physical name first, as people write it
+        spec = {cls.name_field: spec[cls.name_field], **spec}
     return spec, note
 
 
