@@ -111,7 +111,7 @@ class Summary:
         verb = "would write" if self.dry_run else "wrote"
         lines = [
             f"import {self.environment} ({self.region}, account {self.account}): {len(self.written)} resources "
-            f"{verb}, {len(self.skipped)} skipped" + (f", {self.filtered} without the --tag filters" if self.filtered else "")
+            f"{'to write' if self.dry_run else 'written'}, {len(self.skipped)} skipped" + (f", {self.filtered} without the --tag filters" if self.filtered else "")
         ]
         for path in sorted(self.files):
             lines.append(f"  {verb} {path}")

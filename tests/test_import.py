@@ -174,10 +174,31 @@ def test_an_estate_of_every_kind_imports_and_plans_only_its_ownership_tags(aws, 
     written = writes(aws.requests())
     tagging = {op for (_, op) in written}
     # Tags only: the services' tag calls, and the stack's tags through its change set.
-    assert tagging <= {"TagResource", "CreateChangeSet", "ExecuteChangeSet", "DeleteChangeSet"}, written
+    assert "TagResource" in tagging and tagging <= {"TagResource", "CreateChangeSet", "ExecuteChangeSet", "DeleteChangeSet"}, written
 
     code, doc = plan(lensops, out)
     assert code == 0, [r for env in doc["environments"] for r in env["resources"] if r["action"] != "noop"]
+
+
+def test_an_adopted_topic_and_vault_with_tags_of_their_own_plan_only_the_ownership_tags(aws, client, lensops, tree):
+    client("sns").create_topic(Name="alerts", Tags=[{"Key": "Team", "Value": "payments"}])
+    client("backup").create_backup_vault(BackupVaultName="vault", BackupVaultTags={"Team": "payments"})
+    tree.environment("dev")
+    tree.write("environments/dev/a.yaml", """
+        apiVersion: lensops.io/v1
+        kind: Topic
+        metadata: {name: alerts, annotations: {lensops.io/adopt: "true"}}
+        spec: {tags: {Team: payments}}
+        ---
+        apiVersion: lensops.io/v1
+        kind: BackupVault
+        metadata: {name: vault, annotations: {lensops.io/adopt: "true"}}
+        spec: {tags: {Team: payments}}
+    """)
+    code, doc = plan(lensops, tree.root)
+    assert code == 2
+    for resource in doc["environments"][0]["resources"]:
+        assert {c["path"] for c in resource["changes"]} == {"tags.lensops:environment", "tags.lensops:id"}, resource
 
 
 def test_prefix_kind_and_tag_filters(aws, client, lensops, tmp_path):
@@ -250,6 +271,23 @@ def test_re_running_adds_only_what_is_new_and_leaves_other_files_alone(aws, clie
     assert sorted(topics) == ["alerts", "audit", "billing"]
     assert (out / "environments/dev/topic.yaml").read_text().startswith(before[out / "environments/dev/topic.yaml"])
     assert lensops("validate", str(out)).code == 0
+
+
+def test_a_service_the_caller_may_not_read_is_skipped_and_the_rest_imported(aws, client, lensops, tmp_path):
+    from lensops_emulator.faults import FaultPlan
+
+    client("sns").create_topic(Name="alerts")
+    client("wafv2").create_ip_set(Name="blocked", Scope="REGIONAL", IPAddressVersion="IPV4", Addresses=["192.0.2.0/24"])
+    out = tmp_path / "out"
+    aws.set_faults(FaultPlan(error_rate=1.0, kinds={"denied"}, services={"wafv2"}))
+    try:
+        result = lensops("import", "--env", "dev", "--region", REGION, "--out", str(out), "--output", "json")
+    finally:
+        aws.set_faults(None)
+    assert result.code == 0, result.err
+    assert set(by_kind(out)) == {"Environment", "Topic"}
+    skipped = {s["kind"]: s["why"] for s in json.loads(result.out)["skipped"]}
+    assert {"IPSet", "WebACL"} <= set(skipped) and "AccessDenied" in skipped["IPSet"], skipped
 
 
 def test_dry_run_writes_nothing(aws, client, lensops, tmp_path):
