@@ -207,6 +207,12 @@ def imported_tags(tags: dict[str, str]) -> dict[str, str]:
     return {k: v for k, v in sorted(tags.items()) if not k.startswith(("lensops:", "aws:"))}
 
 
+def with_own_tags(spec: dict[str, Any], live: Live) -> dict[str, Any]:
+    """``spec`` with the resource's own tags (``imported_tags``) as ``tags``, when it has any."""
+    tags = imported_tags(live.state.get("tags") or {})
+    return {**spec, "tags": tags} if tags else spec
+
+
 def _unset(value: Any) -> bool:
     return value is None or value == "" or value == [] or value == {}
 
@@ -308,11 +314,7 @@ class Reconciler:
         values left out, tags without lensops's and AWS's own. The importer then leaves out every
         field whose absence changes nothing (AWS's defaults) and writes ARNs as ``ref:``s."""
         spec = {k: v for k, v in live.state.items() if k != "tags" and not _unset(v)}
-        if self.taggable:
-            tags = imported_tags(live.state.get("tags") or {})
-            if tags:
-                spec["tags"] = tags
-        return Draft(spec)
+        return Draft(with_own_tags(spec, live) if self.taggable else spec)
 
     def create(self, desired: Desired, state: dict[str, Any]) -> Live:
         raise NotImplementedError

@@ -30,7 +30,7 @@ from pydantic import Field, model_validator
 from controller.apishape import from_api, shape, to_api
 from controller.diff import Change
 from controller.errors import PermanentError
-from controller.kinds import Desired, Draft, Live, Reconciler, imported_tags
+from controller.kinds import Desired, Draft, Live, Reconciler, with_own_tags
 from controller.manifests.types import Spec
 from reconcilers.tags import TagApi, chunks, tags_of
 from reconcilers.listing import Listing
@@ -417,10 +417,7 @@ spec:
         spec: dict[str, Any] = {"rules": rules}
         if selections:
             spec["selections"] = selections
-        tags = imported_tags(live.state.get("tags") or {})
-        if tags:
-            spec["tags"] = tags
-        return Draft(spec)
+        return Draft(with_own_tags(spec, live))
 
     def desired_state(self, desired: Desired) -> dict[str, Any]:
         spec = desired.spec

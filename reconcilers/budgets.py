@@ -24,7 +24,7 @@ from pydantic import Field
 from controller.apishape import from_api, map_to_tags, shape, tags_to_map, to_api
 from controller.diff import Change
 from controller.manifests.types import Spec
-from controller.kinds import Desired, Draft, Live, Reconciler, imported_tags
+from controller.kinds import Desired, Draft, Live, Reconciler, with_own_tags
 from reconcilers.listing import Listing
 from reconcilers.tags import TagApi
 
@@ -322,10 +322,7 @@ spec:
             )
         if notifications:
             spec["notifications"] = notifications
-        tags = imported_tags(state.get("tags") or {})
-        if tags:
-            spec["tags"] = tags
-        return Draft(spec)
+        return Draft(with_own_tags(spec, live))
 
     def desired_state(self, desired: Desired) -> dict[str, Any]:
         spec = desired.spec

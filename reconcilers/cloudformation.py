@@ -66,7 +66,7 @@ from controller.manifests.types import Spec
 from controller.manifests.yamlsafe import MAX_DEPTH, MAX_FILE_BYTES, MAX_NODES, YamlProblem, load_documents
 from controller.plan import KNOWN_AFTER_APPLY, Outline
 from controller.sensitive import is_sealed, seal
-from controller.kinds import OWNER_ENV_TAG, OWNER_ID_TAG, Context, Desired, Draft, Finding, Leftover, Live, Reconciler, imported_tags
+from controller.kinds import OWNER_ENV_TAG, OWNER_ID_TAG, Context, Desired, Draft, Finding, Leftover, Live, Reconciler, with_own_tags
 from reconcilers import cfn_validate
 from reconcilers.listing import Listing
 
@@ -823,10 +823,7 @@ Outputs:
             spec["terminationProtection"] = True
         if live.state.get("roleARN"):
             spec["roleARN"] = live.state["roleARN"]
-        tags = imported_tags(live.state.get("tags") or {})
-        if tags:
-            spec["tags"] = tags
-        return Draft(spec, files={"template": text}, suffix=suffix, variables=variables)
+        return Draft(with_own_tags(spec, live), files={"template": text}, suffix=suffix, variables=variables)
 
     # --- drift -----------------------------------------------------------
 

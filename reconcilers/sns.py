@@ -16,7 +16,7 @@ from pydantic import Field
 
 from controller.apishape import map_to_tags
 from controller.diff import Change
-from controller.kinds import Desired, Draft, Live, Reconciler, imported_tags
+from controller.kinds import Desired, Draft, Live, Reconciler, with_own_tags
 from controller.manifests.types import Spec
 from reconcilers.tags import TagApi, chunks, tags_of
 from reconcilers.listing import Listing
@@ -204,10 +204,7 @@ spec:
             spec["attributes"] = attributes
         if live.state.get("subscriptions"):
             spec["subscriptions"] = live.state["subscriptions"]
-        tags = imported_tags(live.state.get("tags") or {})
-        if tags:
-            spec["tags"] = tags
-        return Draft(spec)
+        return Draft(with_own_tags(spec, live))
 
     def desired_state(self, desired: Desired) -> dict[str, Any]:
         spec = desired.spec

@@ -12,25 +12,11 @@ import yaml
 from controller.catalog import registry
 from lensops_emulator.estate import seed
 from tests.conftest import ACCOUNT, REGION, writes
+from tests.test_stack import NETWORK_TEMPLATE
 
 FUNCTION = "econlens-dev-scenario-processor"  # made by seed(), with versions 1 and 2
 
-TEMPLATE = """\
-AWSTemplateFormatVersion: "2010-09-09"
-Parameters:
-  Prefix:
-    Type: String
-  Retention:
-    Type: Number
-    Default: 7
-Resources:
-  Setting:
-    Type: AWS::SSM::Parameter
-    Properties:
-      Name: !Sub "/${Prefix}/retention"
-      Type: String
-      Value: !Ref Retention
-"""
+TEMPLATE = NETWORK_TEMPLATE  # Prefix, and Retention with a default
 
 SECRET_TEMPLATE = """\
 AWSTemplateFormatVersion: "2010-09-09"
