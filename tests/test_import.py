@@ -276,6 +276,24 @@ def test_a_service_the_caller_may_not_read_is_skipped_and_the_rest_imported(aws,
     assert {"IPSet", "WebACL"} <= set(skipped) and "AccessDenied" in skipped["IPSet"], skipped
 
 
+def test_import_reads_in_batches(aws, client, lensops, tmp_path):
+    cw = client("cloudwatch")
+    for n in range(150):
+        cw.put_metric_alarm(
+            AlarmName=f"app-{n:03d}", Namespace="App", MetricName="Errors", Statistic="Sum", Period=60,
+            EvaluationPeriods=1, Threshold=1.0, ComparisonOperator="GreaterThanThreshold",
+        )
+    aws.clear_requests()
+    out = tmp_path / "out"
+    assert lensops("import", "--env", "dev", "--region", REGION, "--kind", "MetricAlarm", "--out", str(out)).code == 0
+    calls = aws.requests()
+    assert len(by_kind(out)["MetricAlarm"]) == 150
+    # The listing's pages, then the reads by hundreds with their tags: never a call per alarm.
+    assert calls.get(("cloudwatch", "DescribeAlarms"), 0) <= 6, calls
+    assert calls.get(("resourcegroupstaggingapi", "GetResources"), 0) <= 2, calls
+    assert calls.get(("cloudwatch", "DescribeAlarms"), 0) >= 2 and sum(calls.values()) <= 10, calls
+
+
 def test_dry_run_writes_nothing(aws, client, lensops, tmp_path):
     client("sns").create_topic(Name="alerts")
     out = tmp_path / "out"
