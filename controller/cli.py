@@ -50,6 +50,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
     p.add_argument("--allow-mass-prune", action="store_true", help="let it delete the environment's resources (it deletes them all)")
 
+    p = sub.add_parser("import", help="write adopting manifests for what exists in AWS; never writes to AWS; exit 0 written, 1 error")
+    p.add_argument("--env", required=True, help="the environment the manifests are for")
+    p.add_argument("--region", required=True, help="the AWS region to read")
+    p.add_argument("--kind", action="append", default=[], help="a kind to import (repeatable; default every kind)")
+    p.add_argument("--prefix", default="", help="only resources whose name starts with it (left out of the manifests' names)")
+    p.add_argument("--tag", action="append", default=[], metavar="KEY=VALUE", help="only resources with this tag (repeatable)")
+    p.add_argument("--out", required=True, help="the tree to write into (DIR/environments/ENV/, DIR/templates/)")
+    p.add_argument("--dry-run", action="store_true", help="print what would be written, write nothing")
+    p.add_argument("--output", choices=("text", "json"), default="text")
+    p.add_argument("--config", default=None, help="a YAML file of LENSOPS_* settings")
+
     p = sub.add_parser("run", help="the daemon")
     _common(p)
 
@@ -367,6 +378,39 @@ def cmd_iam_policy(args: argparse.Namespace, settings: Any) -> int:
     return EXIT_OK
 
 
+def cmd_import(args: argparse.Namespace, settings: Any) -> int:
+    from pathlib import Path
+
+    from controller import catalog, pacing
+    from controller.aws import ClientFactory, caller_account
+    from controller.importer import Request, run_import
+
+    tags: dict[str, str] = {}
+    for item in args.tag:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UsageError(f"--tag {item!r}: write KEY=VALUE")
+        tags[key] = value
+    request = Request(
+        environment=args.env,
+        region=args.region,
+        out=Path(args.out),
+        kinds=tuple(args.kind),
+        prefix=args.prefix,
+        tags=tags,
+        dry_run=args.dry_run,
+    )
+    # Read as any pass reads: the process's rates, the factory's concurrency, every call counted.
+    factory = ClientFactory(settings.concurrency, pacer=pacing.configure(settings.api_rates))
+    account = caller_account(factory, args.region)
+    summary = run_import(request, catalog.registry(), factory, account)
+    text = summary.text()
+    if args.dry_run and args.output != "json":
+        text = "\n".join(f"--- {path}\n{body}" for path, body in sorted(summary.files.items())) + "\n" + text
+    _emit(args, summary.as_dict(), text)
+    return EXIT_OK
+
+
 def cmd_run(args: argparse.Namespace, settings: Any) -> int:
     from controller.daemon import run_daemon
 
@@ -389,6 +433,7 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace, Any], int]] = {
     "runbook": cmd_runbook,
     "iam-policy": cmd_iam_policy,
     "decommission": cmd_decommission,
+    "import": cmd_import,
     "run": cmd_run,
     "demo": cmd_demo,
 }

@@ -186,6 +186,37 @@ class Live:
         return cls(physical, state, arn, attrs or {}, tags.get(OWNER_ID_TAG), tags.get(OWNER_ENV_TAG), extra or {}, tags_read=True)
 
 
+@dataclass
+class Draft:
+    """What ``lensops import`` writes for one live resource: its spec (resolved: ARNs, not
+    ``ref:``s, which the importer writes afterwards), and what the spec needs besides."""
+
+    spec: dict[str, Any]
+    files: dict[str, str] = field(default_factory=dict)
+    """Spec field -> the text of the file it names (a Stack's ``template``), written under
+    the field's folder (``Reconciler.files``); the spec names it by the importer's choice."""
+    suffix: str = ".yaml"
+    """The extension of those files (``.json`` for a JSON template)."""
+    variables: dict[str, str] = field(default_factory=dict)
+    """Spec parameter -> why it became a ``{{ vars.<name> }}`` placeholder (a Stack's NoEcho
+    parameters, which AWS never reads back)."""
+
+
+def imported_tags(tags: dict[str, str]) -> dict[str, str]:
+    """A resource's tags as a manifest writes them: lensops's own and AWS's (``aws:``) left out."""
+    return {k: v for k, v in sorted(tags.items()) if not k.startswith(("lensops:", "aws:"))}
+
+
+def with_own_tags(spec: dict[str, Any], live: Live) -> dict[str, Any]:
+    """``spec`` with the resource's own tags (``imported_tags``) as ``tags``, when it has any."""
+    tags = imported_tags(live.state.get("tags") or {})
+    return {**spec, "tags": tags} if tags else spec
+
+
+def _unset(value: Any) -> bool:
+    return value is None or value == "" or value == [] or value == {}
+
+
 @dataclass(frozen=True)
 class Leftover:
     """A resource ``observe`` came across that carries this environment's ownership tags
@@ -269,6 +300,21 @@ class Reconciler:
     def desired_state(self, desired: Desired) -> dict[str, Any]:
         """The normalised desired state, in the shape ``observe`` gives ``Live.state``."""
         raise NotImplementedError
+
+    def discover(self, prefix: str) -> list[str]:
+        """Physical names of every resource of the kind in the account and region whose name
+        starts with ``prefix``, from the kind's batched listings (``lensops import``, which then
+        ``observe``s them). Leaves out what belongs to another resource (a nested stack).
+        NotImplementedError: the kind cannot be listed."""
+        raise NotImplementedError
+
+    def manifest_spec(self, live: Live) -> Draft:
+        """The inverse of ``desired_state``: a spec whose desired state is ``live.state``
+        (``lensops import``). The default fits kinds whose state has the spec's fields: unset
+        values left out, tags without lensops's and AWS's own. The importer then leaves out every
+        field whose absence changes nothing (AWS's defaults) and writes ARNs as ``ref:``s."""
+        spec = {k: v for k, v in live.state.items() if k != "tags" and not _unset(v)}
+        return Draft(with_own_tags(spec, live) if self.taggable else spec)
 
     def create(self, desired: Desired, state: dict[str, Any]) -> Live:
         raise NotImplementedError

@@ -3,7 +3,8 @@
 Call budget per pass, for N declared or recorded resources of a kind:
 
 - BackupVault: one paginated ``ListBackupVaults`` and one Resource Groups
-  Tagging listing (per hundred vaults), whatever N.
+  Tagging ``GetResources`` per hundred vaults (every tag a vault has, lensops's
+  or its own).
 - BackupPlan: one paginated ``ListBackupPlans`` (name -> id), then per
   existing plan one ``GetBackupPlan``, one ``ListTags`` (the tagging API does
   not list backup plans in moto) and one ``ListBackupSelections``, plus one
@@ -29,9 +30,9 @@ from pydantic import Field, model_validator
 from controller.apishape import from_api, shape, to_api
 from controller.diff import Change
 from controller.errors import PermanentError
-from controller.kinds import Desired, Live, Reconciler
+from controller.kinds import Desired, Draft, Live, Reconciler, with_own_tags
 from controller.manifests.types import Spec
-from reconcilers.tags import TagApi, tagged_resources
+from reconcilers.tags import TagApi, chunks, tags_of
 from reconcilers.listing import Listing
 
 # What AWS fills in for a rule that leaves these out; the same defaults go into
@@ -160,7 +161,11 @@ spec:
         present = [p for p in physicals if p in vaults]
         if not present:
             return {}
-        tags = tagged_resources(self.ctx, "backup:backup-vault")
+        # Every vault's own tags, lensops's or not (an adopted vault has its own): 100 ARNs a call.
+        arns = sorted({vaults[name].get("BackupVaultArn") or self.arn(name) for name in present})
+        tags: dict[str, dict[str, str]] = {}
+        for batch in self.ctx.map(functools.partial(tags_of, self.ctx), chunks(arns, 100)):
+            tags.update(batch)
         found: dict[str, Live] = {}
         for name in present:
             raw = vaults[name]
@@ -175,6 +180,10 @@ spec:
                 extra={"recoveryPoints": int(raw.get("NumberOfRecoveryPoints") or 0)},
             )
         return found
+
+    def discover(self, prefix: str) -> list[str]:
+        """Every vault, from the pass's one ``ListBackupVaults`` listing."""
+        return sorted(name for name in self._vaults() if name.startswith(prefix))
 
     def desired_state(self, desired: Desired) -> dict[str, Any]:
         state: dict[str, Any] = {"tags": dict(desired.tags)}
@@ -387,6 +396,28 @@ spec:
             if not page.get("NextToken"):
                 return tags
             params["NextToken"] = page["NextToken"]
+
+    def discover(self, prefix: str) -> list[str]:
+        """Every plan, from the pass's one ``ListBackupPlans`` listing (the first of a name)."""
+        return sorted(name for name in self._plans() if name.startswith(prefix))
+
+    def manifest_spec(self, live: Live) -> Draft:
+        """Rules and selections as lists again, each without what AWS fills in by itself."""
+        rules = []
+        for name, rule in live.state.get("rules", {}).items():
+            item: dict[str, Any] = {"ruleName": name}
+            for key, value in rule.items():
+                if value in ({}, [], False, None) or RULE_DEFAULTS.get(key) == value:
+                    continue
+                item[key] = value
+            rules.append(item)
+        selections = []
+        for name, selection in live.state.get("selections", {}).items():
+            selections.append({"selectionName": name, **{k: v for k, v in selection.items() if v not in ([], None)}})
+        spec: dict[str, Any] = {"rules": rules}
+        if selections:
+            spec["selections"] = selections
+        return Draft(with_own_tags(spec, live))
 
     def desired_state(self, desired: Desired) -> dict[str, Any]:
         spec = desired.spec

@@ -24,7 +24,7 @@ from pydantic import Field
 from controller.apishape import from_api, map_to_tags, shape, tags_to_map, to_api
 from controller.diff import Change
 from controller.manifests.types import Spec
-from controller.kinds import Desired, Live, Reconciler
+from controller.kinds import Desired, Draft, Live, Reconciler, with_own_tags
 from reconcilers.listing import Listing
 from reconcilers.tags import TagApi
 
@@ -290,6 +290,39 @@ spec:
             arn = self.arn(name)
             found[name] = Live.tagged(name, state, tags, arn=arn, attrs={"arn": arn})
         return found
+
+    def discover(self, prefix: str) -> list[str]:
+        """Every budget of the account, from the pass's one ``DescribeBudgets`` listing."""
+        return sorted(name for name in self._budgets() if name.startswith(prefix))
+
+    def manifest_spec(self, live: Live) -> Draft:
+        """The budget with notifications as a list again; cost types only where they differ from a cost budget's."""
+        state = live.state
+        spec: dict[str, Any] = {}
+        if state.get("limit"):
+            spec["limit"] = dict(state["limit"])
+        spec.update(timeUnit=state.get("timeUnit"), budgetType=state.get("budgetType"))
+        if state.get("costFilters"):
+            spec["costFilters"] = state["costFilters"]
+        defaults = COST_TYPE_DEFAULTS if state.get("budgetType") == "COST" else {}
+        cost_types = {k: v for k, v in (state.get("costTypes") or {}).items() if defaults.get(k) != v}
+        if cost_types:
+            spec["costTypes"] = cost_types
+        notifications = []
+        for key, subscribers in (state.get("notifications") or {}).items():
+            details = notification_details(key)
+            notifications.append(
+                {
+                    "notificationType": details["NotificationType"],
+                    "comparisonOperator": details["ComparisonOperator"],
+                    "threshold": details["Threshold"],
+                    "thresholdType": details["ThresholdType"],
+                    "subscribers": subscribers,
+                }
+            )
+        if notifications:
+            spec["notifications"] = notifications
+        return Draft(with_own_tags(spec, live))
 
     def desired_state(self, desired: Desired) -> dict[str, Any]:
         spec = desired.spec

@@ -66,7 +66,7 @@ from controller.manifests.types import Spec
 from controller.manifests.yamlsafe import MAX_DEPTH, MAX_FILE_BYTES, MAX_NODES, YamlProblem, load_documents
 from controller.plan import KNOWN_AFTER_APPLY, Outline
 from controller.sensitive import is_sealed, seal
-from controller.kinds import OWNER_ENV_TAG, OWNER_ID_TAG, Context, Desired, Finding, Leftover, Live, Reconciler
+from controller.kinds import OWNER_ENV_TAG, OWNER_ID_TAG, Context, Desired, Draft, Finding, Leftover, Live, Reconciler, with_own_tags
 from reconcilers import cfn_validate
 from reconcilers.listing import Listing
 
@@ -752,6 +752,7 @@ Outputs:
     def _live(self, stack: dict[str, Any], drift: bool = True) -> Live:
         status = stack["StackStatus"]
         template: dict[str, Any] = {}
+        body: str | dict[str, Any] = ""
         if status != "REVIEW_IN_PROGRESS" and not status.startswith("DELETE_"):
             body = self._client.get_template(StackName=stack["StackId"]).get("TemplateBody") or "{}"
             template = parse_template(body, f"the template of stack {stack['StackName']}")
@@ -775,8 +776,54 @@ Outputs:
             arn=stack["StackId"],
             attrs=_attrs(stack),
             tags=tags,
-            extra={"status": status},
+            extra={"status": status, "templateBody": body},
         )
+
+    # --- import ----------------------------------------------------------
+
+    def discover(self, prefix: str) -> list[str]:
+        """Every stack of the pass's one ``DescribeStacks`` listing that stands on its own and is
+        settled: nested stacks belong to their parent, a stack whose creation failed to nobody."""
+        stacks = STACKS.read(self.ctx)
+        return sorted(
+            name
+            for name, stack in stacks.items()
+            if name.startswith(prefix) and not stack.get("ParentId") and stack["StackStatus"] not in RECREATE
+        )
+
+    def manifest_spec(self, live: Live) -> Draft:
+        """The template as CloudFormation holds it (a file), the parameters that differ from the
+        template's defaults, and each NoEcho parameter as a ``{{ vars.<name> }}`` placeholder:
+        AWS answers ``****`` for it, which must never be written as its value."""
+        body = live.extra.get("templateBody") or "{}"
+        if isinstance(body, dict):
+            text, suffix = json.dumps(body, indent=2) + "\n", ".json"
+        else:
+            text = str(body)
+            suffix = ".json" if text.lstrip().startswith("{") else ".yaml"
+        template = live.state.get("template") or {}
+        declared = _parameter_types(template)
+        parameters: dict[str, Any] = {}
+        variables: dict[str, str] = {}
+        for key, value in sorted((live.state.get("parameters") or {}).items()):
+            slot = declared.get(key) or {}
+            if value == NO_ECHO_MASK:
+                variable = re.sub(r"[^A-Za-z0-9_]", "_", f"{live.physical}_{key}")
+                parameters[key] = f"{{{{ vars.{variable} }}}}"
+                variables[key] = variable
+            elif "Default" not in slot or _parameter_value(slot["Default"], slot) != value:
+                parameters[key] = value
+        spec: dict[str, Any] = {"template": ""}
+        if parameters:
+            spec["parameters"] = parameters
+        for key in ("capabilities", "notificationARNs"):
+            if live.state.get(key):
+                spec[key] = live.state[key]
+        if live.state.get("terminationProtection"):
+            spec["terminationProtection"] = True
+        if live.state.get("roleARN"):
+            spec["roleARN"] = live.state["roleARN"]
+        return Draft(with_own_tags(spec, live), files={"template": text}, suffix=suffix, variables=variables)
 
     # --- drift -----------------------------------------------------------
 

@@ -22,7 +22,7 @@ from controller.alarms import BATCH, describe_alarms
 from controller.apishape import from_api, map_to_tags, shape
 from controller.diff import Change
 from controller.errors import PermanentError
-from controller.kinds import Desired, Live, Reconciler
+from controller.kinds import Desired, Draft, Live, Reconciler
 from controller.manifests.types import Spec
 from reconcilers.tags import TagApi, chunks, only_tags_changed, tags_of
 
@@ -259,6 +259,17 @@ class _AlarmReconciler(Reconciler):
                 )
         return found
 
+    def discover(self, prefix: str) -> list[str]:
+        """Every alarm of this type: one paginated ``DescribeAlarms`` (100 a page), by name prefix."""
+        params: dict[str, Any] = {"AlarmTypes": [self.alarm_type]}
+        if prefix:
+            params["AlarmNamePrefix"] = prefix
+        key = "MetricAlarms" if self.alarm_type == "MetricAlarm" else "CompositeAlarms"
+        names: list[str] = []
+        for page in self.ctx.client("cloudwatch").get_paginator("describe_alarms").paginate(**params):
+            names.extend(raw["AlarmName"] for raw in page.get(key, []))
+        return names
+
     def _describe(self, client: Any, names: list[str]) -> tuple[list[dict[str, Any]], dict[str, dict[str, str]]]:
         """The alarms of this type among ``names`` (at most 100), every page of them, and their tags by ARN."""
         found = describe_alarms(client, names, [self.alarm_type])
@@ -455,8 +466,19 @@ spec:
 
         return {name: live for name, live in zip(physicals, self.ctx.map(read, physicals), strict=True) if live is not None}
 
+    def discover(self, prefix: str) -> list[str]:
+        """Every dashboard: one paginated ``ListDashboards``, by name prefix."""
+        params = {"DashboardNamePrefix": prefix} if prefix else {}
+        names: list[str] = []
+        for page in self.ctx.client("cloudwatch").get_paginator("list_dashboards").paginate(**params):
+            names.extend(entry["DashboardName"] for entry in page.get("DashboardEntries", []))
+        return names
+
     def desired_state(self, desired: Desired) -> dict[str, Any]:
         return {"body": desired.spec["body"]}
+
+    def manifest_spec(self, live: Live) -> Draft:
+        return Draft({"body": live.state.get("body") or {}})
 
     def create(self, desired: Desired, state: dict[str, Any]) -> Live:
         return self.update(desired, state, Live(desired.physical, {}), [])

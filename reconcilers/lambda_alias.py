@@ -26,7 +26,7 @@ from controller.diff import Change
 from controller.errors import PermanentError
 from controller.manifests.types import Duration, Spec, parse_duration
 from controller.manifests.graph import is_ref
-from controller.kinds import Desired, Live, Reconciler
+from controller.kinds import Desired, Draft, Live, Reconciler
 
 
 class Deployment(Spec):
@@ -248,6 +248,24 @@ spec:
             arn = raw.get("AliasArn") or self.arn(physical)
             found[physical] = Live(physical, state, arn=arn, attrs={"arn": arn, "functionVersion": raw["FunctionVersion"]})
         return found
+
+    def discover(self, prefix: str) -> list[str]:
+        """Every alias of every function whose name starts with ``prefix``: one paginated
+        ``ListFunctions``, then each function's aliases as ``observe`` reads them (shared)."""
+        functions: list[str] = []
+        for page in self.ctx.client("lambda").get_paginator("list_functions").paginate():
+            functions.extend(f["FunctionName"] for f in page.get("Functions", []) if f["FunctionName"].startswith(prefix))
+        found: list[str] = []
+        for function, listing in zip(functions, self.ctx.map(self._function, functions), strict=True):
+            found.extend(f"{function}:{alias}" for alias in sorted(listing.aliases if listing else {}))
+        return found
+
+    def manifest_spec(self, live: Live) -> Draft:
+        """The function and alias from the physical name, the version, weights, description and provisioned concurrency."""
+        function, alias = split_physical(live.physical)
+        spec: dict[str, Any] = {"functionName": function, "name": alias}
+        spec.update({k: v for k, v in live.state.items() if v not in (None, "", {}, [])})
+        return Draft(spec)
 
     def desired_state(self, desired: Desired) -> dict[str, Any]:
         spec = desired.spec

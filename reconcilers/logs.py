@@ -189,6 +189,10 @@ spec:
             )
         return out
 
+    def discover(self, prefix: str) -> list[str]:
+        """Every log group whose name starts with ``prefix``: one paginated ``DescribeLogGroups``."""
+        return sorted(self._groups(prefix))
+
     def desired_state(self, desired: Desired) -> dict[str, Any]:
         spec = desired.spec
         return {"retentionInDays": spec.get("retentionInDays"), "kmsKeyId": spec.get("kmsKeyId"), "tags": dict(desired.tags)}

@@ -2,7 +2,8 @@
 
 Per pass one ``ListTopics`` listing and one ``ListSubscriptions`` listing
 serve every topic; attributes need one ``GetTopicAttributes`` per existing
-topic (SNS has no batch read), tags come from one tagging listing.
+topic (SNS has no batch read), tags from one ``GetResources`` per hundred
+topics: every tag a topic has, lensops's or its own (an adopted topic's ``Team``).
 """
 
 from __future__ import annotations
@@ -15,9 +16,9 @@ from pydantic import Field
 
 from controller.apishape import map_to_tags
 from controller.diff import Change
-from controller.kinds import Desired, Live, Reconciler
+from controller.kinds import Desired, Draft, Live, Reconciler, with_own_tags
 from controller.manifests.types import Spec
-from reconcilers.tags import TagApi, tagged_resources
+from reconcilers.tags import TagApi, chunks, tags_of
 from reconcilers.listing import Listing
 
 _READ_ONLY_ATTRIBUTES = {
@@ -28,6 +29,21 @@ _READ_ONLY_ATTRIBUTES = {
     "SubscriptionsDeleted",
     "EffectiveDeliveryPolicy",
 }
+
+# What a new topic's attributes are when CreateTopic sets none: an imported topic leaves them out.
+_DEFAULT_ATTRIBUTES: dict[str, Any] = {
+    "SignatureVersion": "1",
+    "TracingConfig": "PassThrough",
+    "FifoTopic": "false",
+    "ContentBasedDeduplication": "false",
+}
+
+
+def _default_policy(value: Any) -> bool:
+    """The access policy SNS gives a new topic (its one statement is ``__default_statement_ID``)."""
+    statements = value.get("Statement") if isinstance(value, dict) else None
+    return isinstance(statements, list) and len(statements) == 1 and statements[0].get("Sid") == "__default_statement_ID"
+
 
 TAGS = TagApi()
 """How sns spells its tag writes."""
@@ -138,14 +154,19 @@ spec:
             return {}
         client = self.ctx.client("sns")
         # The two listings and every topic's attributes, all at once (the reads are independent).
+        # Every topic's own tags, lensops's or not (an adopted topic has its own): 100 ARNs a call.
+        batches = chunks(sorted(present), 100)
         answers: list[Any] = self.ctx.gather(
-            [self._subscriptions, lambda: tagged_resources(self.ctx, "sns:topic")]
+            [self._subscriptions]
+            + [functools.partial(tags_of, self.ctx, batch) for batch in batches]
             + [functools.partial(self._attributes, client, arn) for arn in present]
         )
         subscriptions: dict[str, list[dict[str, str]]] = answers[0]
-        tags: dict[str, dict[str, str]] = answers[1]
+        tags: dict[str, dict[str, str]] = {}
+        for batch_tags in answers[1 : 1 + len(batches)]:
+            tags.update(batch_tags)
         found: dict[str, Live] = {}
-        for arn, attributes in zip(present, answers[2:], strict=True):
+        for arn, attributes in zip(present, answers[1 + len(batches) :], strict=True):
             subs = subscriptions.get(arn, [])
             owned = tags.get(arn) or {}
             state = {
@@ -164,6 +185,26 @@ spec:
                 extra={"subscriptions": subs},
             )
         return found
+
+    def discover(self, prefix: str) -> list[str]:
+        """Every topic, from the pass's one ``ListTopics`` listing."""
+        names = (arn.rsplit(":", 1)[1] for arn in self._existing_topics())
+        return sorted(name for name in names if name.startswith(prefix))
+
+    def manifest_spec(self, live: Live) -> Draft:
+        """The attributes that differ from a new topic's (only those named are compared), the
+        subscriptions confirmed or pending, and the topic's own tags."""
+        attributes = {
+            k: v
+            for k, v in sorted(live.state.get("attributes", {}).items())
+            if v not in ("", {}, []) and _DEFAULT_ATTRIBUTES.get(k) != v and not (k == "Policy" and _default_policy(v))
+        }
+        spec: dict[str, Any] = {}
+        if attributes:
+            spec["attributes"] = attributes
+        if live.state.get("subscriptions"):
+            spec["subscriptions"] = live.state["subscriptions"]
+        return Draft(with_own_tags(spec, live))
 
     def desired_state(self, desired: Desired) -> dict[str, Any]:
         spec = desired.spec

@@ -13,7 +13,7 @@ from typing import Any
 
 from controller.apishape import map_to_tags, tags_to_map
 from controller.diff import Change
-from controller.kinds import OWNER_ENV_TAG, Context
+from controller.kinds import Context
 
 
 def tag_updates(changes: list[Change]) -> tuple[dict[str, str], list[str]]:
@@ -40,35 +40,13 @@ def only_tags_changed(changes: list[Change]) -> bool:
     return all(c.path == "tags" or c.path.startswith("tags.") for c in changes)
 
 
-def tagged_resources(ctx: Context, resource_type: str) -> dict[str, dict[str, str]]:
-    """ARN -> tags of this environment's owned resources of one type, one paginated listing a pass.
-
-    Uses the Resource Groups Tagging API filtered on ``lensops:environment``,
-    so that a kind's tags cost one call per hundred resources, not one per resource.
-    """
-
-    def fetch() -> dict[str, dict[str, str]]:
-        found: dict[str, dict[str, str]] = {}
-        paginator = ctx.client("resourcegroupstaggingapi").get_paginator("get_resources")
-        pages = paginator.paginate(
-            ResourceTypeFilters=[resource_type],
-            TagFilters=[{"Key": OWNER_ENV_TAG, "Values": [ctx.environment]}],
-            ResourcesPerPage=100,
-        )
-        for page in pages:
-            for item in page.get("ResourceTagMappingList", []):
-                found[item["ResourceARN"]] = tags_to_map(item.get("Tags"))
-        return found
-
-    return ctx.once(f"tags:{resource_type}", fetch)
-
-
 def tags_of(ctx: Context, arns: list[str]) -> dict[str, dict[str, str]]:
     """ARN -> tags of the named resources (at most 100, as the API takes): one ``GetResources`` call.
 
-    For kinds whose reads return ARNs batch by batch: each batch's tags are read
-    beside the next batches, where a filtered listing pages serially by token.
-    Resources without tags are left out, as the API does.
+    Every tag of each resource, lensops's or its own: a resource adopted with tags of its own
+    (``Team``) shows them, so its plan has no phantom tag change. Batches run beside each
+    other, where a filtered listing pages serially by token. Resources without tags are left
+    out, as the API does.
     """
     if not arns:
         return {}

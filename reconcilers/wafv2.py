@@ -33,7 +33,7 @@ from pydantic import Field, field_validator, model_validator
 from controller.apishape import from_api, map_to_tags, shape, tags_to_map, to_api, unknown_fields
 from controller.diff import Change, diff
 from controller.errors import PermanentError, RetryableError, error_code
-from controller.kinds import Desired, Live, Reconciler
+from controller.kinds import Desired, Draft, Live, Reconciler
 from controller.manifests.types import Spec
 from reconcilers.tags import TagApi, only_tags_changed
 
@@ -303,6 +303,13 @@ class _WafReconciler(Reconciler):
             found[name] = primary
         return found
 
+    def discover(self, prefix: str) -> list[str]:
+        """Every resource of the region's scope (CloudFront's too in us-east-1, where it lives),
+        from the listings ``observe`` reads."""
+        scopes = [scope for scope in SCOPES if scope == "REGIONAL" or self.ctx.region == "us-east-1"]
+        names = {name for listing in self.ctx.map(self._listing, scopes) for name in listing}
+        return sorted(name for name in names if name.startswith(prefix))
+
     def compare_view(self, live: Live, state: dict[str, Any], applied: dict[str, Any] | None = None) -> dict[str, Any]:
         same_scope = live.extra.get("scopes", {}).get(state.get("scope"))
         return (same_scope or live).state
@@ -465,6 +472,20 @@ spec:
         state = _web_acl_state(item, desired.spec["scope"], desired.physical)
         state["tags"] = dict(desired.tags)
         return state
+
+    def manifest_spec(self, live: Live) -> Draft:
+        """Rules as a list again; visibility configs left out where they are the defaults."""
+        draft = super().manifest_spec(live)
+        rules = []
+        for name, rule in live.state.get("rules", {}).items():
+            item = {"name": name, **rule}
+            if item.get("visibilityConfig") == _visibility(None, name):
+                del item["visibilityConfig"]
+            rules.append(item)
+        draft.spec["rules"] = rules
+        if draft.spec.get("visibilityConfig") == _visibility(None, live.physical):
+            del draft.spec["visibilityConfig"]
+        return draft
 
     def _body(self, state: dict[str, Any]) -> dict[str, Any]:
         body: dict[str, Any] = {
