@@ -424,7 +424,7 @@ class DashboardReconciler(Reconciler):
     name_field = "dashboardName"
     service = "cloudwatch"
     taggable = False
-    iam_read = ("cloudwatch:GetDashboard",)
+    iam_read = ("cloudwatch:GetDashboard", "cloudwatch:ListDashboards")  # listing: lensops import
     iam_write = ("cloudwatch:PutDashboard", "cloudwatch:DeleteDashboards")
 
     example = """\

@@ -130,7 +130,7 @@ class LambdaAliasReconciler(Reconciler):
     taggable = False
     settle_interval = 15.0
     # DescribeAlarms: the health gate reads deployment.alarms at each rollout step.
-    iam_read = ("lambda:ListAliases", "lambda:ListProvisionedConcurrencyConfigs", "lambda:GetProvisionedConcurrencyConfig", "cloudwatch:DescribeAlarms")
+    iam_read = ("lambda:ListFunctions", "lambda:ListAliases", "lambda:ListProvisionedConcurrencyConfigs", "lambda:GetProvisionedConcurrencyConfig", "cloudwatch:DescribeAlarms")
     iam_write = (
         "lambda:CreateAlias",
         "lambda:UpdateAlias",

@@ -11,8 +11,8 @@ import yaml
 
 from controller.catalog import registry
 from lensops_emulator.estate import seed
-from tests.conftest import ACCOUNT, REGION, writes
-from tests.test_stack import NETWORK_TEMPLATE
+from conftest import ACCOUNT, REGION, writes
+from test_stack import NETWORK_TEMPLATE
 
 FUNCTION = "econlens-dev-scenario-processor"  # made by seed(), with versions 1 and 2
 
