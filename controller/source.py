@@ -121,8 +121,12 @@ class Source:
                 archive = work.git.archive(sha, "--format=tar", stdout_as_string=False)
             except git.GitCommandError as exc:
                 raise UsageError(redact(f"revision {sha[:12]} is not in {self.repo}: {str(exc.stderr).strip()}")) from None
-            with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
-                tar.extractall(partial, filter="data")
+            try:
+                with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+                    tar.extractall(partial, filter="data")
+            except tarfile.FilterError as exc:  # a committed link out of the tree: never followed, never written
+                shutil.rmtree(partial, ignore_errors=True)
+                raise UsageError(f"revision {sha[:12]} cannot be read back: {exc.tarinfo.name!r} leads out of the repository") from None
             partial.rename(target)
         prefix = Path(work.working_tree_dir or ".").resolve()
         inside = Path(self.repo).resolve().relative_to(prefix) if not self.remote else Path(".")

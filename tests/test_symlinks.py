@@ -195,3 +195,20 @@ def test_a_committed_link_never_shows_the_host_file(daemon, git_remote, host, tm
     shown = json.dumps(d.status()) + d.logs()
     assert SECRET not in shown and HOST_VALUE not in shown
     assert str(cache) not in shown and str(host) not in shown
+
+
+def test_an_earlier_revision_with_a_link_out_of_the_repository_is_refused_when_read_back(git_remote, tmp_path):
+    """The rollback runbook and the daemon read earlier revisions back from Git (Source.export):
+    a committed link that leads out of the repository is one clear refusal, and nothing is
+    extracted through it."""
+    from controller.errors import UsageError
+    from controller.source import Source
+
+    git_remote.tree.environment("dev")
+    (git_remote.work / "environments" / "dev" / "creds.yaml").symlink_to("/etc/hostname")
+    revision = git_remote.commit("a link out of the repository")
+    source = Source(git_remote.url, cache_dir=str(tmp_path / "cache"))
+    source.checkout()
+    with pytest.raises(UsageError, match=r"revision \w{12} cannot be read back: .*creds.yaml.* leads out of the repository"):
+        source.export(revision)
+    assert not list((tmp_path / "cache" / "revisions").glob("*/environments/dev/creds.yaml"))
