@@ -49,6 +49,11 @@ RETIRED = (REMOVED, DECOMMISSIONED)
 """Statuses of an environment the daemon no longer runs (``lensops decommission`` ends a removed one)."""
 
 
+def _count_removed(records: list[EnvironmentRecord]) -> None:
+    """``lensops_environments_removed``: the recorded environments whose folder left Git."""
+    metrics.ENVIRONMENTS_REMOVED.set(sum(1 for r in records if r.status == REMOVED))
+
+
 class Daemon:
     """Owns the scheduler, the HTTP server and what each environment runs."""
 
@@ -220,7 +225,7 @@ class Daemon:
         try:
             every = self.store.environments()
             records = {r.environment: r for r in every if r.status not in RETIRED}
-            metrics.ENVIRONMENTS_REMOVED.set(sum(1 for r in every if r.status == REMOVED))
+            _count_removed(every)
         except Exception as exc:  # the store is away: what it records is looked at again at the next revision
             log.warning("state_read_failed", error=f"{type(exc).__name__}: {exc}")
             records = {}
@@ -310,7 +315,7 @@ class Daemon:
                     record.status = REMOVED
                     record.message = f"removed from Git at revision {revision[:12]}: lensops no longer changes it, and leaves what it made in AWS"
                     self.store.put_environment(record)
-                metrics.ENVIRONMENTS_REMOVED.set(sum(1 for r in self.store.environments() if r.status == REMOVED))
+                _count_removed(self.store.environments())
             except Exception as exc:  # the store is away: the status row says so at the next revision
                 log.error("environment_removal_failed", environment=name, error=f"{type(exc).__name__}: {exc}")
             metrics.forget_environment(name)

@@ -21,6 +21,12 @@ import botocore.exceptions
 import botocore.parsers
 
 
+def quoted(value: str, limit: int) -> str:
+    """``value`` quoted for a one-line message, cut at ``limit`` characters: a name or value taken
+    from the desired state, which may be of any length."""
+    return repr(value if len(value) <= limit else value[:limit] + "...")
+
+
 class LensopsError(Exception):
     """Base of every error lensops raises on purpose."""
 

@@ -46,7 +46,7 @@ import botocore.exceptions
 import regex
 
 from controller import logs
-from controller.errors import PermanentError, error_code
+from controller.errors import PermanentError, error_code, quoted
 from controller.kinds import Context, Finding
 from controller.manifests.graph import is_ref
 from controller.manifests.yamlsafe import Document, LocalTags, YamlProblem, load_documents
@@ -57,6 +57,8 @@ SAM_TRANSFORM = "AWS::Serverless-2016-10-31"
 SAM_PREFIX = "AWS::Serverless::"
 REFERENCE_REGION = "us-east-1"
 """The region whose types name what CloudFormation knows elsewhere (cfn-lint's primary)."""
+SHOWN_CHARS = 60
+"""Characters of a parameter's value shown in a problem."""
 PATTERN_SECONDS = 0.1
 """Time an ``AllowedPattern`` gets to match a value (a catastrophic pattern is left unchecked)."""
 CACHE_ENTRIES = 1024
@@ -176,7 +178,7 @@ class _Template:
                 why = _unfit(_text(value), types[name], declared[name])
                 if why:
                     secret = str(declared[name].get("NoEcho", "")).lower() == "true"
-                    shown = "its value" if secret else _clip(_text(value))
+                    shown = "its value" if secret else quoted(_text(value), SHOWN_CHARS)
                     self.there(f"parameter {name}: {shown} {why}", "parameters", name)
 
     # --- resources -------------------------------------------------------
@@ -236,10 +238,6 @@ def _text(value: Any) -> str:
     return ("true" if value else "false") if isinstance(value, bool) else str(value)
 
 
-def _clip(text: str, limit: int = 60) -> str:
-    return repr(text if len(text) <= limit else text[:limit] + "...")
-
-
 def _number(text: str) -> Decimal | None:
     try:
         value = Decimal(text)
@@ -258,18 +256,18 @@ def _unfit(text: str, kind: str, slot: dict[str, Any]) -> str:
     if numeric:
         bad = [item for item in items if _number(item) is None]
         if bad:
-            return f"is not a number ({kind})" if not listed else f"has an item that is not a number: {_clip(bad[0])} ({kind})"
+            return f"is not a number ({kind})" if not listed else f"has an item that is not a number: {quoted(bad[0], SHOWN_CHARS)} ({kind})"
     allowed = slot.get("AllowedValues")
     if isinstance(allowed, list):
         for item in items:
             if not any(_same(item, _text(choice), numeric) for choice in allowed):
                 choices = ", ".join(_text(c) for c in allowed)
-                return f"is not one of the AllowedValues: {choices}" if not listed else f"has an item not in the AllowedValues ({choices}): {_clip(item)}"
+                return f"is not one of the AllowedValues: {choices}" if not listed else f"has an item not in the AllowedValues ({choices}): {quoted(item, SHOWN_CHARS)}"
     pattern = slot.get("AllowedPattern")
     if isinstance(pattern, str) and not numeric:
         for item in items:
             if _matches(pattern, item) is False:
-                return f"does not match the AllowedPattern {pattern!r}" if not listed else f"has an item that does not match the AllowedPattern {pattern!r}: {_clip(item)}"
+                return f"does not match the AllowedPattern {pattern!r}" if not listed else f"has an item that does not match the AllowedPattern {pattern!r}: {quoted(item, SHOWN_CHARS)}"
     return _bounds(text, slot, numeric)
 
 

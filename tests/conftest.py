@@ -73,6 +73,18 @@ def writes(requests: dict[tuple[str, str], int]) -> dict[tuple[str, str], int]:
     return {k: v for k, v in requests.items() if k[1].startswith(WRITE_PREFIXES)}
 
 
+def second_apply(aws: Any, tree: Any, lensops: Any) -> dict[tuple[str, str], int]:
+    """Apply ``tree`` twice and return the requests of the second apply, which must succeed and
+    write nothing (the idempotence every kind promises)."""
+    assert lensops("apply", "--repo", str(tree.root)).code == 0
+    aws.clear_requests()
+    again = lensops("apply", "--repo", str(tree.root))
+    assert again.code == 0, again.out + again.err
+    seen: dict[tuple[str, str], int] = aws.requests()
+    assert writes(seen) == {}
+    return seen
+
+
 QUOTA_BENCHMARKS = Path(__file__).resolve().parent / "benchmarks" / "bench_quotas.py"
 """Benchmarks against the emulator's quotas: they give lensops its rates themselves (or none)."""
 

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from conftest import ACCOUNT, REGION, writes
+from conftest import ACCOUNT, REGION, second_apply, writes
 from controller.aws import ClientFactory
 from controller.errors import PermanentError
 from reconcilers.backup import BackupVaultReconciler
@@ -99,12 +99,7 @@ def test_apply_creates_vault_plan_and_selection_then_plan_is_clean(aws, client, 
 
 def test_second_apply_makes_no_write_call(aws, tree, lensops):
     _estate(tree)
-    assert lensops("apply", "--repo", str(tree.root)).code == 0
-    aws.clear_requests()
-    again = lensops("apply", "--repo", str(tree.root))
-    assert again.code == 0, again.out + again.err
-    seen = aws.requests()
-    assert writes(seen) == {}
+    seen = second_apply(aws, tree, lensops)
     assert seen[("backup", "ListBackupVaults")] == 1 and seen[("backup", "ListBackupPlans")] == 1
     assert seen[("backup", "GetBackupPlan")] == 1 and seen[("backup", "GetBackupSelection")] == 1
 

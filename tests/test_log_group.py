@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from conftest import ACCOUNT, REGION, writes
+from conftest import ACCOUNT, REGION, second_apply, writes
 from controller.aws import ClientFactory
 from controller.kinds import Context, Live
 from reconcilers.logs import LogGroupReconciler
@@ -81,12 +81,7 @@ def test_plan_then_apply_creates_the_group_then_plan_is_clean(aws, client, tree,
 
 def test_second_apply_makes_no_write_call(aws, tree, lensops):
     _estate(tree)
-    assert lensops("apply", "--repo", str(tree.root)).code == 0
-    aws.clear_requests()
-    again = lensops("apply", "--repo", str(tree.root))
-    assert again.code == 0, again.out + again.err
-    seen = aws.requests()
-    assert writes(seen) == {}
+    seen = second_apply(aws, tree, lensops)
     # The call floor of reconcilers/logs.py: one listing, and the tags of the group by ARN.
     assert {k: v for k, v in seen.items() if k[0] in ("logs", "resourcegroupstaggingapi")} == {
         ("logs", "DescribeLogGroups"): 1,
@@ -202,12 +197,18 @@ def test_daemon_self_heals_a_retention_changed_in_aws(daemon, git_remote, client
     assert d.terminate() == 0
 
 
-def test_removed_manifest_is_pruned(aws, client, tree, lensops):
-    _estate(tree)
+def _apply_then_remove_api_logs(aws, tree, lensops):
+    """Apply a second group, /econlens/dev/api, then take its manifest out of the tree; the
+    requests are counted from here."""
     tree.write("environments/dev/other.yaml", log_group(name="api-logs", group="/econlens/dev/api"))
     assert lensops("apply", "--repo", str(tree.root)).code == 0
     tree.remove("environments/dev/other.yaml")
     aws.clear_requests()
+
+
+def test_removed_manifest_is_pruned(aws, client, tree, lensops):
+    _estate(tree)
+    _apply_then_remove_api_logs(aws, tree, lensops)
     pruned = lensops("apply", "--repo", str(tree.root))
     assert pruned.code == 0, pruned.out + pruned.err
     assert writes(aws.requests()) == {("logs", "DeleteLogGroup"): 1}
@@ -217,10 +218,7 @@ def test_removed_manifest_is_pruned(aws, client, tree, lensops):
 
 def test_removed_manifest_without_prune_is_an_orphan(aws, client, tree, lensops):
     _estate(tree, sync="sync: {prune: false}")
-    tree.write("environments/dev/other.yaml", log_group(name="api-logs", group="/econlens/dev/api"))
-    assert lensops("apply", "--repo", str(tree.root)).code == 0
-    tree.remove("environments/dev/other.yaml")
-    aws.clear_requests()
+    _apply_then_remove_api_logs(aws, tree, lensops)
     kept = lensops("apply", "--repo", str(tree.root))
     assert kept.code == 0, kept.out + kept.err
     assert "orphan" in kept.out

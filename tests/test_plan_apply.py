@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from conftest import alarm, writes
+from conftest import alarm, second_apply, writes
 
 
 def _estate(tree, threshold: float = 5) -> None:
@@ -75,13 +75,8 @@ def test_apply_creates_everything_then_plan_is_clean(aws, client, tree, lensops)
 
 def test_second_apply_makes_no_write_call(aws, tree, lensops):
     _estate(tree)
-    assert lensops("apply", "--repo", str(tree.root)).code == 0
-    aws.clear_requests()
-    again = lensops("apply", "--repo", str(tree.root))
-    assert again.code == 0, again.err
-    seen = aws.requests()
+    seen = second_apply(aws, tree, lensops)
     assert seen, "the second apply must still read AWS"
-    assert writes(seen) == {}
 
 
 def test_out_of_band_change_is_planned_and_reverted(aws, client, tree, lensops):

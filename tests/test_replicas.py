@@ -6,6 +6,7 @@ from __future__ import annotations
 import signal
 import subprocess
 import time
+from typing import Any
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -76,6 +77,20 @@ def _woken_and_passed(a: DaemonProcess, b: DaemonProcess, since: int) -> bool:
     return leases == set(ENVS) and bool(taken) and passed and bool(held_a) and held_a | held_b == set(ENVS) and not held_a & held_b
 
 
+def _paused_while_another_raises_every_threshold(a: DaemonProcess, replicas: Any, client: Any, git_remote: Any) -> tuple[int, DaemonProcess]:
+    """Pause ``a`` (SIGSTOP); a second replica takes every lease and applies a commit raising every
+    threshold to 8. Returns where ``a``'s events stood at the pause, and the second replica."""
+    a.proc.send_signal(signal.SIGSTOP)
+    paused_at = len(a.events())
+    b = replicas()
+    b.wait_until(lambda: _leaders(b) == set(ENVS), timeout=TTL + 15)
+    for env in ENVS:
+        git_remote.tree.write(f"environments/{env}/alarms.yaml", alarm("api-5xx", 8, physical=f"{env}-api-5xx"))
+    git_remote.commit("raise every threshold")
+    b.wait_until(lambda: set(_thresholds(client).values()) == {8.0}, timeout=20)
+    return paused_at, b
+
+
 def test_each_environment_is_applied_by_exactly_one_replica(replicas, client):
     a, b = replicas(), replicas()
     a.wait_until(lambda: len(_thresholds(client)) == 4, timeout=30)
@@ -106,14 +121,7 @@ def test_a_paused_holder_writes_nothing_when_it_wakes(replicas, client, git_remo
     # before the pause would otherwise be logged just after it).
     a.wait_until(lambda: _leaders(a) == set(ENVS) and all(a.applied_revision(env) for env in ENVS), timeout=30)
     assert len(_thresholds(client)) == 4
-    a.proc.send_signal(signal.SIGSTOP)
-    paused_at = len(a.events())
-    b = replicas()
-    b.wait_until(lambda: _leaders(b) == set(ENVS), timeout=TTL + 15)
-    for env in ENVS:
-        git_remote.tree.write(f"environments/{env}/alarms.yaml", alarm("api-5xx", 8, physical=f"{env}-api-5xx"))
-    git_remote.commit("raise every threshold")
-    b.wait_until(lambda: set(_thresholds(client).values()) == {8.0}, timeout=20)
+    paused_at, b = _paused_while_another_raises_every_threshold(a, replicas, client, git_remote)
 
     a.proc.send_signal(signal.SIGCONT)
     # Woken, the old holder finds every lease lost (or gives it up, or takes it again), and the
@@ -137,14 +145,7 @@ def test_a_replica_behind_on_git_does_not_take_an_environment_back(replicas, cli
     subprocess.run(["git", "clone", "-q", "--mirror", str(git_remote.bare), str(mirror)], check=True)
     a = replicas(LENSOPS_REPO_URL=f"file://{mirror}")
     a.wait_until(lambda: _leaders(a) == set(ENVS) and all(a.applied_revision(env) for env in ENVS), timeout=30)
-    a.proc.send_signal(signal.SIGSTOP)
-    paused_at = len(a.events())
-    b = replicas()
-    b.wait_until(lambda: _leaders(b) == set(ENVS), timeout=TTL + 15)
-    for env in ENVS:
-        git_remote.tree.write(f"environments/{env}/alarms.yaml", alarm("api-5xx", 8, physical=f"{env}-api-5xx"))
-    git_remote.commit("raise every threshold")
-    b.wait_until(lambda: set(_thresholds(client).values()) == {8.0}, timeout=20)
+    paused_at, b = _paused_while_another_raises_every_threshold(a, replicas, client, git_remote)
 
     a.proc.send_signal(signal.SIGCONT)
     a.wait_until(lambda: _woken_and_passed(a, b, paused_at), timeout=TTL + 20)

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from conftest import ACCOUNT, REGION, writes
+from conftest import ACCOUNT, REGION, second_apply, writes
 from controller.aws import ClientFactory
 from controller.diff import diff
 from controller.errors import RetryableError
@@ -132,12 +132,7 @@ def test_apply_creates_ip_set_and_web_acl_referencing_it(aws, client, tree, lens
 
 def test_second_apply_makes_no_write_call(aws, tree, lensops):
     _estate(tree)
-    assert lensops("apply", "--repo", str(tree.root)).code == 0
-    aws.clear_requests()
-    again = lensops("apply", "--repo", str(tree.root))
-    assert again.code == 0, again.out + again.err
-    seen = aws.requests()
-    assert writes(seen) == {}
+    seen = second_apply(aws, tree, lensops)
     # One listing per scope and kind, one Get and one ListTagsForResource per resource.
     assert seen[("wafv2", "ListIPSets")] == 2 and seen[("wafv2", "ListWebACLs")] == 2
     assert seen[("wafv2", "GetIPSet")] == 1 and seen[("wafv2", "GetWebACL")] == 1

@@ -331,7 +331,8 @@ class Pass:
         """The resource as the manifests want it (``spec`` resolved), and its normalised desired state."""
         tags = target.tags if target.tags is not None else self._tags(target, reconciler, spec)
         desired = Desired(target.kind, target.name, target.physical, spec, tags, target.annotations)
-        desired.stored = reconciler.stored_spec(desired)
+        if self.execute:  # what the state store keeps: a plan records nothing
+            desired.stored = reconciler.stored_spec(desired)
         return desired, target.state if target.state is not None else reconciler.desired_state(desired)
 
     def expected(self, prune: bool) -> list[tuple[str, Action]]:

@@ -24,7 +24,7 @@ from typing import Any, Callable
 
 from pydantic import ValidationError
 
-from controller.errors import Problem
+from controller.errors import Problem, quoted
 from controller.kinds import RUNBOOK_RUN, Reconciler, Registry
 from controller.manifests.graph import find_refs, topological_order
 from controller.manifests.interpolate import Expansion, ExpansionTooLarge, PlaceholderProblem, interpolate
@@ -47,13 +47,10 @@ MAX_FILE_NAME = 1024
 OUTSIDE = "symlink to a path outside the repository"
 NOWHERE = "symlink that leads nowhere (a missing target or a loop)"
 NAME_RULE = "lowercase letters, digits and '-', starting and ending alphanumeric, at most 63"
+SHOWN_CHARS = 80
+"""Characters of a folder name or file name from the tree shown in a problem."""
 MENTIONS_NAMED = 5
 """Other resources named in the problem of a missing reference target (the rest are counted)."""
-
-
-def _clip(value: str, limit: int = 80) -> str:
-    """``value`` quoted for a message, cut at ``limit`` characters."""
-    return repr(value if len(value) <= limit else value[:limit] + "...")
 
 
 @dataclass
@@ -228,7 +225,7 @@ class _Loader:
                 followed = self.follow(entry.path)
                 if isinstance(followed, str):
                     if not usable:
-                        self.problem("", "environments/", 0, "", f"folder {_clip(name)}: {followed}")
+                        self.problem("", "environments/", 0, "", f"folder {quoted(name, SHOWN_CHARS)}: {followed}")
                     elif self.only is None or name in self.only:
                         self.problem(name, f"environments/{name}", 0, "", followed)
                         found[name] = None
@@ -241,7 +238,7 @@ class _Loader:
             else:
                 continue
             if not usable:
-                self.problem("", "environments/", 0, "", f"folder {_clip(name)} cannot be an environment: its name must be {NAME_RULE}")
+                self.problem("", "environments/", 0, "", f"folder {quoted(name, SHOWN_CHARS)} cannot be an environment: its name must be {NAME_RULE}")
                 continue
             found[name] = path
         return found
@@ -517,7 +514,7 @@ class _Loader:
         line = doc.line("spec", name)
 
         def refuse(message: str) -> None:
-            self.problem(env, doc.path, line, doc.ident, f"{name} {_clip(value)} {message}")
+            self.problem(env, doc.path, line, doc.ident, f"{name} {quoted(value, SHOWN_CHARS)} {message}")
 
         if not value or "\0" in value or len(value) > MAX_FILE_NAME or max(len(part) for part in value.split("/")) > 255:
             refuse("is not a usable file name")
